@@ -1,0 +1,1 @@
+//! expgraph-backbone (work in progress).

@@ -1,0 +1,1 @@
+//! expgraph-cliques (work in progress).

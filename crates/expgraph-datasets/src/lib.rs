@@ -1,0 +1,1 @@
+//! expgraph-datasets (work in progress).

@@ -1,0 +1,1 @@
+//! expgraph-disentangle (work in progress).

@@ -1,0 +1,1 @@
+//! expgraph-eval (work in progress).

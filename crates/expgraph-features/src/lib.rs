@@ -1,0 +1,1 @@
+//! expgraph-features (work in progress).

@@ -1,0 +1,1 @@
+//! expgraph-learn (work in progress).

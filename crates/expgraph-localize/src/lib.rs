@@ -1,0 +1,1 @@
+//! expgraph-localize (work in progress).

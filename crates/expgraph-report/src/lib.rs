@@ -1,0 +1,1 @@
+//! expgraph-report (work in progress).
