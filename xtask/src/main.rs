@@ -1,1 +1,41 @@
-fn main() {}
+//! `cargo xtask …`: benchmarks that run the whole pipeline and write a JSON record, data set
+//! fetchers, and the report screenshot. Wired through the `xtask` alias in `.cargo/config.toml`.
+
+mod bench;
+mod fetch;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "expgraph project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark on a generated synthetic part data set (no download needed).
+    BenchSynth(bench::SynthArgs),
+    /// Benchmark on CUB-200-2011 (DIR holds `images.txt`).
+    BenchCub(bench::CubArgs),
+    /// Benchmark on Pascal-Part (VOC2010 + the authors' `truth_<cat>.mat`).
+    BenchPascal(bench::PascalArgs),
+    /// Benchmark on ILSVRC 2013 DET Animal-Part.
+    BenchIlsvrc(bench::IlsvrcArgs),
+    /// Download CUB-200-2011 and verify its checksum.
+    FetchCub(fetch::FetchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match Cli::parse().command {
+        Command::BenchSynth(a) => bench::synth(a),
+        Command::BenchCub(a) => bench::cub(a),
+        Command::BenchPascal(a) => bench::pascal(a),
+        Command::BenchIlsvrc(a) => bench::ilsvrc(a),
+        Command::FetchCub(a) => fetch::cub(a),
+    }
+}

@@ -1,1 +1,51 @@
-//! expgraph-backbone (work in progress).
+//! # expgraph-backbone
+//!
+//! Pretrained CNN backbones on [candle](https://github.com/huggingface/candle) that return the
+//! **pre-ReLU** feature maps of chosen layers ("taps"), as the explanatory graph needs them
+//! (paper-spec §3), together with each tap's position in the input frame (spec §1.3).
+//!
+//! * [`Backbone`]: the trait callers use; [`Vgg16`] implements it (taps `conv1_1` … `conv5_3`).
+//!   A forward pass only runs as deep as the deepest requested tap.
+//! * [`WeightSource`]: a local `.safetensors` file or a Hugging Face hub repository (through the
+//!   standard hub cache, honouring `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`; see [`hub`]).
+//! * [`Preprocess`]: pixel normalization presets. Rule: local files default to
+//!   [`Preprocess::Caffe`] (the original VGG-16, RGB 0..255 minus the mean), hub weights to
+//!   [`Preprocess::Torchvision`]; see [`WeightSource::default_preprocess`].
+//! * [`geometry`]: the receptive-field recursion behind [`TapInfo::geometry`].
+//!
+//! On the CPU, convolutions use an NHWC im2col + matmul path with a fused max-pool + ReLU
+//! ([`ConvImpl::Im2colNhwc`], about 2.5× faster than candle's stock `conv2d`); other devices use
+//! candle's own ops ([`ConvImpl::Candle`]). Build with the `cuda` feature for CUDA devices.
+//! Binaries may want `mimalloc` as global allocator (large temporaries); this library sets none.
+//!
+//! ```no_run
+//! use expgraph_backbone::{Backbone, Vgg16, WeightSource};
+//! use candle_core::Device;
+//!
+//! # fn main() -> Result<(), expgraph_backbone::BackboneError> {
+//! let source = WeightSource::parse("vgg16-imagenet-conv.safetensors"); // or "timm/vgg16.tv_in1k"
+//! let model = Vgg16::load(&source, &Device::Cpu)?;
+//! let pixels = vec![128u8; 224 * 224 * 3]; // RGB, HWC
+//! let input = source.default_preprocess().to_tensor(&[&pixels], 224, model.device())?;
+//! let maps = model.forward_taps(&input, &["conv4_3", "conv5_3"])?; // [1,512,28,28], [1,512,14,14]
+//! let geometry = model.tap("conv5_3").map(|t| t.geometry); // stride 16, first centre 8.5
+//! # Ok(()) }
+//! ```
+
+mod backbone;
+mod error;
+pub mod geometry;
+pub mod hub;
+mod nhwc;
+mod preprocess;
+mod source;
+mod vgg;
+mod weights;
+
+pub use backbone::{Backbone, TapInfo};
+pub use error::BackboneError;
+pub use expgraph_cache::TapGeometry;
+pub use hub::HubConfig;
+pub use preprocess::{Preprocess, CAFFE_MEAN_RGB, TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB};
+pub use source::{resolve_weights, resolve_weights_with, WeightSource, DEFAULT_HUB_FILENAME};
+pub use vgg::{ConvImpl, Vgg16, REFERENCE_INPUT_SIZE};

@@ -44,7 +44,7 @@ impl InMemoryLayer {
         flipped: Option<Vec<f32>>,
     ) -> Result<Self, CacheError> {
         let per = info.image_len();
-        if per == 0 || original.len() % per != 0 {
+        if per == 0 || !original.len().is_multiple_of(per) {
             return Err(CacheError::Shape {
                 layer: info.name.clone(),
                 what: format!(

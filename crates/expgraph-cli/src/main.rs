@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline on the embedded default data set (or a CUB folder), ending in a report.
+    Run(cmd::run::Args),
     /// Images + object boxes → normalized, cached feature maps.
     Extract(cmd::extract::Args),
     /// Debugging tools for raw backbone features.
@@ -24,16 +26,26 @@ enum Command {
     Learn(cmd::learn::Args),
     /// Infer node positions and scores on the images of a feature cache.
     Infer(cmd::infer::Args),
+    /// Few-shot part localization with graph nodes, raw filters or the prior mean (spec §4.1).
+    Localize(cmd::localize::Args),
+    /// Draw the HTML report: patch galleries, heat maps, synthesis, σ histograms (spec §4.4).
+    Report(cmd::report::Args),
+    /// Export the graph as versioned JSON and/or a Graphviz DOT subgraph.
+    Export(cmd::export::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => cmd::run::run(args),
         Command::Extract(args) => cmd::extract::run(args),
         Command::Features(c) => cmd::features::run(c),
         Command::Learn(args) => cmd::learn::run(args),
         Command::Infer(args) => cmd::infer::run(args),
+        Command::Localize(args) => cmd::localize::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Export(args) => cmd::export::run(args),
     }
 }
 

@@ -37,6 +37,15 @@ pub struct GraphLayer {
     pub mean_position: Vec<[f64; 2]>,
     /// Parents of each node (empty in the top layer).
     pub parents: Vec<Vec<Parent>>,
+    /// Mean of the raw node score `S_V(I)` over all nodes and training images (spec §2.4
+    /// "records"): inference divides scores by it, so scores on new images are on the training
+    /// scale (1.0 = an average node in an average training image).
+    #[serde(default = "one")]
+    pub score_norm: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl GraphLayer {
@@ -49,6 +58,22 @@ impl GraphLayer {
     pub fn filter_of(&self, node: usize) -> usize {
         node / self.nodes_per_filter
     }
+
+    /// Largest number of parents of any node (0 in the top layer).
+    pub fn max_parents(&self) -> usize {
+        self.parents.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// A node's prior mean μ in input pixels (1-based, 224 frame), spec §1.3.
+    pub fn mu_pixels(&self, node: usize) -> [f64; 2] {
+        let g = &self.info.geometry;
+        [g.map_to_pixel(self.mu[node][0]), g.map_to_pixel(self.mu[node][1])]
+    }
+
+    /// A node's σ in input pixels.
+    pub fn sigma_pixels(&self, node: usize) -> f64 {
+        self.sigma[node] * self.info.geometry.stride
+    }
 }
 
 /// A learned explanatory graph.
@@ -60,6 +85,22 @@ pub struct ExplanatoryGraph {
     pub input_size: usize,
     /// Layers, shallowest first; parents of layer `l` live in layer `l + 1`.
     pub layers: Vec<GraphLayer>,
+    /// The hyper-parameters the graph was learned with (JSON object written by the learner;
+    /// `null` when unknown).
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+impl ExplanatoryGraph {
+    /// The layer explaining conv layer `name`, with its index.
+    pub fn layer_by_name(&self, name: &str) -> Option<(usize, &GraphLayer)> {
+        self.layers.iter().enumerate().find(|(_, l)| l.info.name == name)
+    }
+
+    /// Total number of nodes over all layers.
+    pub fn num_nodes(&self) -> usize {
+        self.layers.iter().map(GraphLayer::num_nodes).sum()
+    }
 }
 
 /// Inferred state of one layer's nodes in one image (spec §1.7).
@@ -83,4 +124,20 @@ pub struct ImageActivations {
     pub flipped: bool,
     /// One entry per graph layer, shallowest first.
     pub layers: Vec<LayerActivations>,
+}
+
+impl ImageActivations {
+    /// Position of `node` of layer `layer` in input pixels (1-based) of the **original**
+    /// (unmirrored) crop: maps through the layer geometry (spec §1.3), then undoes the flip with
+    /// `w' = input_size + 1 - w`.
+    pub fn position_pixels(&self, layer: &GraphLayer, layer_index: usize, node: usize, input_size: usize) -> [f64; 2] {
+        let p = self.layers[layer_index].positions[node];
+        let g = &layer.info.geometry;
+        let (h, w) = (g.map_to_pixel(f64::from(p[0])), g.map_to_pixel(f64::from(p[1])));
+        if self.flipped {
+            [h, input_size as f64 + 1.0 - w]
+        } else {
+            [h, w]
+        }
+    }
 }

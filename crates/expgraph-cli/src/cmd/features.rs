@@ -1,10 +1,66 @@
-//! `expgraph features …` (being implemented).
+//! `expgraph features …`: debugging tools for raw backbone features.
+
+use std::path::PathBuf;
+
+use expgraph_backbone::{Preprocess, Vgg16, WeightSource};
+use expgraph_features::{dump_raw_maps, parse_device, write_raw_maps};
 
 /// Subcommands of `expgraph features`.
 #[derive(clap::Subcommand, Debug)]
-pub enum FeaturesCommand {}
+pub enum FeaturesCommand {
+    /// Write the raw pre-ReLU, unnormalized maps of whole images to a safetensors file
+    /// (f32 tensors named by layer, `[N, C, H, W]`, images in the order given).
+    Dump(DumpArgs),
+}
+
+/// Arguments of `expgraph features dump`.
+#[derive(clap::Args, Debug)]
+pub struct DumpArgs {
+    /// Weights: a .safetensors file, or a hub repo id such as `timm/vgg16.tv_in1k`.
+    #[arg(long, value_name = "FILE|REPO")]
+    pub weights: String,
+    /// Pixel preprocessing; default: `caffe` for a local file, `torchvision` for a hub repo.
+    #[arg(long, value_parser = ["caffe", "torchvision"])]
+    pub preprocess: Option<String>,
+    /// Use each image as is (it must be 224×224); otherwise the whole image is resized.
+    #[arg(long)]
+    pub no_crop: bool,
+    /// Layers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "conv4_2,conv4_3,conv5_2,conv5_3")]
+    pub layers: Vec<String>,
+    /// Output safetensors file.
+    #[arg(long, value_name = "OUT.safetensors")]
+    pub out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Images (JPEG/PNG).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
 
 /// Run `expgraph features …`.
 pub fn run(c: FeaturesCommand) -> anyhow::Result<()> {
-    match c {}
+    match c {
+        FeaturesCommand::Dump(args) => dump(args),
+    }
+}
+
+fn dump(args: DumpArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    let source = WeightSource::parse(&args.weights);
+    let preprocess = match &args.preprocess {
+        Some(p) => Preprocess::from_name(p)?,
+        None => source.default_preprocess(),
+    };
+    let backbone = Vgg16::load(&source, &device)?;
+    let size = expgraph_backbone::REFERENCE_INPUT_SIZE;
+    let maps = dump_raw_maps(&backbone, preprocess, &args.layers, &args.images, size, args.no_crop, args.batch)?;
+    write_raw_maps(&args.out, &maps)?;
+    let shapes: Vec<_> = maps.iter().map(|m| serde_json::json!({"layer": m.layer, "shape": m.shape})).collect();
+    println!("{}", serde_json::json!({"out": args.out, "preprocess": preprocess.name(), "tensors": shapes}));
+    Ok(())
 }

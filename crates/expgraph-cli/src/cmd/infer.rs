@@ -1,10 +1,46 @@
-//! `expgraph infer` (being implemented).
+//! `expgraph infer`: node positions and scores on the images of a feature cache (spec §1.7).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use expgraph_cache::FeatureCache;
+use expgraph_graph::{save_activations, ExplanatoryGraph};
 
 /// Arguments of `expgraph infer`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Graph folder (written by `expgraph learn`).
+    #[arg(long, value_name = "GRAPH")]
+    pub graph: PathBuf,
+    /// Feature cache folder of the images to run on (same backbone and layers as the graph).
+    #[arg(long, value_name = "CACHE")]
+    pub features: PathBuf,
+    /// Output folder: `activations.json` (ids, layers) + `activations.safetensors`
+    /// (`<layer>.positions` map coords, `<layer>.positions_px` pixels of the 224 frame,
+    /// `<layer>.scores`, `flips`).
+    #[arg(long, value_name = "ACTIVATIONS")]
+    pub out: PathBuf,
+    /// Use only the first N images.
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
+}
 
 /// Run `expgraph infer`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`expgraph infer` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let graph = ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
+    let cache = FeatureCache::open(&args.features).with_context(|| format!("opening feature cache {}", args.features.display()))?;
+    let started = Instant::now();
+    let acts = expgraph_learn::infer(&graph, &cache, args.images)?;
+    save_activations(&args.out, &graph, &acts).with_context(|| format!("writing {}", args.out.display()))?;
+    let flipped = acts.iter().filter(|a| a.flipped).count();
+    tracing::info!(
+        images = acts.len(),
+        flipped,
+        nodes = graph.num_nodes(),
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        out = %args.out.display(),
+        "activations written"
+    );
+    Ok(())
 }

@@ -1,10 +1,100 @@
-//! `expgraph learn` (being implemented).
+//! `expgraph learn`: learn an explanatory graph from a feature cache (spec §2).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context;
+use expgraph_cache::FeatureCache;
+use expgraph_learn::{LearnParams, Progress};
 
 /// Arguments of `expgraph learn`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Feature cache folder (written by `expgraph extract`).
+    #[arg(long, value_name = "CACHE")]
+    pub features: PathBuf,
+    /// Output graph folder (`graph.json` + `graph.safetensors`).
+    #[arg(long, value_name = "GRAPH")]
+    pub out: PathBuf,
+    /// Graph layers, comma-separated, from the paper's defaults (conv4_2, conv4_3, conv5_2,
+    /// conv5_3 with densities 0.05, 0.05, 0.1, 0.1).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// EM iterations per layer.
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+    /// Seed of the random initialization.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N images.
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
+    /// Candidate parents kept per layer (`topM`, clamped to the pool).
+    #[arg(long, default_value_t = 600)]
+    pub top_m: usize,
+    /// Reproduce the reference code's quirks (spec §7 and its addendum) instead of the fixes.
+    #[arg(long)]
+    pub reference_compat: bool,
+    /// Ignore mirrored views even when the cache has them.
+    #[arg(long)]
+    pub no_flips: bool,
+}
 
 /// Run `expgraph learn`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`expgraph learn` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cache = FeatureCache::open(&args.features).with_context(|| format!("opening feature cache {}", args.features.display()))?;
+    let mut params = LearnParams::default()
+        .iterations(args.iterations)
+        .seed(args.seed)
+        .max_images(args.images)
+        .top_m(args.top_m)
+        .reference_compat(args.reference_compat)
+        .use_flips(!args.no_flips);
+    if let Some(names) = &args.layers {
+        let unknown: Vec<&String> = names.iter().filter(|n| !params.layers.iter().any(|l| &l.name == *n)).collect();
+        anyhow::ensure!(unknown.is_empty(), "unknown graph layers {unknown:?}; known: conv4_2, conv4_3, conv5_2, conv5_3");
+        params = params.select_layers(names);
+    }
+    let params = params.check()?;
+    let n = args.images.map_or(cache.images().len(), |m| m.min(cache.images().len()));
+    tracing::info!(images = n, layers = ?params.layers.iter().map(|l| &l.name).collect::<Vec<_>>(), iterations = params.iterations, reference_compat = params.reference_compat, "learning");
+    let bar = progress_bar((params.layers.len() * params.iterations) as u64);
+    let started = Instant::now();
+    let last = Mutex::new(Instant::now());
+    let on_progress = |p: &Progress| {
+        bar.set_message(format!("{} iteration {}/{}", p.layer, p.iteration, p.iterations));
+        bar.inc(1);
+        if let Ok(mut t) = last.lock() {
+            let dt = t.elapsed().as_secs_f64();
+            *t = Instant::now();
+            tracing::debug!(layer = %p.layer, iteration = p.iteration, seconds = dt, ms_per_image = dt * 1e3 / n.max(1) as f64, "iteration done");
+        }
+    };
+    let out = params.fit_with(&cache, None, &on_progress)?;
+    bar.finish_and_clear();
+    out.graph.save(&args.out).with_context(|| format!("saving graph to {}", args.out.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    let steps = (params.layers.len() * params.iterations * n).max(1) as f64;
+    tracing::info!(
+        graph = %args.out.display(),
+        nodes = out.graph.num_nodes(),
+        seconds = format!("{secs:.1}"),
+        ms_per_image_iteration_layer = format!("{:.2}", secs * 1e3 / steps),
+        "graph written"
+    );
+    Ok(())
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})") {
+        bar.set_style(style);
+    }
+    bar
 }

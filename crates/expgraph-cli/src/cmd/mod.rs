@@ -4,3 +4,7 @@ pub mod extract;
 pub mod features;
 pub mod infer;
 pub mod learn;
+pub mod localize;
+pub mod export;
+pub mod report;
+pub mod run;

@@ -1,0 +1,127 @@
+//! Golden test against activations computed with onnxruntime from the original VGG-16
+//! (`shared/models/vgg16-golden.safetensors`, see `shared/models/README.md`).
+//! Skips (passes with a printed reason) when the shared files are absent.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use expgraph_backbone::{Backbone, ConvImpl, Preprocess, Vgg16};
+
+const TAPS: [&str; 4] = ["conv4_2", "conv4_3", "conv5_2", "conv5_3"];
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("EXPGRAPH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
+}
+
+/// (weights path, golden tensors), or `None` after printing why the test is skipped.
+fn golden_files() -> Option<(PathBuf, HashMap<String, Tensor>)> {
+    let models = shared_dir().join("models");
+    let weights = models.join("vgg16-imagenet-conv.safetensors");
+    let golden = models.join("vgg16-golden.safetensors");
+    for path in [&weights, &golden] {
+        if !path.is_file() {
+            eprintln!(
+                "SKIPPED: {} not found (set EXPGRAPH_SHARED to the shared folder)",
+                path.display()
+            );
+            return None;
+        }
+    }
+    let tensors =
+        candle_core::safetensors::load(&golden, &Device::Cpu).expect("golden file readable");
+    Some((weights, tensors))
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn l2(t: &Tensor) -> f64 {
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt()
+}
+
+/// Checks the README's tolerance: max|Δ| ≤ 2e-5·max|golden| and relative L2 ≤ 5e-6.
+fn assert_close(name: &str, ours: &Tensor, golden: &Tensor) {
+    assert_eq!(ours.dims(), golden.dims(), "{name}: shape");
+    let diff = (ours - golden).unwrap();
+    let (max_diff, scale) = (max_abs(&diff), max_abs(golden));
+    let rel_l2 = l2(&diff) / l2(golden);
+    eprintln!(
+        "{name}: max|Δ| = {max_diff:.3e} (max|golden| = {scale:.1}), relative L2 = {rel_l2:.3e}"
+    );
+    assert!(
+        max_diff <= 2e-5 * scale,
+        "{name}: max|Δ| {max_diff} > 2e-5 × {scale}"
+    );
+    assert!(rel_l2 <= 5e-6, "{name}: relative L2 {rel_l2} > 5e-6");
+}
+
+fn check_model(model: &Vgg16, golden: &HashMap<String, Tensor>) {
+    let outputs = model.forward_taps(&golden["input"], &TAPS).unwrap();
+    for (name, ours) in TAPS.iter().zip(&outputs) {
+        assert_close(name, ours, &golden[*name]);
+    }
+}
+
+#[test]
+fn vgg16_matches_golden_activations() {
+    let Some((weights, golden)) = golden_files() else {
+        return;
+    };
+    let model = Vgg16::load_file(&weights, &Device::Cpu).unwrap();
+    assert_eq!(model.conv_impl(), ConvImpl::Im2colNhwc);
+    assert_eq!(model.weights_digest().len(), 64);
+    check_model(&model, &golden);
+}
+
+/// The stock candle path against the golden file (slower; run with `--ignored`).
+#[test]
+#[ignore = "slow: about 4 s in release; run with `cargo test --release -p expgraph-backbone -- --ignored`"]
+fn vgg16_stock_conv_matches_golden_activations() {
+    let Some((weights, golden)) = golden_files() else {
+        return;
+    };
+    let model = Vgg16::load_file(&weights, &Device::Cpu)
+        .unwrap()
+        .with_conv_impl(ConvImpl::Candle)
+        .unwrap();
+    check_model(&model, &golden);
+}
+
+#[test]
+fn caffe_preprocessing_reproduces_golden_input() {
+    let Some((_, golden)) = golden_files() else {
+        return;
+    };
+    let rgb = &golden["input_rgb_u8"];
+    let (n, size) = (rgb.dim(0).unwrap(), rgb.dim(1).unwrap());
+    let bytes = rgb.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let images: Vec<&[u8]> = bytes.chunks_exact(size * size * 3).collect();
+    assert_eq!(images.len(), n);
+    let ours = Preprocess::Caffe
+        .to_tensor(&images, size, &Device::Cpu)
+        .unwrap();
+    let max_diff = max_abs(&(ours - &golden["input"]).unwrap());
+    assert!(max_diff <= 1e-4, "max|Δ| = {max_diff}");
+    // The torchvision preset is a different convention and must not match.
+    let wrong = Preprocess::Torchvision
+        .to_tensor(&images, size, &Device::Cpu)
+        .unwrap();
+    assert!(max_abs(&(wrong - &golden["input"]).unwrap()) > 1.0);
+}

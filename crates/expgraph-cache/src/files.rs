@@ -1,0 +1,64 @@
+//! Small file helpers: atomic writes and the on-disk `manifest.json` wrapper.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CacheError, CacheManifest, StorageInfo};
+
+/// Name of the manifest file in a cache folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// `manifest.json`: the [`CacheManifest`] fields plus `"storage"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ManifestFile {
+    #[serde(flatten)]
+    pub manifest: CacheManifest,
+    pub storage: StorageInfo,
+}
+
+/// Only the fields needed to recognize a cache (tolerates other format versions).
+#[derive(Deserialize)]
+pub(crate) struct ManifestProbe {
+    pub format_version: u32,
+    pub key: String,
+}
+
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> CacheError {
+    CacheError::Io { path: path.to_path_buf(), source }
+}
+
+/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, then rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path, e));
+    }
+    Ok(())
+}
+
+/// `<path>.tmp`.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Memory-map a file read-only.
+///
+/// Safety of the map: cache files are written once (temp + rename) and never modified in
+/// place by this crate; a file replaced by rename keeps the old inode alive for the map.
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap, CacheError> {
+    let file = fs::File::open(path).map_err(|e| io_err(path, e))?;
+    // SAFETY: see above; the map is read-only and outlives no borrow of `file`.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))
+}

@@ -1,0 +1,310 @@
+//! [`CacheWriter`]: writes shard files atomically, resumes after interruption, writes the
+//! manifest last.
+
+use std::collections::HashSet;
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::files::{io_err, write_atomic, ManifestFile, ManifestProbe, MANIFEST_FILE};
+use crate::shard::{self, ShardMeta};
+use crate::{compute_cache_key, CacheError, CacheManifest, LayerInfo, StorageInfo, View};
+
+/// Writes a feature cache folder (see the crate docs for the layout).
+///
+/// ```no_run
+/// # fn demo(manifest: expgraph_cache::CacheManifest, storage: expgraph_cache::StorageInfo,
+/// #         maps_of: impl Fn(std::ops::Range<usize>, &str, expgraph_cache::View) -> Vec<f32>)
+/// #         -> Result<(), expgraph_cache::CacheError> {
+/// use expgraph_cache::CacheWriter;
+/// let mut writer = CacheWriter::create("cache/", manifest, storage, false)?;
+/// for shard in writer.pending_shards() {
+///     let images = writer.shard_range(shard);
+///     for (layer, view) in writer.files_per_shard() {
+///         writer.write_shard(shard, &layer, view, &maps_of(images.clone(), &layer, view))?;
+///     }
+/// }
+/// writer.finish()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct CacheWriter {
+    dir: PathBuf,
+    file: ManifestFile,
+    /// `done[shard][file]`, file = layer index * views + view index.
+    done: Vec<Vec<bool>>,
+}
+
+impl CacheWriter {
+    /// Start (or resume) writing a cache in `dir`.
+    ///
+    /// `manifest.key` is replaced by [`compute_cache_key`]. Shard files already in `dir` with
+    /// the same key are kept and reported as done. A cache (manifest or shard files) with
+    /// another key is an error ([`CacheError::KeyMismatch`]) unless `overwrite` is set, in
+    /// which case its files are removed first.
+    pub fn create(
+        dir: impl AsRef<Path>,
+        mut manifest: CacheManifest,
+        storage: StorageInfo,
+        overwrite: bool,
+    ) -> Result<Self, CacheError> {
+        let dir = dir.as_ref().to_path_buf();
+        validate(&manifest, &storage)?;
+        manifest.key = compute_cache_key(&manifest, &storage);
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let found = existing_key(&dir)?;
+        if let Some(found) = found.filter(|k| *k != manifest.key) {
+            if !overwrite {
+                return Err(CacheError::KeyMismatch { dir, found, expected: manifest.key });
+            }
+            tracing::warn!(dir = %dir.display(), "overwriting a feature cache with another key");
+            remove_cache_files(&dir)?;
+        }
+        let num_shards = manifest.images.len().div_ceil(storage.shard_size);
+        let files = manifest.layers.len() * manifest.views.len();
+        let mut writer =
+            Self { dir, file: ManifestFile { manifest, storage }, done: vec![vec![false; files]; num_shards] };
+        writer.scan_existing(overwrite)?;
+        Ok(writer)
+    }
+
+    /// The content key of this cache.
+    pub fn key(&self) -> &str {
+        &self.file.manifest.key
+    }
+
+    /// The manifest that [`finish`](Self::finish) will write.
+    pub fn manifest(&self) -> &CacheManifest {
+        &self.file.manifest
+    }
+
+    /// Storage settings.
+    pub fn storage(&self) -> &StorageInfo {
+        &self.file.storage
+    }
+
+    /// Number of shards.
+    pub fn num_shards(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Images (indices into `manifest.images`) of shard `shard`.
+    pub fn shard_range(&self, shard: usize) -> Range<usize> {
+        let size = self.file.storage.shard_size;
+        let n = self.file.manifest.images.len();
+        (shard * size).min(n)..((shard + 1) * size).min(n)
+    }
+
+    /// The `(layer, view)` files each shard has, in writing order.
+    pub fn files_per_shard(&self) -> Vec<(String, View)> {
+        let m = &self.file.manifest;
+        m.layers.iter().flat_map(|l| m.views.iter().map(move |v| (l.name.clone(), *v))).collect()
+    }
+
+    /// Whether every file of `shard` is written.
+    pub fn is_complete(&self, shard: usize) -> bool {
+        self.done.get(shard).is_some_and(|f| f.iter().all(|d| *d))
+    }
+
+    /// Shards with at least one file still to write, in order.
+    pub fn pending_shards(&self) -> Vec<usize> {
+        (0..self.num_shards()).filter(|s| !self.is_complete(*s)).collect()
+    }
+
+    /// Write the maps of `layer`/`view` for the images of `shard` (`[n, C, H, W]` f32).
+    ///
+    /// Fails on a wrong length, a non-finite value, or (f16) a value too large for f16.
+    pub fn write_shard(&mut self, shard: usize, layer: &str, view: View, maps: &[f32]) -> Result<(), CacheError> {
+        let slot = self.slot(shard, layer, view)?;
+        let info = &self.file.manifest.layers[slot / self.file.manifest.views.len()];
+        let n = self.shard_range(shard).len();
+        if maps.len() != n * info.image_len() {
+            return Err(CacheError::Shape {
+                layer: layer.to_string(),
+                what: format!(
+                    "shard {shard}: {} values, expected {n} images x {}x{}x{}",
+                    maps.len(),
+                    info.channels,
+                    info.height,
+                    info.width
+                ),
+            });
+        }
+        check_finite(info, shard * self.file.storage.shard_size, maps)?;
+        let meta = ShardMeta { key: &self.file.manifest.key, layer, view, index: shard };
+        let bytes = shard::encode(&meta, info, self.file.storage.dtype, maps)?;
+        let layer_dir = self.dir.join(layer);
+        fs::create_dir_all(&layer_dir).map_err(|e| io_err(&layer_dir, e))?;
+        write_atomic(&shard::shard_path(&self.dir, layer, view, shard), &bytes)?;
+        self.done[shard][slot] = true;
+        Ok(())
+    }
+
+    /// Write `manifest.json` (atomically, last). Fails if a shard file is missing.
+    pub fn finish(self) -> Result<PathBuf, CacheError> {
+        if let Some(shard) = self.pending_shards().first() {
+            return Err(CacheError::Incomplete { dir: self.dir.clone(), shard: *shard });
+        }
+        let path = self.dir.join(MANIFEST_FILE);
+        let json = serde_json::to_vec_pretty(&self.file)
+            .map_err(|e| CacheError::Format { path: path.clone(), what: e.to_string() })?;
+        write_atomic(&path, &json)?;
+        Ok(self.dir)
+    }
+
+    fn slot(&self, shard: usize, layer: &str, view: View) -> Result<usize, CacheError> {
+        let m = &self.file.manifest;
+        let li = m.layers.iter().position(|l| l.name == layer);
+        let vi = m.views.iter().position(|v| *v == view);
+        match (li, vi) {
+            (Some(li), Some(vi)) if shard < self.num_shards() => Ok(li * m.views.len() + vi),
+            _ => Err(CacheError::Shape {
+                layer: layer.to_string(),
+                what: format!("no such shard/layer/view in this cache: shard {shard}, view {view:?}"),
+            }),
+        }
+    }
+
+    /// Mark shard files that are already there with this key as done; remove stale temp files.
+    fn scan_existing(&mut self, overwrite: bool) -> Result<(), CacheError> {
+        let views = self.file.manifest.views.clone();
+        let layers = self.file.manifest.layers.clone();
+        for (li, layer) in layers.iter().enumerate() {
+            for (vi, view) in views.iter().enumerate() {
+                for shard in 0..self.num_shards() {
+                    let path = shard::shard_path(&self.dir, &layer.name, *view, shard);
+                    let _ = fs::remove_file(crate::files::tmp_path(&path));
+                    if !path.exists() {
+                        continue;
+                    }
+                    let expected = self.shard_range(shard).len();
+                    match existing_shard_ok(&path, &self.file, layer, expected) {
+                        Ok(true) => self.done[shard][li * views.len() + vi] = true,
+                        Ok(false) if overwrite => {}
+                        Ok(false) => {
+                            return Err(CacheError::Format {
+                                path,
+                                what: "existing shard has the right key but the wrong shape; \
+                                       delete it or pass overwrite"
+                                    .into(),
+                            })
+                        }
+                        Err(e) => {
+                            tracing::warn!("rewriting unreadable shard: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        let done = self.done.iter().flatten().filter(|d| **d).count();
+        if done > 0 {
+            tracing::info!(dir = %self.dir.display(), files = done, "resuming: keeping shard files already written");
+        }
+        Ok(())
+    }
+}
+
+fn existing_shard_ok(path: &Path, file: &ManifestFile, layer: &LayerInfo, n: usize) -> Result<bool, CacheError> {
+    let bytes = crate::files::map_file(path)?;
+    let header = shard::read_header(path, &bytes)?;
+    Ok(header.key == file.manifest.key
+        && header.dtype == file.storage.dtype
+        && header.shape == [n, layer.channels, layer.height, layer.width])
+}
+
+fn validate(m: &CacheManifest, s: &StorageInfo) -> Result<(), CacheError> {
+    let bad = |what: String| Err(CacheError::InvalidManifest { what });
+    if s.shard_size == 0 {
+        return bad("shard_size must be at least 1".into());
+    }
+    if m.images.is_empty() || m.layers.is_empty() || m.views.is_empty() {
+        return bad("a cache needs at least one image, one layer and one view".into());
+    }
+    let mut names = HashSet::new();
+    for l in &m.layers {
+        let safe = !l.name.is_empty()
+            && l.name != "."
+            && l.name != ".."
+            && l.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !safe {
+            return bad(format!("layer name {:?} is not usable as a folder name", l.name));
+        }
+        if !names.insert(&l.name) {
+            return bad(format!("layer {} listed twice", l.name));
+        }
+        if l.image_len() == 0 {
+            return bad(format!("layer {} has an empty shape", l.name));
+        }
+    }
+    if m.views.iter().collect::<HashSet<_>>().len() != m.views.len() {
+        return bad("a view is listed twice".into());
+    }
+    Ok(())
+}
+
+fn check_finite(info: &LayerInfo, first_image: usize, maps: &[f32]) -> Result<(), CacheError> {
+    match maps.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(CacheError::NonFinite {
+            layer: info.name.clone(),
+            image: first_image + i / info.image_len(),
+            channel: (i % info.image_len()) / info.map_len(),
+        }),
+    }
+}
+
+/// The key of whatever cache is in `dir`: from `manifest.json`, else from any shard file.
+fn existing_key(dir: &Path) -> Result<Option<String>, CacheError> {
+    let manifest = dir.join(MANIFEST_FILE);
+    if manifest.exists() {
+        let text = fs::read(&manifest).map_err(|e| io_err(&manifest, e))?;
+        return match serde_json::from_slice::<ManifestProbe>(&text) {
+            Ok(p) if p.format_version == CacheManifest::FORMAT_VERSION => Ok(Some(p.key)),
+            Ok(p) => Ok(Some(format!("<format version {}>", p.format_version))),
+            Err(e) => Err(CacheError::Format { path: manifest, what: e.to_string() }),
+        };
+    }
+    for path in shard_files(dir)? {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            continue;
+        }
+        let Ok(bytes) = crate::files::map_file(&path) else { continue };
+        if let Ok(h) = shard::read_header(&path, &bytes) {
+            return Ok(Some(h.key));
+        }
+    }
+    Ok(None)
+}
+
+/// Every shard-like file (`<sub>/<view>-NNNNN.safetensors[.tmp]`) one level below `dir`.
+fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))?.flatten() {
+        let sub = entry.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&sub).map_err(|e| io_err(&sub, e))?.flatten() {
+            if f.file_name().to_str().is_some_and(shard::is_shard_file_name) {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Remove `manifest.json` and every shard file of any cache in `dir` (and then-empty folders).
+fn remove_cache_files(dir: &Path) -> Result<(), CacheError> {
+    let manifest = dir.join(MANIFEST_FILE);
+    if manifest.exists() {
+        fs::remove_file(&manifest).map_err(|e| io_err(&manifest, e))?;
+    }
+    for path in shard_files(dir)? {
+        fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+        if let Some(parent) = path.parent() {
+            let _ = fs::remove_dir(parent); // only succeeds once empty
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Round trip, resumption and error handling of the on-disk cache.
+
+use std::fs;
+use std::path::Path;
+
+use expgraph_cache::{
+    CacheError, CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype,
+    StorageInfo, TapGeometry, View,
+};
+
+fn layer(name: &str, c: usize, h: usize, w: usize) -> LayerInfo {
+    LayerInfo {
+        name: name.into(),
+        channels: c,
+        height: h,
+        width: w,
+        geometry: TapGeometry { stride: 8.0, first_centre: 4.5, receptive_field: 76.0 },
+    }
+}
+
+fn manifest(n: usize) -> CacheManifest {
+    CacheManifest {
+        format_version: CacheManifest::FORMAT_VERSION,
+        key: String::new(),
+        backbone: "fake".into(),
+        preprocess: "caffe".into(),
+        input_size: 224,
+        layers: vec![layer("a", 3, 4, 5), layer("b", 2, 2, 3)],
+        images: (0..n)
+            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
+            .collect(),
+        views: vec![View::Original, View::Flipped],
+    }
+}
+
+fn storage(dtype: StorageDtype, shard_size: usize) -> StorageInfo {
+    StorageInfo { dtype, shard_size, weights_digest: "w".into(), norm_stats_digest: "s".into() }
+}
+
+/// Deterministic, non-trivial values (some zeros, like ReLU'd maps).
+fn value(layer: &str, view: View, image: usize, i: usize) -> f32 {
+    let seed = (layer.len() * 7 + image * 131 + i * 17 + if view == View::Flipped { 5 } else { 0 }) % 97;
+    if seed.is_multiple_of(5) {
+        0.0
+    } else {
+        seed as f32 * 0.37 + image as f32
+    }
+}
+
+fn maps_for(m: &CacheManifest, range: std::ops::Range<usize>, name: &str, view: View) -> Vec<f32> {
+    let info = m.layer(name).unwrap();
+    range.flat_map(|img| (0..info.image_len()).map(move |i| value(name, view, img, i))).collect()
+}
+
+fn write_all(dir: &Path, n: usize, st: StorageInfo, stop_after: Option<usize>) -> Result<(), CacheError> {
+    let m = manifest(n);
+    let mut w = CacheWriter::create(dir, m.clone(), st, false)?;
+    for (k, shard) in w.pending_shards().into_iter().enumerate() {
+        if Some(k) == stop_after {
+            return Ok(()); // simulated crash: no manifest
+        }
+        let range = w.shard_range(shard);
+        for (name, view) in w.files_per_shard() {
+            w.write_shard(shard, &name, view, &maps_for(&m, range.clone(), &name, view))?;
+        }
+    }
+    w.finish()?;
+    Ok(())
+}
+
+fn max_error(dir: &Path, n: usize) -> (f32, f32) {
+    let cache = FeatureCache::open(dir).unwrap();
+    let m = manifest(n);
+    assert_eq!(cache.images().len(), n);
+    let (mut abs, mut rel) = (0.0f32, 0.0f32);
+    for info in &m.layers {
+        let l = cache.layer(&info.name).unwrap();
+        assert_eq!(l.num_images(), n);
+        assert!(l.has_flipped());
+        let mut out = vec![0.0; info.image_len()];
+        for view in [View::Original, View::Flipped] {
+            for img in 0..n {
+                l.read_image(img, view, &mut out);
+                for (i, &got) in out.iter().enumerate() {
+                    let want = value(&info.name, view, img, i);
+                    abs = abs.max((got - want).abs());
+                    if want == 0.0 {
+                        assert_eq!(got, 0.0, "zeros stay exact");
+                    } else {
+                        rel = rel.max((got - want).abs() / want);
+                    }
+                }
+            }
+        }
+    }
+    (abs, rel)
+}
+
+#[test]
+fn f16_round_trip_error_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 7, storage(StorageDtype::F16, 3), None).unwrap();
+    let (_, rel) = max_error(dir.path(), 7);
+    assert!(rel <= 2f32.powi(-11), "f16 relative error {rel}");
+    // three shards (3 + 3 + 1 images) per layer and view
+    assert!(dir.path().join("a/flipped-00002.safetensors").exists());
+    assert!(!dir.path().join("a/flipped-00003.safetensors").exists());
+}
+
+#[test]
+fn u8_round_trip_error_is_bounded_by_half_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 4, storage(StorageDtype::U8, 2), None).unwrap();
+    let (abs, _) = max_error(dir.path(), 4);
+    // range of each map ≤ 96·0.37 + 3 ⇒ step/2 ≤ 0.08
+    let max_range = 96.0 * 0.37 + 3.0;
+    assert!(abs <= max_range / 510.0 + 1e-4, "u8 abs error {abs}");
+    assert!(abs > 0.0, "quantization should be lossy on these values");
+}
+
+#[test]
+fn resumes_after_a_crash_and_keeps_finished_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = storage(StorageDtype::F16, 2);
+    write_all(dir.path(), 7, st.clone(), Some(2)).unwrap();
+    assert!(FeatureCache::open(dir.path()).is_err(), "no manifest yet");
+    // a half-written temp file from the crash
+    fs::write(dir.path().join("a/original-00002.safetensors.tmp"), b"junk").unwrap();
+    let kept = dir.path().join("b/flipped-00001.safetensors");
+    let before = fs::metadata(&kept).unwrap().modified().unwrap();
+
+    let w = CacheWriter::create(dir.path(), manifest(7), st.clone(), false).unwrap();
+    assert_eq!(w.pending_shards(), vec![2, 3]);
+    assert!(!dir.path().join("a/original-00002.safetensors.tmp").exists(), "stale temp removed");
+    drop(w);
+    write_all(dir.path(), 7, st, None).unwrap();
+    assert_eq!(fs::metadata(&kept).unwrap().modified().unwrap(), before, "finished shard not rewritten");
+    let (_, rel) = max_error(dir.path(), 7);
+    assert!(rel <= 2f32.powi(-11));
+}
+
+#[test]
+fn another_key_in_the_folder_is_refused_unless_overwriting() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 3, storage(StorageDtype::F16, 2), None).unwrap();
+    let other = storage(StorageDtype::U8, 2);
+    match CacheWriter::create(dir.path(), manifest(3), other.clone(), false) {
+        Err(CacheError::KeyMismatch { .. }) => {}
+        r => panic!("expected KeyMismatch, got {r:?}"),
+    }
+    // also without a manifest (interrupted run of another configuration)
+    fs::remove_file(dir.path().join("manifest.json")).unwrap();
+    assert!(matches!(
+        CacheWriter::create(dir.path(), manifest(3), other.clone(), false),
+        Err(CacheError::KeyMismatch { .. })
+    ));
+    let w = CacheWriter::create(dir.path(), manifest(3), other, true).unwrap();
+    assert_eq!(w.pending_shards(), vec![0, 1], "overwrite starts from scratch");
+}
+
+#[test]
+fn missing_truncated_and_foreign_shards_are_named_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 3, storage(StorageDtype::F16, 2), None).unwrap();
+    let shard = dir.path().join("b/original-00001.safetensors");
+    let bytes = fs::read(&shard).unwrap();
+
+    fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
+    let err = FeatureCache::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("original-00001.safetensors") && err.contains("safetensors"), "{err}");
+
+    fs::remove_file(&shard).unwrap();
+    let err = FeatureCache::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("original-00001.safetensors") && err.contains("missing"), "{err}");
+
+    let m = dir.path().join("manifest.json");
+    let text = fs::read_to_string(&m).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+    fs::write(&m, text).unwrap();
+    let err = FeatureCache::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("format version 99"), "{err}");
+
+    let err = FeatureCache::open(dir.path().join("nowhere")).unwrap_err().to_string();
+    assert!(err.contains("manifest.json"), "{err}");
+}
+
+#[test]
+fn nan_and_f16_overflow_are_rejected_at_write_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(2);
+    let mut w = CacheWriter::create(dir.path(), m.clone(), storage(StorageDtype::F16, 2), false).unwrap();
+    let mut maps = maps_for(&m, 0..2, "a", View::Original);
+    maps[3 * 20 + 4] = f32::NAN; // image 1, channel 0
+    match w.write_shard(0, "a", View::Original, &maps) {
+        Err(CacheError::NonFinite { image: 1, channel: 0, .. }) => {}
+        r => panic!("expected NonFinite, got {r:?}"),
+    }
+    maps[3 * 20 + 4] = 1e6;
+    assert!(matches!(w.write_shard(0, "a", View::Original, &maps), Err(CacheError::Overflow { .. })));
+    assert!(matches!(w.write_shard(0, "a", View::Original, &maps[1..]), Err(CacheError::Shape { .. })));
+    assert!(matches!(w.write_shard(0, "zz", View::Original, &maps), Err(CacheError::Shape { .. })));
+    assert!(fs::read_dir(dir.path()).unwrap().all(|e| e.unwrap().file_name() != "manifest.json"));
+    assert!(!dir.path().join("a/original-00000.safetensors").exists());
+    assert!(matches!(w.finish(), Err(CacheError::Incomplete { shard: 0, .. })));
+    assert!(!dir.path().join("manifest.json").exists());
+}
+
+#[test]
+fn key_depends_on_inputs() {
+    let m = manifest(2);
+    let a = expgraph_cache::compute_cache_key(&m, &storage(StorageDtype::F16, 2));
+    let mut m2 = m.clone();
+    m2.images[1].bbox[2] = 9.0;
+    assert_ne!(a, expgraph_cache::compute_cache_key(&m2, &storage(StorageDtype::F16, 2)));
+    let mut st = storage(StorageDtype::F16, 2);
+    st.norm_stats_digest = "other".into();
+    assert_ne!(a, expgraph_cache::compute_cache_key(&m, &st));
+    assert_eq!(a, expgraph_cache::compute_cache_key(&m, &storage(StorageDtype::F16, 2)));
+}

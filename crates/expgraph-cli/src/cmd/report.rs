@@ -1,0 +1,324 @@
+//! `expgraph report`: draw the HTML report of a learned graph (galleries, heat maps, synthesis,
+//! σ histograms) from the graph, its inference records and the feature caches' object crops.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use expgraph_cache::{FeatureCache, ImageEntry};
+use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
+use expgraph_report::{build_report, CropError, CropSource, ImageSet, ReportInputs, ReportParams, RgbImage};
+
+/// Arguments of `expgraph report`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Graph folder (`expgraph learn --out`).
+    #[arg(long)]
+    pub graph: PathBuf,
+    /// Activations of the training images (`expgraph infer --out` on the training cache).
+    #[arg(long)]
+    pub activations: PathBuf,
+    /// Feature cache of the training images (for their object crops).
+    #[arg(long)]
+    pub cache: PathBuf,
+    /// Activations of test images for heat maps and synthesis (default: the training images).
+    #[arg(long, requires = "test_cache")]
+    pub test_activations: Option<PathBuf>,
+    /// Feature cache of the test images.
+    #[arg(long, requires = "test_activations")]
+    pub test_cache: Option<PathBuf>,
+    /// Folder that relative image paths of the caches are resolved against (default: the
+    /// current folder, then the cache's parent folder).
+    #[arg(long)]
+    pub images_root: Option<PathBuf>,
+    /// Output folder (index.html + PNGs); replaced if it holds an earlier report.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Page title.
+    #[arg(long, default_value = "Explanatory graph report")]
+    pub title: String,
+    /// Extra summary rows, `KEY=VALUE` (repeatable).
+    #[arg(long = "summary", value_parser = parse_key_value)]
+    pub summary: Vec<(String, String)>,
+    /// Nodes per gallery (spec §4.4: 20).
+    #[arg(long, default_value_t = 20)]
+    pub gallery_nodes: usize,
+    /// Gallery layers by name (repeatable; default: all graph layers).
+    #[arg(long = "gallery-layer")]
+    pub gallery_layers: Vec<String>,
+    /// Images with heat maps.
+    #[arg(long, default_value_t = 4)]
+    pub heatmap_images: usize,
+    /// Images synthesized from their activated patterns (0 = no synthesis section).
+    #[arg(long, default_value_t = 4)]
+    pub synthesis_images: usize,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// Object crops of a feature cache, in the order of an activation list (matched by image id),
+/// decoded and cropped with the feature crate's loader (spec §3).
+pub struct CacheCrops {
+    entries: Vec<ImageEntry>,
+    roots: Vec<PathBuf>,
+    input_size: usize,
+}
+
+impl CacheCrops {
+    /// Crops for `acts`, whose image ids must all be in `cache`.
+    pub fn new(cache_dir: &Path, acts: &[ImageActivations], images_root: Option<&Path>) -> Result<Self> {
+        let cache = FeatureCache::open(cache_dir).with_context(|| format!("opening feature cache {}", cache_dir.display()))?;
+        let by_id: HashMap<&str, &ImageEntry> = cache.images().iter().map(|e| (e.id.as_str(), e)).collect();
+        let entries = acts
+            .iter()
+            .map(|a| {
+                by_id.get(a.image_id.as_str()).map(|e| (*e).clone()).with_context(|| {
+                    format!("image `{}` of the activations is not in cache {}", a.image_id, cache_dir.display())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut roots: Vec<PathBuf> = images_root.map(Path::to_path_buf).into_iter().collect();
+        if roots.is_empty() {
+            roots.push(PathBuf::from("."));
+            if let Some(parent) = cache_dir.parent() {
+                roots.push(parent.to_path_buf());
+            }
+        }
+        Ok(Self { entries, roots, input_size: cache.manifest().input_size })
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.roots.iter().map(|r| r.join(p)).find(|c| c.is_file()).unwrap_or_else(|| p.to_path_buf())
+    }
+}
+
+impl CropSource for CacheCrops {
+    fn crop(&self, image_index: usize) -> Result<RgbImage, CropError> {
+        let entry = self.entries.get(image_index).ok_or_else(|| format!("no image {image_index}"))?;
+        let path = self.resolve(&entry.path);
+        let image = expgraph_features::load_rgb(&path)?;
+        let bbox = expgraph_features::clip_box(&entry.id, entry.bbox, image.width, image.height)?;
+        let pixels = expgraph_features::crop_resize(&image, bbox, self.input_size)?;
+        let side = self.input_size as u32;
+        RgbImage::from_raw(side, side, pixels)
+            .ok_or_else(|| format!("crop of {} has the wrong number of pixels", path.display()).into())
+    }
+}
+
+fn layer_indices(graph: &ExplanatoryGraph, names: &[String]) -> Result<Option<Vec<usize>>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    names
+        .iter()
+        .map(|n| {
+            graph.layer_by_name(n).map(|(i, _)| i).with_context(|| {
+                let have: Vec<_> = graph.layers.iter().map(|l| l.info.name.as_str()).collect();
+                format!("graph has no layer `{n}` (layers: {})", have.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Run `expgraph report`.
+pub fn run(args: Args) -> Result<()> {
+    let graph = ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
+    let train = load_activations(&args.activations)
+        .with_context(|| format!("loading activations {}", args.activations.display()))?;
+    if train.is_empty() {
+        bail!("{} holds no images", args.activations.display());
+    }
+    let train_crops = CacheCrops::new(&args.cache, &train, args.images_root.as_deref())?;
+    let test = match &args.test_activations {
+        Some(dir) => Some(load_activations(dir).with_context(|| format!("loading activations {}", dir.display()))?),
+        None => None,
+    };
+    let test_crops = match (&test, &args.test_cache) {
+        (Some(acts), Some(dir)) => Some(CacheCrops::new(dir, acts, args.images_root.as_deref())?),
+        _ => None,
+    };
+    let mut summary = vec![
+        ("graph".to_string(), args.graph.display().to_string()),
+        ("training cache".to_string(), args.cache.display().to_string()),
+    ];
+    summary.extend(args.summary.iter().cloned());
+    let inputs = ReportInputs {
+        title: args.title.clone(),
+        summary,
+        tables: vec![],
+        graph: &graph,
+        train: Some(ImageSet { activations: &train, crops: &train_crops }),
+        test: match (&test, &test_crops) {
+            (Some(a), Some(c)) => Some(ImageSet { activations: a, crops: c }),
+            _ => None,
+        },
+        part_distances: vec![],
+        localization: vec![],
+    };
+    let mut params = ReportParams {
+        heatmap_images: args.heatmap_images,
+        synthesis_images: args.synthesis_images,
+        gallery_layers: layer_indices(&graph, &args.gallery_layers)?,
+        ..ReportParams::default()
+    };
+    params.gallery.nodes = args.gallery_nodes;
+    let report = build_report(&inputs, &params).context("drawing the report")?;
+    let written = report.write(&args.out).with_context(|| format!("writing the report to {}", args.out.display()))?;
+    tracing::info!(images = written.images.len(), "report written to {}", written.index.display());
+    println!("{}", written.index.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expgraph_cache::{CacheManifest, CacheWriter, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
+    use expgraph_graph::{save_activations, LayerActivations};
+    use expgraph_report::{image, ExportLayer, ExportNode, GraphExport, GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION};
+
+    fn conv5_2() -> LayerInfo {
+        LayerInfo {
+            name: "conv5_2".into(),
+            channels: 2,
+            height: 14,
+            width: 14,
+            geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 164.0 },
+        }
+    }
+
+    fn tiny_graph() -> ExplanatoryGraph {
+        let info = conv5_2();
+        let nodes = (0..4)
+            .map(|n| ExportNode {
+                index: n,
+                filter: n / 2,
+                k: n % 2,
+                mu: [3.0 + n as f64 * 2.0, 4.0 + n as f64],
+                mu_pixel: [0.0, 0.0],
+                sigma: 1.0 + n as f64 * 0.5,
+                mean_position: [3.0 + n as f64 * 2.0, 4.0 + n as f64],
+                parents: vec![],
+            })
+            .collect();
+        let export = GraphExport {
+            schema: GRAPH_EXPORT_SCHEMA.into(),
+            schema_version: GRAPH_EXPORT_VERSION,
+            backbone: "synthetic".into(),
+            input_size: 224,
+            params: serde_json::Value::Null,
+            layers: vec![ExportLayer {
+                index: 0,
+                name: info.name.clone(),
+                channels: info.channels,
+                height: info.height,
+                width: info.width,
+                geometry: info.geometry,
+                nodes_per_filter: 2,
+                score_norm: 1.0,
+                nodes,
+            }],
+        };
+        export.to_graph().unwrap()
+    }
+
+    /// Source images on disk → a feature cache (zero maps) → graph + activations → `report`.
+    #[test]
+    fn report_command_draws_crops_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("images")).unwrap();
+        let mut entries = vec![];
+        for i in 0..3u8 {
+            let img = RgbImage::from_fn(300, 200, |x, y| image_pixel(i, x, y));
+            let path = root.join("images").join(format!("img{i}.png"));
+            img.save(&path).unwrap();
+            entries.push(ImageEntry { id: format!("img{i}"), path: format!("images/img{i}.png"), bbox: [20.0, 10.0, 280.0, 190.0] });
+        }
+        let manifest = CacheManifest {
+            format_version: CacheManifest::FORMAT_VERSION,
+            key: String::new(),
+            backbone: "synthetic".into(),
+            preprocess: "caffe".into(),
+            input_size: 224,
+            layers: vec![conv5_2()],
+            images: entries,
+            views: vec![View::Original],
+        };
+        let storage = StorageInfo { dtype: StorageDtype::F16, shard_size: 32, weights_digest: "w".into(), norm_stats_digest: "n".into() };
+        let mut writer = CacheWriter::create(root.join("cache"), manifest, storage, false).unwrap();
+        for shard in writer.pending_shards() {
+            let n = writer.shard_range(shard).len();
+            for (layer, view) in writer.files_per_shard() {
+                writer.write_shard(shard, &layer, view, &vec![0.0; n * 2 * 14 * 14]).unwrap();
+            }
+        }
+        writer.finish().unwrap();
+
+        let graph = tiny_graph();
+        graph.save(root.join("graph")).unwrap();
+        let acts: Vec<ImageActivations> = (0..3)
+            .map(|i| ImageActivations {
+                image_id: format!("img{}", 2 - i), // another order than the cache's
+                flipped: i == 1,
+                layers: vec![LayerActivations {
+                    layer: "conv5_2".into(),
+                    positions: graph.layers[0].mu.iter().map(|m| [m[0] as f32, m[1] as f32]).collect(),
+                    scores: (0..4).map(|n| (n + i) as f32 * 0.5).collect(),
+                }],
+            })
+            .collect();
+        save_activations(root.join("acts"), &graph, &acts).unwrap();
+
+        let out = root.join("report");
+        let args = Args {
+            graph: root.join("graph"),
+            activations: root.join("acts"),
+            cache: root.join("cache"),
+            test_activations: None,
+            test_cache: None,
+            images_root: Some(root.to_path_buf()),
+            out: out.clone(),
+            title: "CLI test".into(),
+            summary: vec![("learning time".into(), "1 s".into())],
+            gallery_nodes: 3,
+            gallery_layers: vec!["conv5_2".into()],
+            heatmap_images: 2,
+            synthesis_images: 1,
+        };
+        run(args).unwrap();
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(html.contains("CLI test") && html.contains("learning time"));
+        let gallery = image::open(out.join("s00-f000.png")).unwrap();
+        assert!(gallery.width() > 300);
+
+        // crops come from the right files: activation 0 is img2
+        let crops = CacheCrops::new(&root.join("cache"), &acts, Some(root)).unwrap();
+        let crop = crops.crop(0).unwrap();
+        assert_eq!(crop.dimensions(), (224, 224));
+        assert_eq!(crop.get_pixel(112, 112).0, image_pixel(2, 150, 100).0);
+        assert!(crops.crop(7).is_err());
+
+        let bad = [ImageActivations { image_id: "nope".into(), flipped: false, layers: vec![] }];
+        let err = CacheCrops::new(&root.join("cache"), &bad, None).err().unwrap();
+        assert!(err.to_string().contains("nope"));
+    }
+
+    fn image_pixel(i: u8, x: u32, y: u32) -> image::Rgb<u8> {
+        // flat colour per image with a gentle gradient: resampling keeps the centre value
+        image::Rgb([60 * i + 40, (x / 60) as u8 * 10 + 50, (y / 50) as u8 * 10 + 50])
+    }
+
+    #[test]
+    fn summary_rows_parse() {
+        assert_eq!(parse_key_value("a = b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_key_value("novalue").is_err());
+    }
+}

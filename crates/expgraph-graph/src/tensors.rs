@@ -1,0 +1,131 @@
+//! Small helpers around `safetensors`: owned tensors to write, typed reads with shape checks,
+//! and atomic file writes (temp file in the same folder, then rename).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{format_err, io_err, GraphError};
+
+/// A tensor to serialize, owning its little-endian bytes.
+pub(crate) struct OwnedTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl OwnedTensor {
+    pub(crate) fn f64(shape: Vec<usize>, values: impl IntoIterator<Item = f64>) -> Self {
+        let bytes = values.into_iter().flat_map(f64::to_le_bytes).collect();
+        Self { dtype: Dtype::F64, shape, bytes }
+    }
+    pub(crate) fn f32(shape: Vec<usize>, values: impl IntoIterator<Item = f32>) -> Self {
+        let bytes = values.into_iter().flat_map(f32::to_le_bytes).collect();
+        Self { dtype: Dtype::F32, shape, bytes }
+    }
+    pub(crate) fn i32(shape: Vec<usize>, values: impl IntoIterator<Item = i32>) -> Self {
+        let bytes = values.into_iter().flat_map(i32::to_le_bytes).collect();
+        Self { dtype: Dtype::I32, shape, bytes }
+    }
+    pub(crate) fn u8(shape: Vec<usize>, values: impl IntoIterator<Item = u8>) -> Self {
+        Self { dtype: Dtype::U8, shape, bytes: values.into_iter().collect() }
+    }
+}
+
+impl safetensors::View for &OwnedTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Serialize named tensors (sorted by name by safetensors itself) with string metadata.
+/// Keep `metadata` to ONE key: a `HashMap` iterates in random order, so several keys would make
+/// the bytes differ between runs.
+pub(crate) fn serialize(
+    tensors: &[(String, OwnedTensor)],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>, GraphError> {
+    safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
+        .map_err(|e| format_err(path, format!("cannot encode safetensors: {e}")))
+}
+
+/// Write `bytes` to `path` atomically: a temp file in the same folder, synced, then renamed.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GraphError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".expgraph-tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| io_err(path, e))?;
+    tmp.write_all(bytes).map_err(|e| io_err(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| io_err(path, e))?;
+    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
+    Ok(())
+}
+
+/// Typed reads out of a parsed safetensors file, checking dtype and shape.
+pub(crate) struct TensorReader<'a> {
+    pub(crate) st: SafeTensors<'a>,
+    pub(crate) path: &'a Path,
+}
+
+impl<'a> TensorReader<'a> {
+    pub(crate) fn parse(bytes: &'a [u8], path: &'a Path) -> Result<Self, GraphError> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| format_err(path, format!("not a safetensors file: {e}")))?;
+        Ok(Self { st, path })
+    }
+
+    fn raw(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<&'a [u8], GraphError> {
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| format_err(self.path, format!("tensor `{name}` is missing")))?;
+        if t.dtype() != dtype || t.shape() != shape {
+            return Err(format_err(
+                self.path,
+                format!(
+                    "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(t.data())
+    }
+
+    pub(crate) fn f64(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>, GraphError> {
+        let d = self.raw(name, Dtype::F64, shape)?;
+        Ok(d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+    }
+    pub(crate) fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, GraphError> {
+        let d = self.raw(name, Dtype::F32, shape)?;
+        Ok(d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect())
+    }
+    pub(crate) fn i32(&self, name: &str, shape: &[usize]) -> Result<Vec<i32>, GraphError> {
+        let d = self.raw(name, Dtype::I32, shape)?;
+        Ok(d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect())
+    }
+    pub(crate) fn u8(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>, GraphError> {
+        Ok(self.raw(name, Dtype::U8, shape)?.to_vec())
+    }
+}
+
+pub(crate) fn pairs<T: Copy>(flat: &[T]) -> Vec<[T; 2]> {
+    flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+}

@@ -1,0 +1,131 @@
+//! Top-down inference of every node's position and score on new images (spec §1.7, §7 #10).
+
+use expgraph_graph::{ExplanatoryGraph, ImageActivations, LayerActivations};
+
+use crate::layer_model::{estep_config, node_setups, parent_displacements, parent_priors, unit_ratio};
+use crate::learner::check_layer_shape;
+use crate::pass::{run_pass, Priors, Views};
+use crate::{FeatureSource, LearnError, LearnParams};
+
+/// `[image][node]` positions and scores of one layer.
+type LayerResult = (Vec<[f32; 2]>, Vec<f32>);
+
+/// Infer node positions and scores of `graph` on the images of `features` (at most
+/// `max_images`): top layer first (choosing each image's view when mirrored features exist and
+/// the graph was learned with flips), then each lower layer with its parents' inferred positions.
+/// Scores are divided by the layer's training score mean ([`expgraph_graph::GraphLayer::score_norm`]).
+pub fn infer(graph: &ExplanatoryGraph, features: &dyn FeatureSource, max_images: Option<usize>) -> Result<Vec<ImageActivations>, LearnError> {
+    let p: LearnParams = if graph.params.is_null() {
+        LearnParams::default()
+    } else {
+        serde_json::from_value(graph.params.clone())
+            .map_err(|e| LearnError::Mismatch(format!("the graph's stored parameters are unreadable: {e}")))?
+    };
+    check_compatible(graph, features)?;
+    let ids = features.image_ids();
+    let n = max_images.map_or(ids.len(), |m| m.min(ids.len()));
+    if n == 0 {
+        return Err(LearnError::NoImages);
+    }
+    let chunk = p.chunk_size.max(1);
+    let mut per_layer: Vec<Option<LayerResult>> = vec![None; graph.layers.len()];
+    let mut flips = vec![false; n];
+    for l in (0..graph.layers.len()).rev() {
+        let gl = &graph.layers[l];
+        let maps = features.open_layer(&gl.info.name)?;
+        let k = gl.nodes_per_filter;
+        let size = gl.info.height;
+        let cfg = estep_config(&p, &gl.info, k);
+        let init_sigma = p.init_delta * size as f64;
+        let is_top = l + 1 == graph.layers.len();
+        let has_parents = gl.parents.iter().any(|ps| !ps.is_empty());
+        let (prior_sigma, priors, disp) = match (has_parents, per_layer.get(l + 1).and_then(|x| x.as_ref())) {
+            (true, Some((up_pos, _))) => {
+                if gl.parents.iter().any(|ps| ps.is_empty()) {
+                    return Err(LearnError::Mismatch(format!("layer {}: some nodes have parents, others none", gl.info.name)));
+                }
+                let up = &graph.layers[l + 1];
+                let ratio = unit_ratio(&p, &gl.info, &up.info);
+                let idx: Vec<Vec<u32>> = gl.parents.iter().map(|ps| ps.iter().map(|q| q.node).collect()).collect();
+                let pr = parent_priors(&idx, &up.sigma, ratio);
+                let d = parent_displacements(up_pos, &up.mean_position, n, ratio);
+                (pr.iter().map(|q| q.sigma()).collect::<Vec<_>>(), Some(pr), Some(d))
+            }
+            _ => (vec![init_sigma; gl.num_nodes()], None, None),
+        };
+        let setups = node_setups(&p, size, k, &gl.mu, &gl.sigma, &prior_sigma);
+        let prior_src = match (&priors, &disp) {
+            (Some(pr), Some(d)) => Priors::Parents { priors: pr, displacement: d, num_parents: graph.layers[l + 1].num_nodes() },
+            _ => Priors::None,
+        };
+        let use_flips = p.use_flips && !p.reference_compat && maps.has_flipped();
+        if !is_top && flips.iter().any(|f| *f) && !maps.has_flipped() {
+            return Err(LearnError::Mismatch(format!("layer {} has no mirrored view but the top layer chose one", gl.info.name)));
+        }
+        let views = if is_top && use_flips { Views::Choose } else { Views::Fixed(&flips) };
+        let out = run_pass(maps.as_ref(), n, &cfg, &setups, &prior_src, &views, false, chunk)?;
+        if is_top {
+            flips = out.flips.clone();
+        }
+        let inv = 1.0 / gl.score_norm;
+        let scores = out.scores.iter().map(|s| (f64::from(*s) * inv) as f32).collect();
+        per_layer[l] = Some((out.positions, scores));
+    }
+    let per_layer: Vec<LayerResult> = per_layer.into_iter().flatten().collect();
+    Ok((0..n)
+        .map(|i| ImageActivations {
+            image_id: ids[i].clone(),
+            flipped: flips[i],
+            layers: graph
+                .layers
+                .iter()
+                .zip(&per_layer)
+                .map(|(gl, (pos, sc))| {
+                    let m = gl.num_nodes();
+                    LayerActivations {
+                        layer: gl.info.name.clone(),
+                        positions: pos[i * m..(i + 1) * m].to_vec(),
+                        scores: sc[i * m..(i + 1) * m].to_vec(),
+                    }
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// The features must come from the same backbone and have every graph layer with the same
+/// shape and geometry.
+pub fn check_compatible(graph: &ExplanatoryGraph, features: &dyn FeatureSource) -> Result<(), LearnError> {
+    if graph.backbone != features.backbone() || graph.input_size != features.input_size() {
+        return Err(LearnError::Mismatch(format!(
+            "the graph was learned on {} features at {} px, these are {} at {} px",
+            graph.backbone,
+            graph.input_size,
+            features.backbone(),
+            features.input_size()
+        )));
+    }
+    let available = features.layers();
+    for gl in &graph.layers {
+        let info = available.iter().find(|l| l.name == gl.info.name).ok_or_else(|| LearnError::MissingLayer {
+            layer: gl.info.name.clone(),
+            available: available.iter().map(|l| l.name.clone()).collect(),
+        })?;
+        if *info != gl.info {
+            return Err(LearnError::Mismatch(format!(
+                "layer {}: the graph expects {}×{}×{} maps (stride {}), the features have {}×{}×{} (stride {})",
+                gl.info.name,
+                gl.info.channels,
+                gl.info.height,
+                gl.info.width,
+                gl.info.geometry.stride,
+                info.channels,
+                info.height,
+                info.width,
+                info.geometry.stride
+            )));
+        }
+        check_layer_shape(info)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The self-contained HTML report: one folder with `index.html` and PNGs, no script, no network.
+
+use crate::error::{ReportError, Result};
+use crate::write::{save_png, write_atomic, write_folder_atomic};
+use image::RgbImage;
+use minijinja::{context, AutoEscape, Environment};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+const TEMPLATE: &str = include_str!("../templates/index.html");
+
+/// A table of metrics (e.g. normalized distances per part and method, spec §4.2).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricTable {
+    /// Title (also the nav entry).
+    pub title: String,
+    /// Column names.
+    pub header: Vec<String>,
+    /// Rows of cells; cells that parse as numbers are right-aligned.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// One picture of a section.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// Caption under the picture (also its alt text).
+    pub caption: String,
+    /// The picture; written as a PNG.
+    pub image: RgbImage,
+}
+
+/// A titled group of figures.
+#[derive(Debug, Clone, Default)]
+pub struct Section {
+    /// Title (also the nav entry).
+    pub title: String,
+    /// Optional paragraph under the title.
+    pub text: Option<String>,
+    /// Figures, in order.
+    pub figures: Vec<Figure>,
+}
+
+/// A whole report, ready to write.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Page title.
+    pub title: String,
+    /// Key/value summary of the run (backbone, layers, nodes, timings, …), in order.
+    pub summary: Vec<(String, String)>,
+    /// Metric tables.
+    pub tables: Vec<MetricTable>,
+    /// Figure sections.
+    pub sections: Vec<Section>,
+}
+
+/// What [`Report::write`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenReport {
+    /// The report folder.
+    pub dir: PathBuf,
+    /// `dir/index.html`.
+    pub index: PathBuf,
+    /// Every PNG, in page order.
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Cell {
+    text: String,
+    numeric: bool,
+}
+
+#[derive(Serialize)]
+struct TableView {
+    id: String,
+    title: String,
+    header: Vec<String>,
+    rows: Vec<Vec<Cell>>,
+}
+
+#[derive(Serialize)]
+struct FigureView {
+    file: String,
+    caption: String,
+    width: u32,
+    height: u32,
+}
+
+#[derive(Serialize)]
+struct SectionView {
+    id: String,
+    title: String,
+    text: Option<String>,
+    figures: Vec<FigureView>,
+}
+
+impl Report {
+    /// An empty report titled `title`.
+    pub fn new(title: impl Into<String>) -> Self {
+        Self { title: title.into(), ..Self::default() }
+    }
+
+    /// Renders `index.html` for figures stored under the given file names.
+    fn render(&self, files: &[Vec<String>]) -> Result<String> {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|_| AutoEscape::Html);
+        env.add_template("index.html", TEMPLATE)?;
+        let tables: Vec<TableView> = self
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TableView {
+                id: format!("table-{i}"),
+                title: t.title.clone(),
+                header: t.header.clone(),
+                rows: t
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .map(|c| Cell { text: c.clone(), numeric: c.trim().parse::<f64>().is_ok() })
+                            .collect()
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sections: Vec<SectionView> = self
+            .sections
+            .iter()
+            .zip(files)
+            .enumerate()
+            .map(|(i, (s, names))| SectionView {
+                id: format!("section-{i}"),
+                title: s.title.clone(),
+                text: s.text.clone(),
+                figures: s
+                    .figures
+                    .iter()
+                    .zip(names)
+                    .map(|(f, name)| FigureView {
+                        file: name.clone(),
+                        caption: f.caption.clone(),
+                        width: f.image.width(),
+                        height: f.image.height(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let summary: Vec<(String, String)> = self.summary.clone();
+        let html = env.get_template("index.html")?.render(context! {
+            title => self.title,
+            version => env!("CARGO_PKG_VERSION"),
+            summary => summary,
+            tables => tables,
+            sections => sections,
+        })?;
+        Ok(html)
+    }
+
+    /// Writes the report folder `out` atomically (built beside it, then renamed). An existing
+    /// `out` is replaced only if it holds an `index.html` (an earlier report).
+    pub fn write(&self, out: &Path) -> Result<WrittenReport> {
+        let files: Vec<Vec<String>> = self
+            .sections
+            .iter()
+            .enumerate()
+            .map(|(s, sec)| (0..sec.figures.len()).map(|f| format!("s{s:02}-f{f:03}.png")).collect())
+            .collect();
+        let html = self.render(&files)?;
+        write_folder_atomic(out, "index.html", |dir| {
+            for (sec, names) in self.sections.iter().zip(&files) {
+                for (fig, name) in sec.figures.iter().zip(names) {
+                    save_png(&fig.image, &dir.join(name))?;
+                }
+            }
+            let index = dir.join("index.html");
+            write_atomic(&index, |w| w.write_all(html.as_bytes()).map_err(|e| ReportError::io(&index, e)))
+        })?;
+        Ok(WrittenReport {
+            dir: out.to_path_buf(),
+            index: out.join("index.html"),
+            images: files.iter().flatten().map(|n| out.join(n)).collect(),
+        })
+    }
+}

@@ -1,0 +1,69 @@
+//! Stage 0: the data set (generated, or read from a benchmark folder) and the negatives.
+
+use std::path::{Path, PathBuf};
+
+use expgraph_datasets::{
+    generate_synthetic_cub, read_cub, read_ilsvrc_animal_part, read_pascal_part, CubOptions, Dataset,
+    IlsvrcOptions, PascalPartOptions, SynthParams,
+};
+
+use super::{DataSource, PipelineConfig, PipelineError};
+
+/// Load (or generate) the data set of `config`, limited to `config.max_images` objects spread
+/// evenly over the set (deterministic).
+pub(super) fn load_dataset(config: &PipelineConfig) -> Result<Dataset, PipelineError> {
+    let full = match &config.data {
+        DataSource::Synthetic { images, seed } => {
+            let dir = config.work_dir.join(format!("data/synthetic-n{images}-s{seed}"));
+            synthetic(&dir, *images, *seed)?
+        }
+        DataSource::Cub { dir } => read_cub(dir, &CubOptions::paper())?,
+        DataSource::Pascal { dir, category } => {
+            let truth = dir.join(format!("truth_{category}.mat"));
+            read_pascal_part(&truth, dir, category, &PascalPartOptions::default())?
+        }
+        DataSource::Ilsvrc { dir, synset } => {
+            read_ilsvrc_animal_part(dir, synset, &dir.join(synset), &IlsvrcOptions::default())?
+        }
+    };
+    if full.objects.is_empty() {
+        return Err(PipelineError::Input(format!("data set {} has no objects", full.name)));
+    }
+    let n = config.max_images.map_or(full.objects.len(), |m| m.min(full.objects.len()));
+    let picks: Vec<usize> = (0..n).map(|i| i * full.objects.len() / n).collect();
+    full.select_objects(&picks)
+        .ok_or_else(|| PipelineError::Input(format!("cannot select {n} objects of {}", full.name)))
+}
+
+/// A synthetic CUB-format set in `dir`: generated once, read back afterwards.
+fn synthetic(dir: &Path, images: usize, seed: u64) -> Result<Dataset, PipelineError> {
+    if dir.join("images.txt").is_file() {
+        return Ok(read_cub(dir, &CubOptions::default())?);
+    }
+    let params = SynthParams { n_images: images, seed, ..SynthParams::default() };
+    Ok(generate_synthetic_cub(dir, &params)?.dataset)
+}
+
+/// The negative images of the per-unit normalization (spec §3): the first `limit` images of
+/// `config.negatives`, or — the embedded default — whole synthetic images of another seed
+/// (generic scenes; the paper's negatives are generic photos too).
+pub(super) fn negatives(config: &PipelineConfig) -> Result<Vec<PathBuf>, PipelineError> {
+    let mut paths = match &config.negatives {
+        Some(dir) => expgraph_features::list_images(dir)?,
+        None => {
+            let seed = config.seed ^ 0x6e65_6761_7469_7665; // "negative"
+            let n = config.negatives_limit.max(2);
+            let dir = config.work_dir.join(format!("data/negatives-n{n}-s{seed}"));
+            let set = synthetic(&dir, n, seed)?;
+            set.images.iter().map(|i| set.root.join(&i.path)).collect()
+        }
+    };
+    paths.truncate(config.negatives_limit);
+    if paths.len() < 2 {
+        return Err(PipelineError::Input(format!(
+            "need at least 2 negative images for the normalization, found {}",
+            paths.len()
+        )));
+    }
+    Ok(paths)
+}

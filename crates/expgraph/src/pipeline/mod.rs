@@ -1,0 +1,252 @@
+//! The whole pipeline on one data set: extract (cached) → learn → infer → localize → evaluate →
+//! report, with stage timings and a [`BenchRecord`](crate::record::BenchRecord).
+//!
+//! Every intermediate result is written to `work_dir` in its own stage format (feature cache,
+//! graph, activations), so a run can be inspected or resumed stage by stage with the CLI.
+
+mod data;
+mod evaluate;
+mod progress;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use expgraph_backbone::{Preprocess, Vgg16, WeightSource};
+use expgraph_cache::FeatureCache;
+use expgraph_features::{load_or_compute_norm_stats, parse_device, ExtractParams, NormStatsParams, ObjectImage};
+use expgraph_learn::LearnParams;
+use serde::Serialize;
+
+use crate::record::{peak_rss_mb, BenchRecord, Host, Timings};
+
+/// Where the objects come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// The embedded default: a synthetic CUB-format part data set generated into the work folder.
+    Synthetic {
+        /// Number of images (one object each).
+        images: usize,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// CUB-200-2011 (the folder holding `images.txt`), test split, area ≥ 2500 (spec §5).
+    Cub {
+        /// Data set folder.
+        dir: PathBuf,
+    },
+    /// Pascal-Part: VOC2010 folder with `JPEGImages/` and the authors' `truth_<cat>.mat`.
+    Pascal {
+        /// Data set folder.
+        dir: PathBuf,
+        /// bird, cat, cow, dog, horse or sheep.
+        category: String,
+    },
+    /// ILSVRC 2013 DET Animal-Part as laid out by the authors' `detanimalpart`.
+    Ilsvrc {
+        /// Data set folder.
+        dir: PathBuf,
+        /// Synset id, e.g. `n01503061`.
+        synset: String,
+    },
+}
+
+/// Settings of a pipeline run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineConfig {
+    /// Name recorded in the JSON record.
+    pub dataset_name: String,
+    /// The objects.
+    pub data: DataSource,
+    /// Backbone weights: a `.safetensors` path or a Hugging Face repo id.
+    pub weights: String,
+    /// Preprocessing preset (`caffe`, `torchvision`); `None` = the weight source's default.
+    pub preprocess: Option<String>,
+    /// Folder of negatives for the normalization; `None` = generated synthetic scenes.
+    pub negatives: Option<PathBuf>,
+    /// Use at most this many negatives.
+    pub negatives_limit: usize,
+    /// Use at most this many objects (spread evenly over the data set).
+    pub max_images: Option<usize>,
+    /// Parts to localize; `None` = every part of the data set.
+    pub parts: Option<Vec<String>>,
+    /// Learning iterations per layer (paper: 20).
+    pub iterations: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Annotated examples per part (paper: 3).
+    pub shots: usize,
+    /// Working folder.
+    pub work_dir: PathBuf,
+    /// Write the HTML report.
+    pub report: bool,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            dataset_name: "synthetic-cub".into(),
+            data: DataSource::Synthetic { images: 300, seed: 0 },
+            weights: String::new(),
+            preprocess: None,
+            negatives: None,
+            negatives_limit: 200,
+            max_images: None,
+            parts: None,
+            iterations: 20,
+            seed: 0,
+            shots: 3,
+            work_dir: PathBuf::from("expgraph-run"),
+            report: true,
+            device: "cpu".into(),
+            progress: true,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct PipelineOutcome {
+    /// The machine-readable record (its `git_rev` is left `unknown` for the caller to fill).
+    pub record: BenchRecord,
+    /// The report's `index.html`, when written.
+    pub report_index: Option<PathBuf>,
+}
+
+/// Errors of a pipeline run: the failing stage's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Bad settings or data.
+    #[error("{0}")]
+    Input(String),
+    /// Reading the data set.
+    #[error(transparent)]
+    Dataset(#[from] expgraph_datasets::DatasetError),
+    /// Loading the backbone.
+    #[error(transparent)]
+    Backbone(#[from] expgraph_backbone::BackboneError),
+    /// Feature extraction.
+    #[error(transparent)]
+    Features(#[from] expgraph_features::FeaturesError),
+    /// The feature cache.
+    #[error(transparent)]
+    Cache(#[from] expgraph_cache::CacheError),
+    /// Learning or inference.
+    #[error(transparent)]
+    Learn(#[from] expgraph_learn::LearnError),
+    /// Graph files.
+    #[error(transparent)]
+    Graph(#[from] expgraph_graph::GraphError),
+    /// Localization.
+    #[error(transparent)]
+    Localize(#[from] expgraph_localize::LocalizeError),
+    /// Metrics.
+    #[error(transparent)]
+    Eval(#[from] expgraph_eval::EvalError),
+    /// The report.
+    #[error(transparent)]
+    Report(#[from] expgraph_report::ReportError),
+}
+
+/// The VGG-16 layers of the paper (spec §1.2).
+pub const PAPER_LAYERS: [&str; 4] = ["conv4_2", "conv4_3", "conv5_2", "conv5_3"];
+
+/// Run the whole pipeline.
+pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
+    if config.shots == 0 || config.iterations == 0 {
+        return Err(PipelineError::Input("shots and iterations must be ≥ 1".into()));
+    }
+    let mut timings = Timings::default();
+    std::fs::create_dir_all(&config.work_dir)
+        .map_err(|e| PipelineError::Input(format!("creating {}: {e}", config.work_dir.display())))?;
+
+    // Stage 1: data and features.
+    let clock = Instant::now();
+    let dataset = data::load_dataset(config)?;
+    tracing::info!(dataset = %dataset.name, objects = dataset.objects.len(), "data set ready");
+    let device = parse_device(&config.device)?;
+    let source = WeightSource::parse(&config.weights);
+    let preprocess = match &config.preprocess {
+        Some(p) => Preprocess::from_name(p)?,
+        None => source.default_preprocess(),
+    };
+    let backbone = Vgg16::load(&source, &device)?;
+    let layers: Vec<String> = PAPER_LAYERS.map(String::from).to_vec();
+    let negatives = data::negatives(config)?;
+    let stats_params = NormStatsParams {
+        layers: layers.clone(),
+        preprocess,
+        input_size: 224,
+        batch: 4,
+        progress: config.progress,
+    };
+    let stats_path = config.work_dir.join("norm-stats.safetensors");
+    let stats = load_or_compute_norm_stats(&backbone, &stats_params, &negatives, &stats_path)?;
+    let objects: Vec<ObjectImage> = dataset
+        .objects
+        .iter()
+        .map(|o| ObjectImage {
+            id: o.id.clone(),
+            path: dataset.image_path(o),
+            bbox: Some(o.crop_box(dataset.images[o.image].size)),
+        })
+        .collect();
+    let cache_dir = config.work_dir.join("cache");
+    ExtractParams::new()
+        .layers(layers)
+        .preprocess(preprocess)
+        .progress(config.progress)
+        .overwrite(true)
+        .check(&backbone, &stats)?
+        .run(&objects, &cache_dir)?;
+    drop(backbone);
+    timings.extract = clock.elapsed().as_secs_f64();
+
+    // Stage 2: learn the graph.
+    let clock = Instant::now();
+    let cache = FeatureCache::open(&cache_dir)?;
+    let learn = LearnParams::default().iterations(config.iterations).seed(config.seed).check()?;
+    let bar = progress::LearnBar::new(config.progress);
+    let learned = learn.fit_with(&cache, None, &|p| bar.update(p))?;
+    bar.finish();
+    let graph = learned.graph;
+    graph.save(config.work_dir.join("graph"))?;
+    timings.learn = clock.elapsed().as_secs_f64();
+
+    // Stage 3: inference and part localization.
+    let clock = Instant::now();
+    let activations = expgraph_learn::infer(&graph, &cache, None)?;
+    expgraph_graph::save_activations(config.work_dir.join("activations"), &graph, &activations)?;
+    let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, &activations)?;
+    timings.localize = clock.elapsed().as_secs_f64();
+
+    // Stage 4: metrics.
+    let clock = Instant::now();
+    let localization = evaluate::score_localization(&dataset, &localized)?;
+    let stability = evaluate::stability(&dataset, &graph, &cache, &activations)?;
+    timings.eval = clock.elapsed().as_secs_f64();
+
+    let record = BenchRecord {
+        dataset: config.dataset_name.clone(),
+        git_rev: "unknown".into(),
+        host: Host::detect(),
+        config: serde_json::to_value(config).map_err(|e| PipelineError::Input(e.to_string()))?,
+        images_learn: activations.len(),
+        images_eval: localized.iter().map(|p| p.objects.len()).max().unwrap_or(0),
+        timings_s: timings,
+        peak_rss_mb: peak_rss_mb(),
+        localization,
+        stability,
+    };
+    let report_index = if config.report {
+        Some(report::write(config, &dataset, &cache, &graph, &activations, &localized, &record)?)
+    } else {
+        None
+    };
+    Ok(PipelineOutcome { record, report_index })
+}

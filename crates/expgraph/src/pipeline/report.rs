@@ -1,0 +1,115 @@
+//! Stage 5: the HTML report of a run (galleries, heat maps, synthesis, localization, metrics).
+
+use std::path::PathBuf;
+
+use expgraph_cache::FeatureCache;
+use expgraph_datasets::Dataset;
+use expgraph_graph::{ExplanatoryGraph, ImageActivations};
+use expgraph_report::{build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, ReportInputs, ReportParams};
+
+use super::evaluate::PartResult;
+use super::{PipelineConfig, PipelineError};
+use crate::crops::CacheCrops;
+use crate::record::BenchRecord;
+
+/// Objects drawn with their localization overlays.
+const OVERLAYS: usize = 6;
+
+/// Write the report to `work_dir/report` and return its `index.html`.
+pub(super) fn write(
+    config: &PipelineConfig,
+    dataset: &Dataset,
+    cache: &FeatureCache,
+    graph: &ExplanatoryGraph,
+    activations: &[ImageActivations],
+    parts: &[PartResult],
+    record: &BenchRecord,
+) -> Result<PathBuf, PipelineError> {
+    let crops = CacheCrops::new(&cache.manifest().images, cache.manifest().input_size);
+    let set = ImageSet { activations, crops: &crops };
+    let t = &record.timings_s;
+    let summary = vec![
+        ("data set".to_string(), format!("{} ({} objects)", record.dataset, dataset.objects.len())),
+        ("weights".to_string(), config.weights.clone()),
+        ("iterations per layer".to_string(), config.iterations.to_string()),
+        ("seed".to_string(), config.seed.to_string()),
+        (
+            "timings".to_string(),
+            format!("extract {:.1} s, learn {:.1} s, localize {:.1} s, eval {:.1} s", t.extract, t.learn, t.localize, t.eval),
+        ),
+        ("peak memory".to_string(), format!("{} MiB", record.peak_rss_mb)),
+    ];
+    let inputs = ReportInputs {
+        title: format!("expgraph: {}", record.dataset),
+        summary,
+        tables: tables(record),
+        graph,
+        train: Some(set),
+        test: None,
+        part_distances: record
+            .localization
+            .methods
+            .get("graph")
+            .map(|m| m.per_part.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default(),
+        localization: overlays(dataset, parts, &crops)?,
+    };
+    let report = build_report(&inputs, &ReportParams::default())?;
+    let written = report.write(&config.work_dir.join("report"))?;
+    Ok(written.index)
+}
+
+/// Normalized distance per method and part, and location instability.
+fn tables(record: &BenchRecord) -> Vec<MetricTable> {
+    let parts = &record.localization.parts;
+    let mut header = vec!["method".to_string(), "mean".to_string()];
+    header.extend(parts.iter().cloned());
+    let rows = record
+        .localization
+        .methods
+        .iter()
+        .map(|(name, m)| {
+            let mut row = vec![name.clone(), format!("{:.4}", m.mean_normalized_distance)];
+            row.extend(parts.iter().map(|p| m.per_part.get(p).map_or("–".into(), |v| format!("{v:.4}"))));
+            row
+        })
+        .collect();
+    let s = &record.stability;
+    vec![
+        MetricTable { title: "Normalized distance (lower is better)".into(), header, rows },
+        MetricTable {
+            title: "Location instability (lower is better)".into(),
+            header: vec!["units".into(), "instability".into()],
+            rows: vec![
+                vec!["graph nodes".into(), format!("{:.4}", s.graph_nodes)],
+                vec!["raw filters".into(), format!("{:.4}", s.raw_filters)],
+            ],
+        },
+    ]
+}
+
+/// Predicted (graph) and true points of every part on the first objects of the first part.
+fn overlays(dataset: &Dataset, parts: &[PartResult], crops: &CacheCrops<'_>) -> Result<Vec<LocalizationCase>, PipelineError> {
+    let Some(first) = parts.first() else { return Ok(Vec::new()) };
+    let mut cases = Vec::new();
+    for &object in first.objects.iter().take(OVERLAYS) {
+        let image = crops.crop(object).map_err(|source| expgraph_report::ReportError::Crop { index: object, source })?;
+        let mut predicted = Vec::new();
+        let mut truth = Vec::new();
+        for p in parts {
+            if let Some(k) = p.objects.iter().position(|&o| o == object) {
+                let g = p.predictions["graph"][k];
+                predicted.push(PartPoint { name: p.name.clone(), xy: [g.x, g.y] });
+                if let Some(t) = p.truth.get(k) {
+                    truth.push(PartPoint { name: p.name.clone(), xy: [t.x, t.y] });
+                }
+            }
+        }
+        cases.push(LocalizationCase { caption: if first.shots.contains(&object) {
+                format!("{} (annotated example of {})", dataset.objects[object].id, first.name)
+            } else {
+                dataset.objects[object].id.clone()
+            }, image, predicted, truth, vote_map: None });
+    }
+    Ok(cases)
+}

@@ -1,0 +1,157 @@
+//! The machine-readable record a benchmark run writes (`cargo xtask bench-*`, `expgraph run`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Host the run happened on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// CPU model name.
+    pub cpu: String,
+    /// Logical cores available to the process.
+    pub cores: usize,
+    /// Total memory, MiB.
+    pub mem: u64,
+}
+
+impl Host {
+    /// Read the host description from `/proc` (falls back to "unknown" fields elsewhere).
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mem = proc_kib("/proc/meminfo", "MemTotal:").map(|k| k / 1024).unwrap_or(0);
+        Self { cpu, cores, mem }
+    }
+}
+
+/// Peak resident set size of this process so far, MiB (0 where `/proc` is absent).
+pub fn peak_rss_mb() -> u64 {
+    proc_kib("/proc/self/status", "VmHWM:").map(|k| k / 1024).unwrap_or(0)
+}
+
+fn proc_kib(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Wall-clock seconds of each stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Feature extraction (including normalization statistics).
+    pub extract: f64,
+    /// Graph learning.
+    pub learn: f64,
+    /// Inference and part localization.
+    pub localize: f64,
+    /// Metrics.
+    pub eval: f64,
+}
+
+/// Localization results of one method.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MethodResult {
+    /// Mean over parts of the mean normalized distance (spec §4.2).
+    pub mean_normalized_distance: f64,
+    /// Mean normalized distance per part.
+    pub per_part: BTreeMap<String, f64>,
+}
+
+/// Localization results of all methods.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Localization {
+    /// Part names evaluated.
+    pub parts: Vec<String>,
+    /// `graph`, `prior_mean`, `raw_filter`.
+    pub methods: BTreeMap<String, MethodResult>,
+}
+
+/// Location instability (spec §4.3), lower is better.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stability {
+    /// Explanatory-graph protocol (top nodes per layer, top-20 images) for graph nodes.
+    pub graph_nodes: f64,
+    /// The same protocol for raw filters (argmax unit).
+    pub raw_filters: f64,
+}
+
+/// The JSON record of one benchmark run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchRecord {
+    /// Data set name (`synthetic-cub`, `cub-200-2011`, `pascal-part/<cat>`, `ilsvrc-animal-part/<synset>`).
+    pub dataset: String,
+    /// `git rev-parse HEAD` of the code that ran (or `unknown`).
+    pub git_rev: String,
+    /// The machine.
+    pub host: Host,
+    /// Every setting of the run.
+    pub config: serde_json::Value,
+    /// Images the graph was learned on.
+    pub images_learn: usize,
+    /// Images localization was evaluated on.
+    pub images_eval: usize,
+    /// Stage timings, seconds.
+    pub timings_s: Timings,
+    /// Peak resident memory, MiB.
+    pub peak_rss_mb: u64,
+    /// Part localization results.
+    pub localization: Localization,
+    /// Location instability.
+    pub stability: Stability,
+}
+
+impl BenchRecord {
+    /// A Markdown table of the localization results (one row per method, one column per part).
+    pub fn markdown_table(&self) -> String {
+        let parts = &self.localization.parts;
+        let mut s = String::from("| method | mean |");
+        for p in parts {
+            s.push_str(&format!(" {p} |"));
+        }
+        s.push_str("\n|---|---|");
+        for _ in parts {
+            s.push_str("---|");
+        }
+        s.push('\n');
+        for (name, m) in &self.localization.methods {
+            s.push_str(&format!("| {name} | {:.4} |", m.mean_normalized_distance));
+            for p in parts {
+                match m.per_part.get(p) {
+                    Some(v) => s.push_str(&format!(" {v:.4} |")),
+                    None => s.push_str(" – |"),
+                }
+            }
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "\nLocation instability (lower is better): graph nodes {:.4}, raw filters {:.4}\n",
+            self.stability.graph_nodes, self.stability.raw_filters
+        ));
+        s
+    }
+}
+
+/// Errors writing a record.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {path}: {source}")]
+pub struct WriteError {
+    path: std::path::PathBuf,
+    source: std::io::Error,
+}
+
+/// Write `value` as pretty JSON to `path` atomically (temp file in the same folder, then rename).
+pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> Result<(), WriteError> {
+    let err = |source| WriteError { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let text = serde_json::to_string_pretty(value).map_err(|e| err(std::io::Error::other(e)))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
