@@ -3,6 +3,7 @@
 
 mod bench;
 mod fetch;
+mod screenshot;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     BenchIlsvrc(bench::IlsvrcArgs),
     /// Download CUB-200-2011 and verify its checksum.
     FetchCub(fetch::FetchArgs),
+    /// Screenshot a report's index.html in headless Chromium.
+    Screenshot(screenshot::ScreenshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::BenchPascal(a) => bench::pascal(a),
         Command::BenchIlsvrc(a) => bench::ilsvrc(a),
         Command::FetchCub(a) => fetch::cub(a),
+        Command::Screenshot(a) => screenshot::run(a),
     }
 }

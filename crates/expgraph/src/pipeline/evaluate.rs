@@ -60,6 +60,9 @@ pub(super) fn localize_parts(
 ) -> Result<Vec<PartResult>, PipelineError> {
     let names: Vec<String> = config.parts.clone().unwrap_or_else(|| dataset.part_names.clone());
     let params = LocalizeParams::default().check()?;
+    // Raw filters get the same voter budget as graph nodes: the graph keeps the top 5 % of
+    // K nodes per filter (≥ 1 node per filter at the paper's K), so every filter may vote.
+    let raw_params = LocalizeParams::default().top_fraction(1.0).check()?;
     let maps: Vec<_> = graph.layers.iter().map(|l| cache.layer(&l.info.name)).collect::<Result<_, _>>()?;
     let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
     let ids: Vec<String> = activations.iter().map(|a| a.image_id.clone()).collect();
@@ -91,7 +94,7 @@ pub(super) fn localize_parts(
             &shots.iter().zip(&points).map(|(&i, p)| (activations[i].clone(), *p)).collect::<Vec<_>>(),
         )?;
         let raw_model =
-            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
+            raw_params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
         let prior = PriorMean::fit(&points)?.predict();
         let mut predictions: BTreeMap<&'static str, Vec<Point>> = BTreeMap::new();
         for &i in &objects {

@@ -25,7 +25,7 @@ pub(super) fn write(
     parts: &[PartResult],
     record: &BenchRecord,
 ) -> Result<PathBuf, PipelineError> {
-    let crops = CacheCrops::new(&cache.manifest().images, cache.manifest().input_size);
+    let crops = CacheCrops::new(cache.manifest().images.clone(), cache.manifest().input_size);
     let set = ImageSet { activations, crops: &crops };
     let t = &record.timings_s;
     let summary = vec![
@@ -89,7 +89,7 @@ fn tables(record: &BenchRecord) -> Vec<MetricTable> {
 }
 
 /// Predicted (graph) and true points of every part on the first objects of the first part.
-fn overlays(dataset: &Dataset, parts: &[PartResult], crops: &CacheCrops<'_>) -> Result<Vec<LocalizationCase>, PipelineError> {
+fn overlays(dataset: &Dataset, parts: &[PartResult], crops: &CacheCrops) -> Result<Vec<LocalizationCase>, PipelineError> {
     let Some(first) = parts.first() else { return Ok(Vec::new()) };
     let mut cases = Vec::new();
     for &object in first.objects.iter().take(OVERLAYS) {
