@@ -9,8 +9,9 @@ use expgraph::pipeline::{DataSource, PipelineConfig};
 /// Arguments of `expgraph run`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// VGG-16 weights: a local `.safetensors` file or a Hugging Face repo id (e.g. `timm/vgg16.tv_in1k`).
-    #[arg(long)]
+    /// VGG-16 weights: a local `.safetensors` file or a Hugging Face repo id (fetched into the
+    /// standard hub cache; `HF_HUB_OFFLINE=1` uses the cache only).
+    #[arg(long, default_value = "timm/vgg16.tv_in1k")]
     pub weights: String,
     /// Output folder (feature cache, graph, activations, record.json, report/).
     #[arg(long, default_value = "expgraph-run")]
@@ -19,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Objects to use (generated ones for the default data set).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 80)]
     pub images: usize,
     /// Folder of negative images for the normalization (default: generated scenes).
     #[arg(long)]
@@ -27,8 +28,8 @@ pub struct Args {
     /// Negatives to use.
     #[arg(long, default_value_t = 60)]
     pub negatives_limit: usize,
-    /// Learning iterations per layer (paper: 20).
-    #[arg(long, default_value_t = 10)]
+    /// Learning iterations per layer (paper: 20; the demo default is shorter).
+    #[arg(long, default_value_t = 8)]
     pub iterations: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]

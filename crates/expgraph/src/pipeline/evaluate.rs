@@ -36,7 +36,12 @@ pub(super) struct PartResult {
     pub truth: Vec<Point>,
     /// Predictions per method (same order as `objects`), object frame `(x, y)`.
     pub predictions: BTreeMap<&'static str, Vec<Point>>,
+    /// The graph's vote maps of the first [`VOTE_MAPS`] objects (same order as `objects`).
+    pub vote_maps: Vec<expgraph_localize::VoteMap>,
 }
+
+/// Objects per part whose graph vote map is kept for the report.
+pub(super) const VOTE_MAPS: usize = 6;
 
 /// Localization works in 1-based pixels (a pixel's centre is its index, spec §1.3); the
 /// object frame of the metrics is continuous (`x0 → 0`, `x1 → 224`, spec §4.2): centres differ
@@ -97,15 +102,22 @@ pub(super) fn localize_parts(
             raw_params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
         let prior = PriorMean::fit(&points)?.predict();
         let mut predictions: BTreeMap<&'static str, Vec<Point>> = BTreeMap::new();
-        for &i in &objects {
-            let g = graph_model.predict(&activations[i])?.point;
+        let mut vote_maps = Vec::new();
+        for (k, &i) in objects.iter().enumerate() {
+            let g = if k < VOTE_MAPS {
+                let p = graph_model.predict_with_vote_map(&activations[i])?;
+                vote_maps.extend(p.vote_map);
+                p.point
+            } else {
+                graph_model.predict(&activations[i])?.point
+            };
             let r = raw_model.predict(&raw[i])?.point;
             predictions.entry(METHODS[0]).or_default().push(to_frame(g));
             predictions.entry(METHODS[1]).or_default().push(to_frame(prior));
             predictions.entry(METHODS[2]).or_default().push(to_frame(r));
         }
         let truth = objects.iter().map(|&i| truth[i][0].centre).collect();
-        out.push(PartResult { name: name.clone(), part, shots, objects, truth, predictions });
+        out.push(PartResult { name: name.clone(), part, shots, objects, truth, predictions, vote_maps });
     }
     if out.is_empty() {
         return Err(PipelineError::Input("no part has enough annotated objects to localize".into()));

@@ -127,9 +127,9 @@ pub enum PipelineError {
     /// Reading the data set.
     #[error(transparent)]
     Dataset(#[from] expgraph_datasets::DatasetError),
-    /// Loading the backbone.
+    /// Loading the backbone (boxed: the error is large).
     #[error(transparent)]
-    Backbone(#[from] expgraph_backbone::BackboneError),
+    Backbone(Box<expgraph_backbone::BackboneError>),
     /// Feature extraction.
     #[error(transparent)]
     Features(#[from] expgraph_features::FeaturesError),
@@ -151,6 +151,12 @@ pub enum PipelineError {
     /// The report.
     #[error(transparent)]
     Report(#[from] expgraph_report::ReportError),
+}
+
+impl From<expgraph_backbone::BackboneError> for PipelineError {
+    fn from(e: expgraph_backbone::BackboneError) -> Self {
+        Self::Backbone(Box::new(e))
+    }
 }
 
 /// The VGG-16 layers of the paper (spec §1.2).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use expgraph_cache::FeatureCache;
 use expgraph_datasets::Dataset;
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
-use expgraph_report::{build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, ReportInputs, ReportParams};
+use expgraph_report::{build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, ReportInputs, ReportParams, VoteMap};
 
 use super::evaluate::PartResult;
 use super::{PipelineConfig, PipelineError};
@@ -13,7 +13,7 @@ use crate::crops::CacheCrops;
 use crate::record::BenchRecord;
 
 /// Objects drawn with their localization overlays.
-const OVERLAYS: usize = 6;
+const OVERLAYS: usize = super::evaluate::VOTE_MAPS;
 
 /// Write the report to `work_dir/report` and return its `index.html`.
 pub(super) fn write(
@@ -88,28 +88,32 @@ fn tables(record: &BenchRecord) -> Vec<MetricTable> {
     ]
 }
 
-/// Predicted (graph) and true points of every part on the first objects of the first part.
+/// Predicted (graph) and true points of every part, and the graph's vote map of the first part,
+/// on the first objects of the first part.
 fn overlays(dataset: &Dataset, parts: &[PartResult], crops: &CacheCrops) -> Result<Vec<LocalizationCase>, PipelineError> {
     let Some(first) = parts.first() else { return Ok(Vec::new()) };
     let mut cases = Vec::new();
-    for &object in first.objects.iter().take(OVERLAYS) {
+    for (k, &object) in first.objects.iter().enumerate().take(OVERLAYS) {
         let image = crops.crop(object).map_err(|source| expgraph_report::ReportError::Crop { index: object, source })?;
         let mut predicted = Vec::new();
         let mut truth = Vec::new();
         for p in parts {
-            if let Some(k) = p.objects.iter().position(|&o| o == object) {
-                let g = p.predictions["graph"][k];
+            if let Some(j) = p.objects.iter().position(|&o| o == object) {
+                let g = p.predictions["graph"][j];
                 predicted.push(PartPoint { name: p.name.clone(), xy: [g.x, g.y] });
-                if let Some(t) = p.truth.get(k) {
+                if let Some(t) = p.truth.get(j) {
                     truth.push(PartPoint { name: p.name.clone(), xy: [t.x, t.y] });
                 }
             }
         }
-        cases.push(LocalizationCase { caption: if first.shots.contains(&object) {
-                format!("{} (annotated example of {})", dataset.objects[object].id, first.name)
-            } else {
-                dataset.objects[object].id.clone()
-            }, image, predicted, truth, vote_map: None });
+        let vote_map = first.vote_maps.get(k).map(|m| VoteMap { width: m.size, height: m.size, values: m.values.clone() });
+        let id = &dataset.objects[object].id;
+        let caption = if first.shots.contains(&object) {
+            format!("{id} (annotated example of {}; vote map of {})", first.name, first.name)
+        } else {
+            format!("{id} (vote map of {})", first.name)
+        };
+        cases.push(LocalizationCase { caption, image, predicted, truth, vote_map });
     }
     Ok(cases)
 }
