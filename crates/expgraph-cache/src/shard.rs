@@ -7,7 +7,6 @@
 //! The safetensors header metadata holds `key`, `layer`, `view`, `shard`, `dtype`, so a shard
 //! of another cache is recognized (resumption, spec of the cache key).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use half::slice::HalfFloatSliceExt;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
-use crate::{CacheError, LayerInfo, StorageDtype, View};
+use crate::{CacheError, LayerInfo, OwnedTensor, StorageDtype, View};
 
 /// File name of shard `index` of `view` (inside the layer's folder).
 pub(crate) fn shard_file_name(view: View, index: usize) -> String {
@@ -103,28 +102,6 @@ pub(crate) fn read_header(path: &Path, bytes: &[u8]) -> Result<ShardHeader, Cach
         }
     };
     Ok(ShardHeader { key, dtype, shape, maps: range(maps.data_offsets), min_scale })
-}
-
-/// A tensor to serialize, owning its bytes.
-struct OwnedTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl safetensors::View for &OwnedTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
 }
 
 /// What goes into a shard's header metadata.

@@ -1,7 +1,6 @@
 //! Small helpers around `safetensors`: owned tensors to write, typed reads with shape checks,
 //! and atomic file writes (temp file in the same folder, then rename).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -10,45 +9,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{format_err, io_err, GraphError};
 
-/// A tensor to serialize, owning its little-endian bytes.
-pub(crate) struct OwnedTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl OwnedTensor {
-    pub(crate) fn f64(shape: Vec<usize>, values: impl IntoIterator<Item = f64>) -> Self {
-        let bytes = values.into_iter().flat_map(f64::to_le_bytes).collect();
-        Self { dtype: Dtype::F64, shape, bytes }
-    }
-    pub(crate) fn f32(shape: Vec<usize>, values: impl IntoIterator<Item = f32>) -> Self {
-        let bytes = values.into_iter().flat_map(f32::to_le_bytes).collect();
-        Self { dtype: Dtype::F32, shape, bytes }
-    }
-    pub(crate) fn i32(shape: Vec<usize>, values: impl IntoIterator<Item = i32>) -> Self {
-        let bytes = values.into_iter().flat_map(i32::to_le_bytes).collect();
-        Self { dtype: Dtype::I32, shape, bytes }
-    }
-    pub(crate) fn u8(shape: Vec<usize>, values: impl IntoIterator<Item = u8>) -> Self {
-        Self { dtype: Dtype::U8, shape, bytes: values.into_iter().collect() }
-    }
-}
-
-impl safetensors::View for &OwnedTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
+pub(crate) use expgraph_cache::OwnedTensor;
 
 /// Serialize named tensors (sorted by name by safetensors itself) with string metadata.
 /// Keep `metadata` to ONE key: a `HashMap` iterates in random order, so several keys would make
