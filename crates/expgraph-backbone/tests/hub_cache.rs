@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use expgraph_backbone::{
     resolve_weights, resolve_weights_with, Backbone, BackboneError, HubConfig, Preprocess, Vgg16,
@@ -235,14 +237,7 @@ fn vgg16_loads_from_the_hub_cache() {
     let x = Tensor::randn(0f32, 1.0, (1, 3, 16, 16), &Device::Cpu).unwrap();
     let a = model.forward_taps(&x, &["conv2_1"]).unwrap();
     let b = loaded.forward_taps(&x, &["conv2_1"]).unwrap();
-    let d = (&a[0] - &b[0])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::max_abs_diff(&a[0], &b[0]);
     assert_eq!(d, 0.0);
 }
 

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use expgraph_backbone::{Backbone, BackboneError, Vgg16};
 
@@ -42,14 +44,7 @@ fn full_random_file_with_extra_tensors_round_trips() {
     let x = Tensor::randn(0f32, 50.0, (1, 3, 32, 32), &Device::Cpu).unwrap();
     let a = model.forward_taps(&x, &["conv3_3"]).unwrap();
     let b = loaded.forward_taps(&x, &["conv3_3"]).unwrap();
-    let d = (&a[0] - &b[0])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::max_abs_diff(&a[0], &b[0]);
     assert_eq!(d, 0.0);
 
     // A wrong tensor deep in the file is reported by name.
