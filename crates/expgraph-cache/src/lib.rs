@@ -29,6 +29,7 @@
 //! # Ok::<(), expgraph_cache::CacheError>(())
 //! ```
 
+mod argmax;
 mod files;
 mod key;
 mod layer;
@@ -41,6 +42,7 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use argmax::argmax_cell;
 pub use files::MANIFEST_FILE;
 pub use key::compute_cache_key;
 pub use layer::{InMemoryLayer, LayerMaps};

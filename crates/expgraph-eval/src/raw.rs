@@ -1,7 +1,7 @@
 //! Raw-filter positions and scores, the baseline of the stability comparison (spec §4.3,
 //! `computeStability_raw.m`).
 
-use expgraph_cache::{LayerMaps, TapGeometry, View};
+use expgraph_cache::{argmax_cell, LayerMaps, TapGeometry, View};
 
 use crate::geometry::Point;
 use crate::stability::LayerTracks;
@@ -22,17 +22,8 @@ pub fn argmax_position(
     if height == 0 || width == 0 || map.len() != height * width || map.iter().any(|v| v.is_nan()) {
         return None;
     }
-    let (mut best, mut best_h, mut best_w) = (map[0], 0, 0);
-    for w in 0..width {
-        for h in 0..height {
-            let v = map[h * width + w];
-            if v > best {
-                best = v;
-                best_h = h;
-                best_w = w;
-            }
-        }
-    }
+    let (best_h, best_w) = argmax_cell(map, height, width);
+    let best = map[best_h * width + best_w];
     let point = Point::new(
         geometry.map_to_pixel((best_w + 1) as f64),
         geometry.map_to_pixel((best_h + 1) as f64),

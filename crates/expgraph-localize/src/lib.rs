@@ -4,7 +4,7 @@
 //!
 //! * **Units** are anything with a position and a score per image: explanatory-graph nodes
 //!   ([`expgraph_graph::ImageActivations`]) or, for the raw-filter baseline, each filter's argmax
-//!   cell ([`FilterArgmax`], computed from a feature cache with [`FilterArgmax::from_maps`]).
+//!   cell (computed from a feature cache with [`filter_argmax`]).
 //!   Both implement [`UnitActivations`]; all voting code is written once over them.
 //! * **Fit**: for each annotated example `k` a [`PartTemplate`] keeps, per layer, the units in
 //!   the top `q` by score that are detected (score > threshold) and lie within
@@ -16,7 +16,7 @@
 //!   [`TemplateScore`]) wins. [`PartModel::predict_views`] also tries several views (original
 //!   and mirrored activations) and keeps the best.
 //! * **Baselines**: [`PriorMean`] (mean annotated point) and the raw-filter voter (the same
-//!   [`PartModel`] fitted on [`FilterArgmax`] units with [`UnitLayout::for_filters`]).
+//!   [`PartModel`] fitted on [`filter_argmax`] units with [`UnitLayout::for_filters`]).
 //!
 //! Points ([`Point`]) are `(h, w)`, 1-based pixels of the 224×224 object crop, original orientation.
 //!
@@ -50,7 +50,6 @@
 //! assert_eq!(prediction.point, Point::new(92.0, 70.0));
 //! ```
 
-mod argmax;
 mod error;
 mod files;
 mod kernel;
@@ -69,5 +68,5 @@ pub use model::{PartModel, PartTemplate, SelectedUnit};
 pub use params::{LocalizeParams, LocalizeValidParams, TemplateScore, VoteWeight};
 pub use predict::{Prediction, VoteMap};
 pub use prior::PriorMean;
-pub use raw::FilterArgmax;
+pub use raw::{filter_argmax, filter_argmaxes};
 pub use units::{ImageUnits, Point, UnitActivations, UnitLayer, UnitLayerLayout, UnitLayout};

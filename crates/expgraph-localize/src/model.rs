@@ -53,7 +53,7 @@ impl LocalizeValidParams {
         self.fit_units(&UnitLayout::for_graph(graph), annotated)
     }
 
-    /// Fit on any units (graph nodes or raw filters, see [`crate::FilterArgmax`]).
+    /// Fit on any units (graph nodes or raw filters, see [`crate::filter_argmax`]).
     pub fn fit_units<U: UnitActivations>(
         &self,
         layout: &UnitLayout,

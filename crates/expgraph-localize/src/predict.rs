@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::argmax::argmax_cell;
+use expgraph_cache::argmax_cell;
 use crate::model::{PartModel, PartTemplate};
 use crate::units::{ImageUnits, Point, UnitActivations};
 use crate::{LocalizeError, Result, TemplateScore};

@@ -3,87 +3,56 @@
 //! feature cache.
 
 use expgraph_cache::{LayerMaps, View};
-use expgraph_graph::LayerActivations;
-use serde::{Deserialize, Serialize};
+use expgraph_graph::{ImageActivations, LayerActivations};
 
-use crate::argmax::argmax_cell;
-use crate::units::UnitActivations;
+use expgraph_cache::argmax_cell;
 use crate::{LocalizeError, Result};
 
-/// Raw-filter units of one image: per layer, **one unit per filter**, its position = the argmax
-/// cell of the filter's map (1-based map coordinates of `flipped`'s view; ties: first in
-/// column-major order, as MATLAB and `expgraph-eval`'s raw tracks), its score = the map's max.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FilterArgmax {
-    /// Image identifier.
-    pub image_id: String,
-    /// Whether the maps were those of the mirrored view.
-    pub flipped: bool,
-    /// One entry per layer; `positions[c]`/`scores[c]` belong to filter `c`.
-    pub layers: Vec<LayerActivations>,
+/// Raw-filter units of image `image`, as an [`ImageActivations`] with **one unit per filter**:
+/// its position = the argmax cell of the filter's map (1-based map coordinates of `view`; ties:
+/// first in column-major order, as MATLAB and `expgraph-eval`'s raw tracks), its score = the
+/// map's max. Reads one channel at a time (`read_channel`), so it streams from the feature cache.
+pub fn filter_argmax(
+    layers: &[&dyn LayerMaps],
+    image: usize,
+    image_id: &str,
+    view: View,
+) -> Result<ImageActivations> {
+    if layers.is_empty() {
+        return Err(LocalizeError::Empty("no layer of feature maps".into()));
+    }
+    let layers = layers
+        .iter()
+        .map(|maps| layer_argmax(*maps, image, image_id, view))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ImageActivations {
+        image_id: image_id.to_string(),
+        flipped: view == View::Flipped,
+        layers,
+    })
 }
 
-impl UnitActivations for FilterArgmax {
-    fn image_id(&self) -> &str {
-        &self.image_id
+/// [`filter_argmax`] for every image; `image_ids[i]` names image `i`.
+pub fn filter_argmaxes(
+    layers: &[&dyn LayerMaps],
+    image_ids: &[String],
+    view: View,
+) -> Result<Vec<ImageActivations>> {
+    if let Some(maps) = layers.iter().find(|m| m.num_images() != image_ids.len()) {
+        return Err(LocalizeError::Maps {
+            layer: maps.info().name.clone(),
+            what: format!(
+                "{} images, {} image ids",
+                maps.num_images(),
+                image_ids.len()
+            ),
+        });
     }
-    fn flipped(&self) -> bool {
-        self.flipped
-    }
-    fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-    fn layer(&self, index: usize) -> (&str, &[[f32; 2]], &[f32]) {
-        let l = &self.layers[index];
-        (&l.layer, &l.positions, &l.scores)
-    }
-}
-
-impl FilterArgmax {
-    /// Compute image `image`'s filter argmaxes from each layer's maps, reading one channel at
-    /// a time (`read_channel`), so it streams from the feature cache.
-    pub fn from_maps(
-        layers: &[&dyn LayerMaps],
-        image: usize,
-        image_id: &str,
-        view: View,
-    ) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(LocalizeError::Empty("no layer of feature maps".into()));
-        }
-        let layers = layers
-            .iter()
-            .map(|maps| layer_argmax(*maps, image, image_id, view))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            image_id: image_id.to_string(),
-            flipped: view == View::Flipped,
-            layers,
-        })
-    }
-
-    /// [`from_maps`](Self::from_maps) for every image; `image_ids[i]` names image `i`.
-    pub fn all_from_maps(
-        layers: &[&dyn LayerMaps],
-        image_ids: &[String],
-        view: View,
-    ) -> Result<Vec<Self>> {
-        if let Some(maps) = layers.iter().find(|m| m.num_images() != image_ids.len()) {
-            return Err(LocalizeError::Maps {
-                layer: maps.info().name.clone(),
-                what: format!(
-                    "{} images, {} image ids",
-                    maps.num_images(),
-                    image_ids.len()
-                ),
-            });
-        }
-        image_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| Self::from_maps(layers, i, id, view))
-            .collect()
-    }
+    image_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| filter_argmax(layers, i, id, view))
+        .collect()
 }
 
 fn layer_argmax(
@@ -164,15 +133,15 @@ mod tests {
     #[test]
     fn argmax_positions_and_scores() {
         let l = layer();
-        let a = FilterArgmax::from_maps(&[&l], 0, "a", View::Original).unwrap();
+        let a = filter_argmax(&[&l], 0, "a", View::Original).unwrap();
         assert_eq!(a.layers[0].positions, vec![[2.0, 3.0], [2.0, 1.0]]);
         assert_eq!(a.layers[0].scores, vec![5.0, 7.0]);
         assert!(!a.flipped);
-        let f = FilterArgmax::from_maps(&[&l], 0, "a", View::Flipped).unwrap();
+        let f = filter_argmax(&[&l], 0, "a", View::Flipped).unwrap();
         assert!(f.flipped);
         assert_eq!(f.layers[0].scores, vec![10.0, 14.0]);
         let all =
-            FilterArgmax::all_from_maps(&[&l], &["a".into(), "b".into()], View::Original).unwrap();
+            filter_argmaxes(&[&l], &["a".into(), "b".into()], View::Original).unwrap();
         assert_eq!(all[1].layers[0].positions, vec![[1.0, 1.0], [1.0, 1.0]]);
         assert_eq!(all[1].layers[0].scores, vec![0.0, 1.0]);
         assert_eq!(all[1].image_id, "b");
@@ -181,11 +150,11 @@ mod tests {
     #[test]
     fn bad_reads_are_errors() {
         let l = layer();
-        assert!(FilterArgmax::from_maps(&[&l], 2, "x", View::Original).is_err());
-        assert!(FilterArgmax::from_maps(&[], 0, "x", View::Original).is_err());
-        assert!(FilterArgmax::all_from_maps(&[&l], &["a".into()], View::Original).is_err());
+        assert!(filter_argmax(&[&l], 2, "x", View::Original).is_err());
+        assert!(filter_argmax(&[], 0, "x", View::Original).is_err());
+        assert!(filter_argmaxes(&[&l], &["a".into()], View::Original).is_err());
         let info = l.info().clone();
         let no_flip = InMemoryLayer::new(info, vec![0.0; 24], None).unwrap();
-        assert!(FilterArgmax::from_maps(&[&no_flip], 0, "x", View::Flipped).is_err());
+        assert!(filter_argmax(&[&no_flip], 0, "x", View::Flipped).is_err());
     }
 }

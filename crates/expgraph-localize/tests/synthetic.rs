@@ -4,7 +4,7 @@
 use expgraph_cache::{InMemoryLayer, LayerInfo, TapGeometry, View};
 use expgraph_graph::{ImageActivations, LayerActivations};
 use expgraph_localize::{
-    FilterArgmax, Kernel, LocalizeError, LocalizeParams, PartModel, Point, TemplateScore,
+    filter_argmaxes, Kernel, LocalizeError, LocalizeParams, PartModel, Point, TemplateScore,
     UnitLayerLayout, UnitLayout, VoteWeight,
 };
 use rand::{Rng, SeedableRng};
@@ -538,7 +538,7 @@ fn raw_filter_baseline_from_feature_maps() {
     let l4 = build(&infos[0], 2);
     let l5 = build(&infos[1], 1);
     let ids: Vec<String> = (0..cells.len()).map(|i| format!("img{i}")).collect();
-    let units = FilterArgmax::all_from_maps(&[&l4, &l5], &ids, View::Original).unwrap();
+    let units = filter_argmaxes(&[&l4, &l5], &ids, View::Original).unwrap();
     let g5 = geometry(16.0);
     let part_px =
         |(r, c): (usize, usize)| Point::new(g5.map_to_pixel(r as f64), g5.map_to_pixel(c as f64));

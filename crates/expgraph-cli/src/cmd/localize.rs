@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use expgraph_cache::{DiskLayer, FeatureCache, LayerMaps, View};
 use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
 use expgraph_localize::{
-    FewShotAnnotations, FilterArgmax, Kernel, LocalizeParams, LocalizeValidParams, PartModel,
+    filter_argmaxes, FewShotAnnotations, Kernel, LocalizeParams, LocalizeValidParams, PartModel,
     PartPredictions, Point, PredictionFile, PriorMean, TemplateScore, UnitActivations, UnitLayout,
     VoteWeight,
 };
@@ -206,7 +206,7 @@ fn run_raw(args: &Args, ann: &FewShotAnnotations, params: &LocalizeValidParams) 
     let infos: Vec<_> = layers.iter().map(|l| l.info().clone()).collect();
     let layout = UnitLayout::for_filters(cache.manifest().input_size, &infos);
     let read = |view| {
-        FilterArgmax::all_from_maps(&maps, &ids, view)
+        filter_argmaxes(&maps, &ids, view)
             .with_context(|| format!("reading filter maxima from {}", dir.display()))
     };
     let original = read(View::Original)?;
@@ -218,7 +218,7 @@ fn run_raw(args: &Args, ann: &FewShotAnnotations, params: &LocalizeValidParams) 
     } else {
         None
     };
-    let views: Vec<Vec<&FilterArgmax>> = (0..original.len())
+    let views: Vec<Vec<&ImageActivations>> = (0..original.len())
         .map(|i| {
             std::iter::once(&original[i])
                 .chain(flipped.as_ref().map(|f| &f[i]))

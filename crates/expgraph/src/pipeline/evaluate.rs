@@ -10,7 +10,7 @@ use expgraph_eval::{
     ObjectResult, Point, StabilityProtocol,
 };
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
-use expgraph_localize::{FilterArgmax, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout};
+use expgraph_localize::{filter_argmaxes, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -71,7 +71,7 @@ pub(super) fn localize_parts(
     let maps: Vec<_> = graph.layers.iter().map(|l| cache.layer(&l.info.name)).collect::<Result<_, _>>()?;
     let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
     let ids: Vec<String> = activations.iter().map(|a| a.image_id.clone()).collect();
-    let raw = FilterArgmax::all_from_maps(&refs, &ids, View::Original)?;
+    let raw = filter_argmaxes(&refs, &ids, View::Original)?;
     let infos: Vec<_> = graph.layers.iter().map(|l| l.info.clone()).collect();
     let raw_layout = UnitLayout::for_filters(graph.input_size, &infos);
     let frame = graph.input_size as f64;

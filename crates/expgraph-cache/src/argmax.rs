@@ -1,9 +1,10 @@
-//! The one argmax of the crate (raw-filter maps and vote maps), with MATLAB's tie order.
+//! The one map argmax of the workspace (raw-filter positions in `expgraph-eval`, raw-filter units
+//! and vote maps in `expgraph-localize`), with MATLAB's tie order.
 
 /// 0-based `(h, w)` of the largest value of a row-major `height × width` map; ties go to the
 /// first in column-major order (smallest `w`, then smallest `h`), as MATLAB's `max` picks (and as
-/// `expgraph_eval::argmax_position` does). `map.len()` must be `height · width ≥ 1`.
-pub(crate) fn argmax_cell<T: PartialOrd + Copy>(
+/// `computeStability_raw.m` relies on). `map.len()` must be `height · width ≥ 1`.
+pub fn argmax_cell<T: PartialOrd + Copy>(
     map: &[T],
     height: usize,
     width: usize,
