@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::mat::MatFile;
+use crate::mat::{MatFile, Node};
 use crate::model::{Dataset, ImageRecord, ObjectRecord, PartInstance, PartTruth};
 use crate::DatasetError;
 
@@ -68,6 +68,18 @@ impl IlsvrcPartTruth {
     }
 }
 
+/// The `bndbox` (`xmin`, `ymin`, `xmax`, `ymax`) of the object struct `obj` at `octx`.
+fn read_bndbox(mat: &MatFile, obj: &Node, octx: &str) -> Result<[f64; 4], DatasetError> {
+    let bb = mat.field(obj, 0, "bndbox", octx)?;
+    let bctx = format!("{octx}.bndbox");
+    let get = |name: &str| mat.field(&bb, 0, name, &bctx).and_then(|f| mat.scalar(&f, &format!("{bctx}.{name}")));
+    let bbox = [get("xmin")?, get("ymin")?, get("xmax")?, get("ymax")?];
+    if bbox[2] < bbox[0] || bbox[3] < bbox[1] {
+        return Err(mat.err(&bctx, format!("inverted box {bbox:?}")));
+    }
+    Ok(bbox)
+}
+
 fn pairs(mat: &MatFile, v: Vec<f64>, ctx: &str) -> Result<Vec<[f64; 2]>, DatasetError> {
     if !v.len().is_multiple_of(2) {
         return Err(mat.err(ctx, format!("expected a 2 × k array, found {} numbers", v.len())));
@@ -101,13 +113,7 @@ pub fn read_ilsvrc_part_truth(path: &Path) -> Result<Vec<Option<IlsvrcPartTruth>
         }
         let octx = format!("{ctx}.obj");
         let filename = mat.string(&mat.field(obj, 0, "filename", &octx)?, &format!("{octx}.filename"))?;
-        let bb = mat.field(obj, 0, "bndbox", &octx)?;
-        let bctx = format!("{octx}.bndbox");
-        let get = |name: &str| mat.field(&bb, 0, name, &bctx).and_then(|f| mat.scalar(&f, &format!("{bctx}.{name}")));
-        let bbox = [get("xmin")?, get("ymin")?, get("xmax")?, get("ymax")?];
-        if bbox[2] < bbox[0] || bbox[3] < bbox[1] {
-            return Err(mat.err(&bctx, format!("inverted box {bbox:?}")));
-        }
+        let bbox = read_bndbox(&mat, obj, &octx)?;
         let cctx = format!("{ctx}.pHW_center");
         let centres_hw = pairs(&mat, mat.numbers(centre, &cctx)?, &cctx)?;
         let sctx = format!("{ctx}.pHW_scale");
@@ -166,13 +172,7 @@ pub fn read_ilsvrc_animal_part(
     let (mut images, mut objects) = (Vec::new(), Vec::new());
     for (i, obj) in sample_objs.iter().enumerate() {
         let octx = format!("samples({}).obj", i + 1);
-        let bb = mat.field(obj, 0, "bndbox", &octx)?;
-        let bctx = format!("{octx}.bndbox");
-        let get = |name: &str| mat.field(&bb, 0, name, &bctx).and_then(|f| mat.scalar(&f, &format!("{bctx}.{name}")));
-        let bbox = [get("xmin")?, get("ymin")?, get("xmax")?, get("ymax")?];
-        if bbox[2] < bbox[0] || bbox[3] < bbox[1] {
-            return Err(mat.err(&bctx, format!("inverted box {bbox:?}")));
-        }
+        let bbox = read_bndbox(&mat, obj, &octx)?;
         let parts = truths
             .iter()
             .map(|t| t[i].as_ref().map_or_else(PartTruth::absent, |t| PartTruth::present(t.instances())))

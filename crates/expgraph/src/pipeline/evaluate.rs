@@ -128,10 +128,10 @@ pub(super) fn localize_parts(
 /// Mean normalized distance per method and part (spec §4.2).
 pub(super) fn score_localization(dataset: &Dataset, parts: &[PartResult]) -> Result<Localization, PipelineError> {
     let mut result = Localization { parts: parts.iter().map(|p| p.name.clone()).collect(), ..Default::default() };
+    let truths: Vec<_> = parts.iter().map(|p| dataset.truth_in_frame(p.part, 224.0)).collect();
     for method in METHODS {
         let mut m = MethodResult::default();
-        for p in parts {
-            let truth = dataset.truth_in_frame(p.part, 224.0);
+        for (p, truth) in parts.iter().zip(&truths) {
             let objects: Vec<ObjectResult> = p
                 .objects
                 .iter()
