@@ -8,61 +8,16 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use expgraph_cliques::select_parents;
-use expgraph_disentangle::{
-    accumulate, candidate_offsets, evidence, half_range, EStepConfig, EStepScratch, NodeImageStats, NodeSetup, SmoothingKernel,
-    CANDIDATES,
-};
+use expgraph_benches::estep_fixture::{layer, one_image};
+use expgraph_disentangle::{EStepScratch, NodeImageStats, CANDIDATES};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-struct Layer {
-    cfg: EStepConfig,
-    nodes: Vec<NodeSetup>,
-    shifts: Vec<[f64; 2]>,
-    lambdas: Vec<f64>,
-    maps: Vec<f32>,
-}
-
-/// `channels` filters of `size`² maps with `k` nodes each; sparse maps with a few blobs; node
-/// σ spread over the learned range (so windows vary from 1 to the cap).
-fn layer(channels: usize, size: usize, k: usize, density: f64) -> Layer {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let sigma_max = 1.0 / density.sqrt();
-    let nodes: Vec<NodeSetup> = (0..channels * k)
-        .map(|_| {
-            let sigma = rng.random_range(sigma_max / 10.0..sigma_max * 0.6);
-            let h = half_range(sigma, size, 0.3, 3.0);
-            let mu = [rng.random_range(1.0..size as f64), rng.random_range(1.0..size as f64)];
-            NodeSetup::new(mu, candidate_offsets(h), h, rng.random_range(0.3..1.5))
-        })
-        .collect();
-    let shifts = (0..nodes.len()).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
-    let lambdas = (0..nodes.len()).map(|_| rng.random_range(0.1..2.0)).collect();
-    let maps = (0..channels * size * size).map(|_| (rng.random_range(-2.0f32..1.0)).max(0.0)).collect();
-    let cfg = EStepConfig {
-        height: size,
-        width: size,
-        nodes_per_filter: k,
-        kernel: SmoothingKernel::new(0.025 * size as f64),
-        valid_tau: 0.1,
-        rounded_window_centre: false,
-        nearest_sibling: false,
-        reference_arithmetic: false,
-    };
-    Layer { cfg, nodes, shifts, lambdas, maps }
-}
-
-fn one_image(l: &Layer, prior: &mut [f64], stats: &mut [NodeImageStats], scratch: &mut EStepScratch) -> f64 {
-    evidence(&l.cfg, &l.nodes, &l.maps, &l.shifts, prior, scratch);
-    accumulate(&l.cfg, &l.nodes, &l.shifts, &l.lambdas, prior, true, stats, scratch);
-    stats.iter().map(|s| s.mass).sum()
-}
 
 fn bench_estep(c: &mut Criterion) {
     let mut g = c.benchmark_group("estep_per_image");
     g.sample_size(10);
     for (name, channels, size, k, density) in [("conv4_512x40_28x28", 512, 28, 40, 0.05), ("conv5_512x20_14x14", 512, 14, 20, 0.1)] {
-        let l = layer(channels, size, k, density);
+        let l = layer(channels, size, k, density, false);
         let mut prior = vec![0.0; l.nodes.len() * CANDIDATES];
         let mut stats = vec![NodeImageStats::default(); l.nodes.len()];
         let mut scratch = EStepScratch::default();

@@ -10,11 +10,35 @@ use crate::{FeatureSource, LearnError, LearnParams};
 /// `[image][node]` positions and scores of one layer.
 type LayerResult = (Vec<[f32; 2]>, Vec<f32>);
 
+/// Which view of each image inference reads (spec §1.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewPolicy {
+    /// The top layer scores both views and keeps the better one per image (when mirrored
+    /// features exist and the graph was learned with flips); lower layers reuse that choice.
+    Choose,
+    /// Every image as is.
+    Original,
+    /// Every image mirrored (needs mirrored features). Positions are in the mirrored view's map
+    /// coordinates, as [`ImageActivations::flipped`] says.
+    Mirrored,
+}
+
 /// Infer node positions and scores of `graph` on the images of `features` (at most
 /// `max_images`): top layer first (choosing each image's view when mirrored features exist and
 /// the graph was learned with flips), then each lower layer with its parents' inferred positions.
 /// Scores are divided by the layer's training score mean ([`expgraph_graph::GraphLayer::score_norm`]).
 pub fn infer(graph: &ExplanatoryGraph, features: &dyn FeatureSource, max_images: Option<usize>) -> Result<Vec<ImageActivations>, LearnError> {
+    infer_views(graph, features, max_images, ViewPolicy::Choose)
+}
+
+/// [`infer`] with the view of every image set by `policy`; e.g. few-shot localization tries
+/// both [`ViewPolicy::Original`] and [`ViewPolicy::Mirrored`] and keeps the better match.
+pub fn infer_views(
+    graph: &ExplanatoryGraph,
+    features: &dyn FeatureSource,
+    max_images: Option<usize>,
+    policy: ViewPolicy,
+) -> Result<Vec<ImageActivations>, LearnError> {
     let p: LearnParams = if graph.params.is_null() {
         LearnParams::default()
     } else {
@@ -29,7 +53,7 @@ pub fn infer(graph: &ExplanatoryGraph, features: &dyn FeatureSource, max_images:
     }
     let chunk = p.chunk_size.max(1);
     let mut per_layer: Vec<Option<LayerResult>> = vec![None; graph.layers.len()];
-    let mut flips = vec![false; n];
+    let mut flips = vec![policy == ViewPolicy::Mirrored; n];
     for l in (0..graph.layers.len()).rev() {
         let gl = &graph.layers[l];
         let maps = features.open_layer(&gl.info.name)?;
@@ -62,9 +86,13 @@ pub fn infer(graph: &ExplanatoryGraph, features: &dyn FeatureSource, max_images:
         if !is_top && flips.iter().any(|f| *f) && !maps.has_flipped() {
             return Err(LearnError::Mismatch(format!("layer {} has no mirrored view but the top layer chose one", gl.info.name)));
         }
-        let views = if is_top && use_flips { Views::Choose } else { Views::Fixed(&flips) };
+        if policy == ViewPolicy::Mirrored && !maps.has_flipped() {
+            return Err(LearnError::Mismatch(format!("layer {} has no mirrored view to infer in", gl.info.name)));
+        }
+        let choose = is_top && use_flips && policy == ViewPolicy::Choose;
+        let views = if choose { Views::Choose } else { Views::Fixed(&flips) };
         let out = run_pass(maps.as_ref(), n, &cfg, &setups, &prior_src, &views, false, chunk)?;
-        if is_top {
+        if choose {
             flips = out.flips.clone();
         }
         let inv = 1.0 / gl.score_norm;

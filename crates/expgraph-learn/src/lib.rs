@@ -37,7 +37,7 @@ mod source;
 pub mod synthetic;
 
 pub use error::LearnError;
-pub use infer::{check_compatible, infer};
+pub use infer::{check_compatible, infer, infer_views, ViewPolicy};
 pub use learner::{LayerRecord, LearnOutput, Progress};
 pub use params::{CheckedLearnParams, LayerSpec, LearnParams};
 pub use source::{FeatureSource, InMemoryFeatures};

@@ -2,7 +2,7 @@
 
 use expgraph_cache::{InMemoryLayer, LayerMaps};
 use expgraph_learn::synthetic::{generate, SyntheticSpec};
-use expgraph_learn::{infer, InMemoryFeatures, LearnError, LearnParams};
+use expgraph_learn::{infer, infer_views, InMemoryFeatures, LearnError, LearnParams, ViewPolicy};
 
 fn small() -> InMemoryFeatures {
     generate(&SyntheticSpec { num_images: 6, channels: 2, seed: 9, ..SyntheticSpec::default() }).features
@@ -107,6 +107,9 @@ fn inference_rejects_features_of_another_backbone_or_shape() {
     let mut renamed = f.clone();
     renamed.layers.truncate(1);
     assert!(matches!(infer(&g, &renamed, None), Err(LearnError::MissingLayer { .. })));
+    // No mirrored view to infer in.
+    let err = infer_views(&g, &f, None, ViewPolicy::Mirrored).unwrap_err();
+    assert!(matches!(err, LearnError::Mismatch(ref m) if m.contains("no mirrored view")), "{err}");
     let mut empty = f;
     empty.image_ids.clear();
     assert!(matches!(infer(&g, &empty, None), Err(LearnError::NoImages)));

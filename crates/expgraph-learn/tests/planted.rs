@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use expgraph_learn::synthetic::{generate, SyntheticSpec};
-use expgraph_learn::{infer, LearnParams};
+use expgraph_learn::{infer, infer_views, LearnParams, ViewPolicy};
 
 fn learn_planted(compat: bool) -> (expgraph_learn::synthetic::SyntheticData, expgraph_learn::LearnOutput, Vec<expgraph_graph::ImageActivations>) {
     let data = generate(&SyntheticSpec { num_images: 80, channels: 6, seed: 3, translation_px: 6.0, part_motion_px: 20.0, ..SyntheticSpec::default() });
@@ -118,6 +118,17 @@ fn real_flips_are_chosen_for_mirrored_objects() {
     // view with less window evidence); measured 0.68 here. Assert better than chance.
     assert!(agree.max(1.0 - agree) >= 0.6, "flip agreement {agree}");
     assert!(learned.flips.iter().any(|f| *f) && !learned.flips.iter().all(|f| *f));
+    // Inference in a forced view: every image in that view; the chosen view's activations are
+    // exactly the forced view's of the same image (lower layers follow the top layer's view).
+    let chosen = infer_views(&learned.graph, &data.features, None, ViewPolicy::Choose).unwrap();
+    let original = infer_views(&learned.graph, &data.features, None, ViewPolicy::Original).unwrap();
+    let mirrored = infer_views(&learned.graph, &data.features, None, ViewPolicy::Mirrored).unwrap();
+    assert!(original.iter().all(|a| !a.flipped) && mirrored.iter().all(|a| a.flipped));
+    assert!(chosen.iter().any(|a| a.flipped) && chosen.iter().any(|a| !a.flipped));
+    for (i, c) in chosen.iter().enumerate() {
+        let forced = if c.flipped { &mirrored[i] } else { &original[i] };
+        assert_eq!(c, forced, "image {i}");
+    }
     // The compat mode never flips (the reference's flip is a no-op).
     let compat = LearnParams::default()
         .layers(&[("low", 0.05), ("top", 0.1)])

@@ -9,7 +9,9 @@
 //! * **Fit**: for each annotated example `k` a [`PartTemplate`] keeps, per layer, the units in
 //!   the top `q` by score that are detected (score > threshold) and lie within
 //!   `max_displacement` pixels of the part, with their displacement
-//!   `δ_{V,k} = p_part − x2p(p_V(I_k))` (input pixels, unmirrored: `w' = 225 − w`, spec §1.3).
+//!   `δ_{V,k} = p_part − x2p(p_V(I_k))` (input pixels, in the frame of the view the units were
+//!   inferred in: a unit of a mirrored view fired on the mirrored object, so its horizontal
+//!   displacement is mirrored too; positions themselves are unmirrored, `w' = 225 − w`, spec §1.3).
 //! * **Predict**: each template builds the vote map `Σ_V w_V(I)·κ(p − x2p(p_V(I)) − δ_{V,k})`
 //!   ([`Kernel`]: the AOG's `exp(−r/49.5)` on ±11 px, or a Gaussian), its argmax is the part
 //!   centre, and the template with the highest score (mean selected-unit score by default, see

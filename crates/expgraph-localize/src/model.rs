@@ -13,7 +13,9 @@ pub struct SelectedUnit {
     pub layer: u32,
     /// Unit index within the layer (node `channel·K + k`, or filter).
     pub unit: u32,
-    /// δ = p_part − x2p(p_V) in the annotated image, pixels `(h, w)`, original orientation.
+    /// δ = p_part − x2p(p_V) in the annotated image, pixels `(h, w)`, in the frame of the view
+    /// the units were inferred in: `δ_w` is negated when that view was the mirrored one, so a
+    /// unit's δ means the same for every template whatever its view (see [`PartTemplate::flipped`]).
     pub delta: [f64; 2],
 }
 
@@ -39,7 +41,7 @@ pub struct PartModel {
     pub params: LocalizeValidParams,
     /// The units' layers and frame.
     pub layout: UnitLayout,
-    /// One template per annotated example, in input order.
+    /// One template per annotated example that selects at least one unit, in input order.
     pub templates: Vec<PartTemplate>,
 }
 
@@ -67,14 +69,24 @@ impl LocalizeValidParams {
             ));
         }
         let included = self.included_layers(layout)?;
-        let templates = annotated
-            .iter()
-            .map(|(acts, point)| {
-                point.check_finite(acts.image_id())?;
-                let units = ImageUnits::from_activations(layout, acts)?;
-                self.fit_template(&units, *point, &included)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut templates = Vec::with_capacity(annotated.len());
+        let mut first_empty = None;
+        for (acts, point) in annotated {
+            point.check_finite(acts.image_id())?;
+            let units = ImageUnits::from_activations(layout, acts)?;
+            match self.fit_template(&units, *point, &included) {
+                Ok(t) => templates.push(t),
+                // An example that selects no unit gives no template; the others still vote.
+                Err(e @ LocalizeError::NoUnitSelected { .. }) => {
+                    tracing::warn!(image = acts.image_id(), "annotated example selects no unit; template skipped");
+                    first_empty.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let (true, Some(e)) = (templates.is_empty(), first_empty) {
+            return Err(e);
+        }
         for t in &templates {
             tracing::debug!(image = %t.image_id, units = t.units.len(), "part template");
         }
@@ -125,7 +137,7 @@ impl LocalizeValidParams {
                     continue;
                 }
                 let p = data.positions[unit];
-                let delta = [point.h - p[0], point.w - p[1]];
+                let delta = [point.h - p[0], view_sign(units.flipped) * (point.w - p[1])];
                 if delta[0].hypot(delta[1]) > self.max_displacement {
                     continue;
                 }
@@ -149,6 +161,16 @@ impl LocalizeValidParams {
             score: score_sum / selected.len() as f64,
             units: selected,
         })
+    }
+}
+
+/// `−1` for a mirrored view, `1` otherwise: a horizontal displacement measured in original
+/// orientation times this sign is the displacement in the view's own frame (and back).
+pub(crate) fn view_sign(flipped: bool) -> f64 {
+    if flipped {
+        -1.0
+    } else {
+        1.0
     }
 }
 

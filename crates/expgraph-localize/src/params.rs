@@ -32,6 +32,14 @@ pub enum TemplateScore {
     },
 }
 
+impl TemplateScore {
+    /// The AOG code's rule: λ = `super_loc` = 5, scale ‖(35, 35)‖ (spec §4.1, step 2).
+    pub const AOG: Self = Self::Aog {
+        spatial_weight: 5.0,
+        scale: 35.0 * std::f64::consts::SQRT_2,
+    };
+}
+
 /// Unchecked parameters of [`PartModel`](crate::PartModel) fitting; build, then [`check`](Self::check).
 ///
 /// ```
@@ -62,7 +70,7 @@ pub struct LocalizeValidParams {
 
 impl Default for LocalizeParams {
     /// q = 5 % per layer, ‖δ‖ ≤ 0.3·224 px, detected = score > 0, AOG kernel, unit weights,
-    /// mean-score template choice, all layers.
+    /// the AOG's template score ([`TemplateScore::AOG`]), all layers.
     fn default() -> Self {
         Self(LocalizeValidParams {
             top_fraction: 0.05,
@@ -70,7 +78,7 @@ impl Default for LocalizeParams {
             detection_threshold: 0.0,
             kernel: Kernel::aog(),
             vote_weight: VoteWeight::Detected,
-            template_score: TemplateScore::MeanScore,
+            template_score: TemplateScore::AOG,
             layers: Vec::new(),
         })
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use expgraph_cache::argmax_cell;
-use crate::model::{PartModel, PartTemplate};
+use crate::model::{view_sign, PartModel, PartTemplate};
 use crate::units::{ImageUnits, Point, UnitActivations};
 use crate::{LocalizeError, Result, TemplateScore};
 
@@ -32,7 +32,8 @@ pub struct Prediction {
     /// Number of detected units that voted in the winning template.
     pub voters: usize,
     /// True when the winning template's vote map has no positive value (no detected unit, or
-    /// every vote fell outside the frame); `point` is then the template's annotated point.
+    /// every vote fell outside the frame); `point` is then the template's annotated point
+    /// (mirrored when the template and this view face opposite ways).
     pub fallback: bool,
     /// Score of every template, in template order (for the winning view).
     pub template_scores: Vec<f64>,
@@ -145,9 +146,11 @@ impl PartModel {
     fn vote(&self, template: &PartTemplate, units: &ImageUnits, map: &mut [f64]) -> TemplateVote {
         let params = &self.params;
         let size = self.layout.input_size;
+        // δ is stored in the view frame; the units are in original orientation.
+        let sign = view_sign(units.flipped);
         let centre = |u: &crate::SelectedUnit| {
             let p = units.layers[u.layer as usize].positions[u.unit as usize];
-            [p[0] + u.delta[0], p[1] + u.delta[1]]
+            [p[0] + u.delta[0], p[1] + sign * u.delta[1]]
         };
         let score_of =
             |u: &crate::SelectedUnit| units.layers[u.layer as usize].scores[u.unit as usize];
@@ -163,7 +166,10 @@ impl PartModel {
         }
         let (h, w) = argmax_cell(map, size, size);
         let fallback = map[h * size + w] <= 0.0; // values are finite: scores and kernels are
-        let point = if fallback {
+        let point = if fallback && template.flipped != units.flipped {
+            // the object faces the other way: its part is at the mirrored spot
+            Point::new(template.point.h, size as f64 + 1.0 - template.point.w)
+        } else if fallback {
             template.point
         } else {
             Point::new((h + 1) as f64, (w + 1) as f64)

@@ -63,8 +63,9 @@ impl Scene {
         }
     }
 
-    /// Activations of an image whose part sits at `part` (original orientation), expressed in
-    /// the mirrored view when `flipped`. Rigid units score 2–3, the others 0.5–1.5 (top-scoring
+    /// Activations of an image whose part sits at `part` (original orientation). When `flipped`
+    /// the object faces the other way, so inference chose the mirrored view, in which the object
+    /// looks as in unflipped images: the activations are that view's. Rigid units score 2–3, the others 0.5–1.5 (top-scoring
     /// distractors exist only when `distract`).
     fn image(
         &self,
@@ -85,7 +86,10 @@ impl Scene {
                 let mut scores = Vec::new();
                 for (unit, o) in offsets.iter().enumerate() {
                     let (px, score) = if unit < self.rigid {
-                        ([part.h - o[0], part.w - o[1]], rng.random_range(2.0..3.0))
+                        // A rigid unit fires on the object as its view shows it: in the
+                        // mirrored view the object is mirrored, and so is its offset.
+                        let w = if flipped { part.w + o[1] } else { part.w - o[1] };
+                        ([part.h - o[0], w], rng.random_range(2.0..3.0))
                     } else {
                         let random = [rng.random_range(1.0..224.0), rng.random_range(1.0..224.0)];
                         if distract && unit < self.rigid + 2 {
@@ -227,7 +231,7 @@ fn flips_are_undone_for_annotated_and_test_images() {
     let train = annotated(&scene, [true, false, true]);
     let params = LocalizeParams::default().top_fraction(0.5).check().unwrap();
     let model = params.fit_units(&scene.layout, &train).unwrap();
-    // δ is the same for every template because positions were unmirrored first.
+    // δ is the same for every template: it is kept in the frame of the view the units fired in.
     for t in &model.templates[1..] {
         let same: Vec<_> = t.units.iter().filter(|u| u.unit < 10).collect();
         for u in same {
@@ -343,9 +347,17 @@ fn selection_respects_top_fraction_detection_and_displacement_bound() {
     let err = LocalizeParams::default()
         .check()
         .unwrap()
-        .fit_units(&layout, &[(dead, part)])
+        .fit_units(&layout, &[(dead.clone(), part)])
         .unwrap_err();
     assert!(matches!(err, LocalizeError::NoUnitSelected { .. }), "{err}");
+    // An example that selects nothing is skipped when another one gives a template.
+    let m = LocalizeParams::default()
+        .check()
+        .unwrap()
+        .fit_units(&layout, &[(dead, part), (acts.clone(), part)])
+        .unwrap();
+    assert_eq!(m.templates.len(), 1);
+    assert_eq!(m.templates[0].image_id, acts.image_id);
     // Unknown layer subset → error; known subset → fine.
     let p = LocalizeParams::default()
         .layers(vec!["nope".into()])

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use expgraph_cache::FeatureCache;
 use expgraph_graph::{save_activations, ExplanatoryGraph};
+use expgraph_learn::ViewPolicy;
 
 /// Arguments of `expgraph infer`.
 #[derive(clap::Args, Debug)]
@@ -24,6 +25,21 @@ pub struct Args {
     /// Use only the first N images.
     #[arg(long, value_name = "N")]
     pub images: Option<usize>,
+    /// Which view of each image: `choose` (the top layer picks the better of the image and its
+    /// mirror, spec §1.7), `original` or `mirrored`.
+    #[arg(long, value_enum, default_value = "choose")]
+    pub views: ViewsArg,
+}
+
+/// `--views` of `expgraph infer`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewsArg {
+    /// The better of the image and its mirror, per image.
+    Choose,
+    /// Every image as is.
+    Original,
+    /// Every image mirrored.
+    Mirrored,
 }
 
 /// Run `expgraph infer`.
@@ -31,7 +47,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let graph = ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
     let cache = FeatureCache::open(&args.features).with_context(|| format!("opening feature cache {}", args.features.display()))?;
     let started = Instant::now();
-    let acts = expgraph_learn::infer(&graph, &cache, args.images)?;
+    let policy = match args.views {
+        ViewsArg::Choose => ViewPolicy::Choose,
+        ViewsArg::Original => ViewPolicy::Original,
+        ViewsArg::Mirrored => ViewPolicy::Mirrored,
+    };
+    let acts = expgraph_learn::infer_views(&graph, &cache, args.images, policy)?;
     save_activations(&args.out, &graph, &acts).with_context(|| format!("writing {}", args.out.display()))?;
     let flipped = acts.iter().filter(|a| a.flipped).count();
     tracing::info!(

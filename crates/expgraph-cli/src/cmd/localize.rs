@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use expgraph_cache::{DiskLayer, FeatureCache, LayerMaps, View};
 use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
+use expgraph_learn::{infer_views, ViewPolicy};
 use expgraph_localize::{
     filter_argmaxes, FewShotAnnotations, Kernel, LocalizeParams, LocalizeValidParams, PartModel,
     PartPredictions, Point, PredictionFile, PriorMean, TemplateScore, UnitActivations, UnitLayout,
@@ -71,7 +72,8 @@ pub struct Args {
     /// Activations folder (from `expgraph infer`), for `--method graph`.
     #[arg(long)]
     activations: Option<PathBuf>,
-    /// Feature-cache folder (from `expgraph extract`), for `--method raw`.
+    /// Feature-cache folder (from `expgraph extract`): for `--method raw`, and for
+    /// `--method graph --both-views` (the graph is inferred in both views of each test image).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Fraction q of each layer's units a template keeps (top by score in the annotated image).
@@ -93,13 +95,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "detected")]
     weight: WeightArg,
     /// Template choice rule.
-    #[arg(long, value_enum, default_value = "mean-score")]
+    #[arg(long, value_enum, default_value = "aog")]
     template_score: TemplateScoreArg,
     /// Use only these layers (comma-separated; default: all). With `--method raw`, also the
     /// cache layers to read (default: every cache layer).
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
-    /// `--method raw`: also try the mirrored view of each test image and keep the better one.
+    /// Try each test image as is and mirrored and keep the better template score (the AOG's
+    /// protocol, spec §4.1). `--method graph` then needs `--cache` to infer both views.
     #[arg(long)]
     both_views: bool,
     /// Also save the fitted part models (JSON: part → model).
@@ -144,10 +147,7 @@ fn build_params(args: &Args) -> Result<LocalizeValidParams> {
     };
     let rule = match args.template_score {
         TemplateScoreArg::MeanScore => TemplateScore::MeanScore,
-        TemplateScoreArg::Aog => TemplateScore::Aog {
-            spatial_weight: 5.0,
-            scale: 35.0 * std::f64::consts::SQRT_2,
-        },
+        TemplateScoreArg::Aog => TemplateScore::AOG,
     };
     Ok(LocalizeParams::default()
         .top_fraction(args.top_fraction)
@@ -180,7 +180,32 @@ fn run_graph(
     let acts = load_activations(acts_dir)
         .with_context(|| format!("loading activations {}", acts_dir.display()))?;
     let layout = UnitLayout::for_graph(&graph);
-    let views: Vec<Vec<&ImageActivations>> = acts.iter().map(|a| vec![a]).collect();
+    if !args.both_views {
+        let views: Vec<Vec<&ImageActivations>> = acts.iter().map(|a| vec![a]).collect();
+        return localize_all("graph", &layout, ann, params, &acts, &views);
+    }
+    // Templates keep the view inference chose for the annotated images; test images get both.
+    let dir = args.cache.as_ref().context("--method graph --both-views needs --cache")?;
+    let cache = FeatureCache::open(dir).with_context(|| format!("opening cache {}", dir.display()))?;
+    if !cache.manifest().views.contains(&View::Flipped) {
+        bail!("--both-views: cache {} has no mirrored view", dir.display());
+    }
+    let infer = |policy| {
+        infer_views(&graph, &cache, None, policy)
+            .with_context(|| format!("inferring the graph on {}", dir.display()))
+    };
+    let (original, mirrored) = (infer(ViewPolicy::Original)?, infer(ViewPolicy::Mirrored)?);
+    let by_id: HashMap<&str, usize> =
+        original.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
+    let views = acts
+        .iter()
+        .map(|a| {
+            let i = *by_id.get(a.image_id.as_str()).with_context(|| {
+                format!("image {} of the activations is not in cache {}", a.image_id, dir.display())
+            })?;
+            Ok(vec![&original[i], &mirrored[i]])
+        })
+        .collect::<Result<Vec<_>>>()?;
     localize_all("graph", &layout, ann, params, &acts, &views)
 }
 
@@ -485,6 +510,11 @@ mod tests {
         let mut a = args(dir.path(), Method::Graph);
         a.top_fraction = 0.0;
         assert!(run(a).is_err());
+        // Both views of a graph need the feature cache to infer them.
+        let mut a = args(dir.path(), Method::Graph);
+        a.both_views = true;
+        let err = run(a).unwrap_err();
+        assert!(format!("{err:#}").contains("needs --cache"), "{err:#}");
     }
 
     /// Raw filters from an on-disk cache (3 filters, one blob each at a fixed cell offset from

@@ -10,6 +10,7 @@ use expgraph_eval::{
     ObjectResult, Point, StabilityProtocol,
 };
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
+use expgraph_learn::{infer_views, ViewPolicy};
 use expgraph_localize::{filter_argmaxes, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -64,14 +65,21 @@ pub(super) fn localize_parts(
     activations: &[ImageActivations],
 ) -> Result<Vec<PartResult>, PipelineError> {
     let names: Vec<String> = config.parts.clone().unwrap_or_else(|| dataset.part_names.clone());
+    // One rule for both voters (spec §4.1): the AOG's template score, and every test image tried
+    // as is and mirrored, the better template score winning.
     let params = LocalizeParams::default().check()?;
-    // Raw filters get the same voter budget as graph nodes: the graph keeps the top 5 % of
-    // K nodes per filter (≥ 1 node per filter at the paper's K), so every filter may vote.
-    let raw_params = LocalizeParams::default().top_fraction(1.0).check()?;
     let maps: Vec<_> = graph.layers.iter().map(|l| cache.layer(&l.info.name)).collect::<Result<_, _>>()?;
     let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
     let ids: Vec<String> = activations.iter().map(|a| a.image_id.clone()).collect();
+    let mirrored = maps.iter().all(|m| m.has_flipped());
     let raw = filter_argmaxes(&refs, &ids, View::Original)?;
+    let raw_views = test_views(raw.clone(), mirrored.then(|| filter_argmaxes(&refs, &ids, View::Flipped)).transpose()?);
+    // Templates use the view inference chose for each annotated image; test images both views.
+    let n = Some(activations.len());
+    let graph_views = test_views(
+        infer_views(graph, cache, n, ViewPolicy::Original)?,
+        mirrored.then(|| infer_views(graph, cache, n, ViewPolicy::Mirrored)).transpose()?,
+    );
     let infos: Vec<_> = graph.layers.iter().map(|l| l.info.clone()).collect();
     let raw_layout = UnitLayout::for_filters(graph.input_size, &infos);
     let frame = graph.input_size as f64;
@@ -99,19 +107,15 @@ pub(super) fn localize_parts(
             &shots.iter().zip(&points).map(|(&i, p)| (activations[i].clone(), *p)).collect::<Vec<_>>(),
         )?;
         let raw_model =
-            raw_params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
+            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
         let prior = PriorMean::fit(&points)?.predict();
         let mut predictions: BTreeMap<&'static str, Vec<Point>> = BTreeMap::new();
         let mut vote_maps = Vec::new();
         for (k, &i) in objects.iter().enumerate() {
-            let g = if k < VOTE_MAPS {
-                let p = graph_model.predict_with_vote_map(&activations[i])?;
-                vote_maps.extend(p.vote_map);
-                p.point
-            } else {
-                graph_model.predict(&activations[i])?.point
-            };
-            let r = raw_model.predict(&raw[i])?.point;
+            let g = graph_model.predict_views(&views_of(&graph_views[i]), k < VOTE_MAPS)?;
+            vote_maps.extend(g.vote_map);
+            let g = g.point;
+            let r = raw_model.predict_views(&views_of(&raw_views[i]), false)?.point;
             predictions.entry(METHODS[0]).or_default().push(to_frame(g));
             predictions.entry(METHODS[1]).or_default().push(to_frame(prior));
             predictions.entry(METHODS[2]).or_default().push(to_frame(r));
@@ -123,6 +127,18 @@ pub(super) fn localize_parts(
         return Err(PipelineError::Input("no part has enough annotated objects to localize".into()));
     }
     Ok(out)
+}
+
+/// Each image's views to try: `[original]` or `[original, mirrored]`.
+fn test_views(original: Vec<ImageActivations>, mirrored: Option<Vec<ImageActivations>>) -> Vec<Vec<ImageActivations>> {
+    match mirrored {
+        Some(m) => original.into_iter().zip(m).map(|(o, m)| vec![o, m]).collect(),
+        None => original.into_iter().map(|o| vec![o]).collect(),
+    }
+}
+
+fn views_of(views: &[ImageActivations]) -> Vec<&ImageActivations> {
+    views.iter().collect()
 }
 
 /// Mean normalized distance per method and part (spec §4.2).
