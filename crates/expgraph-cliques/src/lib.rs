@@ -36,6 +36,7 @@
 //! # Ok::<(), expgraph_cliques::CliqueError>(())
 //! ```
 
+mod exp;
 mod pool;
 mod prior;
 mod similarity;

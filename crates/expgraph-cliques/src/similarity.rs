@@ -3,6 +3,7 @@
 use expgraph_graph::{Parent, TapGeometry};
 use rayon::prelude::*;
 
+use crate::exp::exp;
 use crate::LayerRecords;
 
 /// How displacements are put into a common frame before they are compared.
@@ -73,6 +74,9 @@ pub fn select_parents(
             pool_sq += d[0] * d[0] + d[1] * d[1];
         }
     }
+    // Structure of arrays, so the per-image loop below vectorizes (with the inlined `exp`).
+    let pool_h: Vec<f64> = pool_disp.iter().map(|d| d[0]).collect();
+    let pool_w: Vec<f64> = pool_disp.iter().map(|d| d[1]).collect();
     (0..num_child)
         .into_par_iter()
         .map(|v| {
@@ -86,15 +90,18 @@ pub fn select_parents(
             let total = m as f64 * own - 2.0 * cross + pool_sq;
             let bw = total / (m * n) as f64;
             let inv = if bw > 0.0 { -1.0 / (2.0 * bw) } else { 0.0 };
+            let (eh, ew): (Vec<f64>, Vec<f64>) = e.iter().map(|p| (p[0], p[1])).unzip();
+            // The terms are computed in a separate loop, then summed in image order.
+            let mut terms = vec![0.0; n];
             let mut sims: Vec<(f64, usize)> = (0..m)
                 .map(|r| {
-                    let d = &pool_disp[r * n..(r + 1) * n];
-                    let mut s = 0.0;
-                    for i in 0..n {
-                        let (a, b) = (e[i][0] - d[i][0], e[i][1] - d[i][1]);
-                        s += ((a * a + b * b) * inv).exp() * weight[i];
+                    let (dh, dw) = (&pool_h[r * n..(r + 1) * n], &pool_w[r * n..(r + 1) * n]);
+                    let (eh, ew, dh, dw, w) = (&eh[..n], &ew[..n], &dh[..n], &dw[..n], &weight[..n]);
+                    for (i, t) in terms[..n].iter_mut().enumerate() {
+                        let (a, b) = (eh[i] - dh[i], ew[i] - dw[i]);
+                        *t = exp((a * a + b * b) * inv) * w[i];
                     }
-                    (s, r)
+                    (terms.iter().fold(0.0, |s, t| s + t), r)
                 })
                 .collect();
             sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));

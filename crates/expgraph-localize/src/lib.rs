@@ -14,9 +14,9 @@
 //!   displacement is mirrored too; positions themselves are unmirrored, `w' = 225 − w`, spec §1.3).
 //! * **Predict**: each template builds the vote map `Σ_V w_V(I)·κ(p − x2p(p_V(I)) − δ_{V,k})`
 //!   ([`Kernel`]: the AOG's `exp(−r/49.5)` on ±11 px, or a Gaussian), its argmax is the part
-//!   centre, and the template with the highest score (mean selected-unit score by default, see
+//!   centre, and the template with the highest score (the AOG's rule by default, see
 //!   [`TemplateScore`]) wins. [`PartModel::predict_views`] also tries several views (original
-//!   and mirrored activations) and keeps the best.
+//!   and mirrored activations, the AOG protocol) and keeps the best.
 //! * **Baselines**: [`PriorMean`] (mean annotated point) and the raw-filter voter (the same
 //!   [`PartModel`] fitted on [`filter_argmax`] units with [`UnitLayout::for_filters`]).
 //!

@@ -13,6 +13,7 @@ use expgraph_graph::{ExplanatoryGraph, ImageActivations};
 use expgraph_learn::{infer_views, ViewPolicy};
 use expgraph_localize::{filter_argmaxes, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout};
 use rand::seq::SliceRandom;
+use rayon::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -72,8 +73,11 @@ pub(super) fn localize_parts(
     let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
     let ids: Vec<String> = activations.iter().map(|a| a.image_id.clone()).collect();
     let mirrored = maps.iter().all(|m| m.has_flipped());
-    let raw = filter_argmaxes(&refs, &ids, View::Original)?;
-    let raw_views = test_views(raw.clone(), mirrored.then(|| filter_argmaxes(&refs, &ids, View::Flipped)).transpose()?);
+    // Raw-filter templates use the original view (`raw_views[i][0]`).
+    let raw_views = test_views(
+        filter_argmaxes(&refs, &ids, View::Original)?,
+        mirrored.then(|| filter_argmaxes(&refs, &ids, View::Flipped)).transpose()?,
+    );
     // Templates use the view inference chose for each annotated image; test images both views.
     let n = Some(activations.len());
     let graph_views = test_views(
@@ -107,15 +111,23 @@ pub(super) fn localize_parts(
             &shots.iter().zip(&points).map(|(&i, p)| (activations[i].clone(), *p)).collect::<Vec<_>>(),
         )?;
         let raw_model =
-            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
+            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw_views[i][0], *p)).collect::<Vec<_>>())?;
         let prior = PriorMean::fit(&points)?.predict();
         let mut predictions: BTreeMap<&'static str, Vec<Point>> = BTreeMap::new();
         let mut vote_maps = Vec::new();
-        for (k, &i) in objects.iter().enumerate() {
-            let g = graph_model.predict_views(&views_of(&graph_views[i]), k < VOTE_MAPS)?;
+        // Objects in parallel, collected in order (deterministic for any thread count).
+        let predicted = objects
+            .par_iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let g = graph_model.predict_views(&views_of(&graph_views[i]), k < VOTE_MAPS)?;
+                let r = raw_model.predict_views(&views_of(&raw_views[i]), false)?;
+                Ok((g, r.point))
+            })
+            .collect::<Result<Vec<_>, PipelineError>>()?;
+        for (g, r) in predicted {
             vote_maps.extend(g.vote_map);
             let g = g.point;
-            let r = raw_model.predict_views(&views_of(&raw_views[i]), false)?.point;
             predictions.entry(METHODS[0]).or_default().push(to_frame(g));
             predictions.entry(METHODS[1]).or_default().push(to_frame(prior));
             predictions.entry(METHODS[2]).or_default().push(to_frame(r));
