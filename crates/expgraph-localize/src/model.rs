@@ -84,8 +84,9 @@ impl LocalizeValidParams {
                 Err(e) => return Err(e),
             }
         }
-        if let (true, Some(e)) = (templates.is_empty(), first_empty) {
-            return Err(e);
+        match first_empty {
+            Some(e) if templates.is_empty() => return Err(e),
+            _ => {}
         }
         for t in &templates {
             tracing::debug!(image = %t.image_id, units = t.units.len(), "part template");

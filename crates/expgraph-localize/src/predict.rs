@@ -72,19 +72,28 @@ impl PartModel {
         views: &[&U],
         keep_vote_map: bool,
     ) -> Result<Prediction> {
+        let units = views
+            .iter()
+            .map(|v| ImageUnits::from_activations(&self.layout, *v))
+            .collect::<Result<Vec<_>>>()?;
+        self.predict_unit_views(&units.iter().collect::<Vec<_>>(), keep_vote_map)
+    }
+
+    /// [`predict_views`](Self::predict_views) on views already in pixels (converted once with
+    /// [`ImageUnits::from_activations`], e.g. to localize several parts in the same image).
+    pub fn predict_unit_views(&self, views: &[&ImageUnits], keep_vote_map: bool) -> Result<Prediction> {
         let Some(first) = views.first() else {
             return Err(LocalizeError::Empty("no view to predict from".into()));
         };
         let mut best: Option<Prediction> = None;
-        for view in views {
-            if view.image_id() != first.image_id() {
+        for units in views {
+            if units.image_id != first.image_id {
                 return Err(LocalizeError::Shape {
-                    image: first.image_id().to_string(),
-                    what: format!("views of different images ({})", view.image_id()),
+                    image: first.image_id.clone(),
+                    what: format!("views of different images ({})", units.image_id),
                 });
             }
-            let units = ImageUnits::from_activations(&self.layout, *view)?;
-            let p = self.predict_units(&units, keep_vote_map)?;
+            let p = self.predict_units(units, keep_vote_map)?;
             if best.as_ref().is_none_or(|b| p.score > b.score) {
                 best = Some(p);
             }

@@ -11,7 +11,9 @@ use expgraph_eval::{
 };
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
 use expgraph_learn::{infer_views, ViewPolicy};
-use expgraph_localize::{filter_argmaxes, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout};
+use expgraph_localize::{
+    filter_argmaxes, ImageUnits, LocalizeError, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout,
+};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use rand::SeedableRng;
@@ -73,19 +75,22 @@ pub(super) fn localize_parts(
     let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
     let ids: Vec<String> = activations.iter().map(|a| a.image_id.clone()).collect();
     let mirrored = maps.iter().all(|m| m.has_flipped());
-    // Raw-filter templates use the original view (`raw_views[i][0]`).
+    let infos: Vec<_> = graph.layers.iter().map(|l| l.info.clone()).collect();
+    let raw_layout = UnitLayout::for_filters(graph.input_size, &infos);
+    // Raw-filter templates use the original view.
+    let raw = filter_argmaxes(&refs, &ids, View::Original)?;
     let raw_views = test_views(
-        filter_argmaxes(&refs, &ids, View::Original)?,
+        &raw_layout,
+        &raw,
         mirrored.then(|| filter_argmaxes(&refs, &ids, View::Flipped)).transpose()?,
-    );
+    )?;
     // Templates use the view inference chose for each annotated image; test images both views.
     let n = Some(activations.len());
     let graph_views = test_views(
-        infer_views(graph, cache, n, ViewPolicy::Original)?,
+        &UnitLayout::for_graph(graph),
+        &infer_views(graph, cache, n, ViewPolicy::Original)?,
         mirrored.then(|| infer_views(graph, cache, n, ViewPolicy::Mirrored)).transpose()?,
-    );
-    let infos: Vec<_> = graph.layers.iter().map(|l| l.info.clone()).collect();
-    let raw_layout = UnitLayout::for_filters(graph.input_size, &infos);
+    )?;
     let frame = graph.input_size as f64;
 
     let mut out = Vec::new();
@@ -111,7 +116,7 @@ pub(super) fn localize_parts(
             &shots.iter().zip(&points).map(|(&i, p)| (activations[i].clone(), *p)).collect::<Vec<_>>(),
         )?;
         let raw_model =
-            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw_views[i][0], *p)).collect::<Vec<_>>())?;
+            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
         let prior = PriorMean::fit(&points)?.predict();
         let mut predictions: BTreeMap<&'static str, Vec<Point>> = BTreeMap::new();
         let mut vote_maps = Vec::new();
@@ -120,8 +125,8 @@ pub(super) fn localize_parts(
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
-                let g = graph_model.predict_views(&views_of(&graph_views[i]), k < VOTE_MAPS)?;
-                let r = raw_model.predict_views(&views_of(&raw_views[i]), false)?;
+                let g = graph_model.predict_unit_views(&views_of(&graph_views[i]), k < VOTE_MAPS)?;
+                let r = raw_model.predict_unit_views(&views_of(&raw_views[i]), false)?;
                 Ok((g, r.point))
             })
             .collect::<Result<Vec<_>, PipelineError>>()?;
@@ -141,15 +146,21 @@ pub(super) fn localize_parts(
     Ok(out)
 }
 
-/// Each image's views to try: `[original]` or `[original, mirrored]`.
-fn test_views(original: Vec<ImageActivations>, mirrored: Option<Vec<ImageActivations>>) -> Vec<Vec<ImageActivations>> {
-    match mirrored {
-        Some(m) => original.into_iter().zip(m).map(|(o, m)| vec![o, m]).collect(),
-        None => original.into_iter().map(|o| vec![o]).collect(),
-    }
+/// Each image's views to try, in pixels (converted once for all parts): `[original]` or
+/// `[original, mirrored]`.
+fn test_views(
+    layout: &UnitLayout,
+    original: &[ImageActivations],
+    mirrored: Option<Vec<ImageActivations>>,
+) -> Result<Vec<Vec<ImageUnits>>, PipelineError> {
+    let units = |a: &ImageActivations| ImageUnits::from_activations(layout, a);
+    Ok(match mirrored {
+        Some(m) => original.iter().zip(&m).map(|(o, m)| Ok(vec![units(o)?, units(m)?])).collect::<Result<_, LocalizeError>>()?,
+        None => original.iter().map(|o| Ok(vec![units(o)?])).collect::<Result<_, LocalizeError>>()?,
+    })
 }
 
-fn views_of(views: &[ImageActivations]) -> Vec<&ImageActivations> {
+fn views_of(views: &[ImageUnits]) -> Vec<&ImageUnits> {
     views.iter().collect()
 }
 
