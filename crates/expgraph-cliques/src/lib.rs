@@ -36,7 +36,6 @@
 //! # Ok::<(), expgraph_cliques::CliqueError>(())
 //! ```
 
-mod exp;
 mod pool;
 mod prior;
 mod similarity;

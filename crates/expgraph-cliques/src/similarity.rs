@@ -3,7 +3,7 @@
 use expgraph_graph::{Parent, TapGeometry};
 use rayon::prelude::*;
 
-use crate::exp::exp;
+use expgraph_disentangle::fast_exp as exp;
 use crate::LayerRecords;
 
 /// How displacements are put into a common frame before they are compared.

@@ -1,8 +1,14 @@
-//! The E-step of one image (spec §1.6, §2.3): local evidence of every candidate, mixture
-//! normalization over each filter's nodes plus the background τ, and per-node statistics.
+//! The E-step of one image (spec §1.6, §2.3): the node templates, mixture normalization over
+//! each filter's nodes plus the background τ, and per-node statistics. The local evidence is in
+//! `evidence.rs`.
 
+use std::ops::Range;
+
+use crate::evidence::{AxisCells, MapIndex};
 use crate::kernel::SmoothingKernel;
-use crate::settings::{normal_pdf, CANDIDATES, CANDIDATES_PER_AXIS};
+use crate::reference::{reference_z, Template};
+use crate::fast_exp::fast_exp;
+use crate::settings::{normal_pdf, CANDIDATES, CANDIDATES_PER_AXIS, SQRT_2PI};
 
 const NC: usize = CANDIDATES_PER_AXIS;
 
@@ -81,72 +87,12 @@ pub struct NodeImageStats {
 /// Reusable buffers of one worker.
 #[derive(Debug, Default, Clone)]
 pub struct EStepScratch {
-    sat: Vec<f64>,
-    rows: Vec<(usize, f64, f64)>,
-    row_start: [usize; NC + 1],
-    cols: Vec<(usize, f64, f64)>,
-    col_start: [usize; NC + 1],
+    pub(crate) map_index: MapIndex,
+    pub(crate) row_cells: Vec<AxisCells>,
+    pub(crate) col_cells: Vec<AxisCells>,
     points: Vec<[[f64; NC]; 2]>,
     z: Vec<f64>,
-    templates: Vec<Template>,
-}
-
-/// A reference-order kernel template: `36 × (2h+1)²` values for one (offsets, window, σ_map).
-#[derive(Debug, Clone)]
-struct Template {
-    key: (u64, usize, u64),
-    values: Vec<f64>,
-}
-
-/// The reference's `pi` macro (`getProb_local_mex.cpp`), deliberately truncated.
-#[allow(clippy::approx_constant)]
-const REFERENCE_PI: f64 = 3.141_592_653_6;
-
-/// Evidence exactly as `getProb_local_mex.cpp` computes it: a per-cell template over the window
-/// around the rounded centre (cells w-major, h-minor), dotted with the window's `max(x, 0)` in
-/// that order.
-fn reference_evidence(cfg: &EStepConfig, node: &NodeSetup, rc: i64, cc: i64, map: &[f32], prior: &mut [f64], cache: &mut Vec<Template>) {
-    let hr = node.window as i64;
-    let side = (2 * hr + 1) as usize;
-    let sigma = cfg.kernel.sigma;
-    let key = (node.offsets[0].to_bits(), node.window, sigma.to_bits());
-    let t = match cache.iter().position(|t| t.key == key) {
-        Some(i) => i,
-        None => {
-            let var1 = 2.0 * (sigma * sigma);
-            let var2 = (2.0 * REFERENCE_PI).sqrt() * sigma;
-            let too_far = (sigma * 3.0) * (sigma * 3.0);
-            let too_small = (-(3.0f64 * 3.0) / 2.0).exp() / var2;
-            let mut values = Vec::with_capacity(CANDIDATES * side * side);
-            for iw in 0..NC {
-                let pw = node.offsets[iw];
-                for ih in 0..NC {
-                    let ph = node.offsets[ih];
-                    for jw in -hr..=hr {
-                        let dw = (pw - jw as f64) * (pw - jw as f64);
-                        for jh in -hr..=hr {
-                            let d = dw + (ph - jh as f64) * (ph - jh as f64);
-                            values.push(if d < too_far { (-d / var1).exp() / var2 } else { too_small });
-                        }
-                    }
-                }
-            }
-            cache.push(Template { key, values });
-            cache.len() - 1
-        }
-    };
-    let (h, w) = (cfg.height as i64, cfg.width as i64);
-    let mut window = Vec::with_capacity(side * side);
-    for i in cc - hr..=cc + hr {
-        for j in rc - hr..=rc + hr {
-            window.push(if i < 0 || i >= w || j < 0 || j >= h { 0.0 } else { f64::from(map[(j * w + i) as usize]).max(0.0) });
-        }
-    }
-    let tv = &cache[t].values;
-    for (c, out) in prior.iter_mut().enumerate() {
-        let row = &tv[c * side * side..(c + 1) * side * side];
-        *out = row.iter().zip(&window).fold(0.0, |acc, (k, x)| acc + k * x);
-    }
+    pub(crate) templates: Vec<Template>,
 }
 
 /// Candidate coordinates `(h, w)` of a node centred at `c`: `c + o`, or in reference arithmetic
@@ -157,113 +103,6 @@ fn candidate_points(cfg: &EStepConfig, node: &NodeSetup, c: [f64; 2]) -> [[f64; 
         [node.offsets.map(|o| base[0] + o), node.offsets.map(|o| base[1] + o)]
     } else {
         [node.offsets.map(|o| c[0] + o), node.offsets.map(|o| c[1] + o)]
-    }
-}
-
-/// Summed-area table of `max(x, 0)` of one `H × W` map, `(H+1) × (W+1)`.
-fn build_sat(map: &[f32], h: usize, w: usize, sat: &mut Vec<f64>) {
-    sat.clear();
-    sat.resize((h + 1) * (w + 1), 0.0);
-    for r in 0..h {
-        let mut row = 0.0;
-        for c in 0..w {
-            row += f64::from(map[r * w + c].max(0.0));
-            sat[(r + 1) * (w + 1) + c + 1] = sat[r * (w + 1) + c + 1] + row;
-        }
-    }
-}
-
-fn sat_sum(sat: &[f64], w: usize, r0: usize, r1: usize, c0: usize, c1: usize) -> f64 {
-    // inclusive cell ranges [r0, r1] × [c0, c1]
-    let s = |r: usize, c: usize| sat[r * (w + 1) + c];
-    s(r1 + 1, c1 + 1) - s(r0, c1 + 1) - s(r1 + 1, c0) + s(r0, c0)
-}
-
-/// Cells of one axis within the kernel cut-off of each candidate: (cell, d², exp(-d²/2σ²)).
-fn axis_cells(
-    kernel: &SmoothingKernel,
-    base: f64,
-    offsets: &[f64; NC],
-    lo: i64,
-    hi: i64,
-    out: &mut Vec<(usize, f64, f64)>,
-    start: &mut [usize; NC + 1],
-) {
-    out.clear();
-    let reach = 3.0 * kernel.sigma;
-    for (i, o) in offsets.iter().enumerate() {
-        start[i] = out.len();
-        let p = base + o;
-        let a = ((p - reach).ceil() as i64).max(lo);
-        let b = ((p + reach).floor() as i64).min(hi);
-        for k in a..=b {
-            // Distance as in the reference: offset minus the cell's offset from the base.
-            let d = o - (k as f64 - base);
-            if d * d < kernel.cutoff_sq {
-                out.push((k as usize, d * d, kernel.factor(d)));
-            }
-        }
-    }
-    start[NC] = out.len();
-}
-
-/// Local evidence (`prior`, spec §1.6 step 3) of all nodes' 36 candidates in one image.
-///
-/// `maps` is `[C, H, W]`; `shifts[v]` is the image-specific mean shift `Δμ_V(I)`; `out` gets
-/// `nodes × 36` values, candidate order `i_w · 6 + i_h`.
-pub fn evidence(
-    cfg: &EStepConfig,
-    nodes: &[NodeSetup],
-    maps: &[f32],
-    shifts: &[[f64; 2]],
-    out: &mut [f64],
-    scratch: &mut EStepScratch,
-) {
-    let (h, w, k) = (cfg.height, cfg.width, cfg.nodes_per_filter);
-    let kern = &cfg.kernel;
-    let peak = kern.peak();
-    for (f, map) in maps.chunks_exact(h * w).enumerate() {
-        build_sat(map, h, w, &mut scratch.sat);
-        for v in f * k..(f + 1) * k {
-            let node = &nodes[v];
-            let centre = [node.mu[0] + shifts[v][0] - 1.0, node.mu[1] + shifts[v][1] - 1.0];
-            let (rc, cc) = (centre[0].round() as i64, centre[1].round() as i64);
-            let win = node.window as i64;
-            let (r_lo, r_hi) = ((rc - win).max(0), (rc + win).min(h as i64 - 1));
-            let (c_lo, c_hi) = ((cc - win).max(0), (cc + win).min(w as i64 - 1));
-            let prior = &mut out[v * CANDIDATES..(v + 1) * CANDIDATES];
-            if cfg.reference_arithmetic {
-                reference_evidence(cfg, node, rc, cc, map, prior, &mut scratch.templates);
-                continue;
-            }
-            if r_lo > r_hi || c_lo > c_hi {
-                prior.fill(0.0);
-                continue;
-            }
-            let floor_part =
-                kern.floor * sat_sum(&scratch.sat, w, r_lo as usize, r_hi as usize, c_lo as usize, c_hi as usize);
-            let (bh, bw) = if cfg.rounded_window_centre { (rc as f64, cc as f64) } else { (centre[0], centre[1]) };
-            axis_cells(kern, bh, &node.offsets, r_lo, r_hi, &mut scratch.rows, &mut scratch.row_start);
-            axis_cells(kern, bw, &node.offsets, c_lo, c_hi, &mut scratch.cols, &mut scratch.col_start);
-            for iw in 0..NC {
-                let cols = &scratch.cols[scratch.col_start[iw]..scratch.col_start[iw + 1]];
-                for ih in 0..NC {
-                    let rows = &scratch.rows[scratch.row_start[ih]..scratch.row_start[ih + 1]];
-                    let mut acc = 0.0;
-                    for &(r, dr, er) in rows {
-                        let line = &map[r * w..(r + 1) * w];
-                        let er = er * peak;
-                        for &(c, dc, ec) in cols {
-                            if dr + dc < kern.cutoff_sq {
-                                let x = f64::from(line[c].max(0.0));
-                                acc += (er * ec - kern.floor) * x;
-                            }
-                        }
-                    }
-                    prior[iw * NC + ih] = floor_part + acc;
-                }
-            }
-        }
     }
 }
 
@@ -337,27 +176,40 @@ pub fn accumulate(
             scratch.z.clear();
             scratch.z.resize(k * CANDIDATES, tau);
             for a in 0..k {
-                let pa = scratch.points[a];
+                // No positive unit in a's window: its evidence is 0 at every candidate, and so
+                // is every mass r · prior; its Z is never used.
+                if prior[(base + a) * CANDIDATES..(base + a + 1) * CANDIDATES].iter().all(|&p| p == 0.0) {
+                    continue;
+                }
+                let pa = &scratch.points[a];
                 for b in 0..k {
-                    let pb = scratch.points[b];
-                    let overlaps = (0..2).all(|ax| pa[ax][NC - 1] >= pb[ax][0] && pa[ax][0] <= pb[ax][NC - 1]);
-                    if !overlaps {
+                    let pb = &scratch.points[b];
+                    if (0..2).any(|ax| pa[ax][NC - 1] < pb[ax][0] || pa[ax][0] > pb[ax][NC - 1]) {
+                        continue;
+                    }
+                    // Sibling b contributes only where a's candidates lie inside b's candidate
+                    // box: a sub-rectangle of a's grid.
+                    let [hs, ws] = [0, 1].map(|ax| inside(&pa[ax], pb[ax][0], pb[ax][NC - 1]));
+                    if hs.is_empty() || ws.is_empty() {
                         continue;
                     }
                     let sib = &nodes[base + b];
+                    let [fh, fw] = if a == b {
+                        // A node's own prior at its own candidates: its template's factors.
+                        [sib.prob_factors; 2]
+                    } else {
+                        let centre = [sib.mu[0] + shifts[base + b][0], sib.mu[1] + shifts[base + b][1]];
+                        [
+                            sibling_factors(&pa[0], hs.clone(), &pb[0], sib, centre[0], cfg.nearest_sibling),
+                            sibling_factors(&pa[1], ws.clone(), &pb[1], sib, centre[1], cfg.nearest_sibling),
+                        ]
+                    };
                     let lam = lambdas[base + b];
-                    let factors: [[f64; NC]; 2] = std::array::from_fn(|ax| {
-                        let centre = sib.mu[ax] + shifts[base + b][ax];
-                        sibling_factors(&pa[ax], &pb[ax], sib, centre, cfg.nearest_sibling)
-                    });
                     let z = &mut scratch.z[a * CANDIDATES..(a + 1) * CANDIDATES];
-                    for iw in 0..NC {
-                        let fw = lam * factors[1][iw];
-                        if fw == 0.0 {
-                            continue;
-                        }
-                        for ih in 0..NC {
-                            z[iw * NC + ih] += fw * factors[0][ih];
+                    for iw in ws {
+                        let fw = lam * fw[iw];
+                        for ih in hs.clone() {
+                            z[iw * NC + ih] += fw * fh[ih];
                         }
                     }
                 }
@@ -402,61 +254,41 @@ pub fn accumulate(
     }
 }
 
-/// For each of node a's 6 candidate coordinates on one axis, the 1-D factor of sibling b's prior
-/// at that coordinate: 0 outside b's candidate extent, else the nearest candidate's factor
-/// (reference) or b's Gaussian at the exact point.
-fn sibling_factors(pa: &[f64; NC], pb: &[f64; NC], sib: &NodeSetup, centre: f64, nearest: bool) -> [f64; NC] {
-    pa.map(|p| {
-        if p < pb[0] || p > pb[NC - 1] {
-            return 0.0;
-        }
-        if nearest {
-            // Regular grid: the nearest candidate by scanning 6 values (first minimum wins,
-            // as in the reference's strict `<` scan).
-            let mut best = 0;
-            let mut best_d = f64::INFINITY;
-            for (i, q) in pb.iter().enumerate() {
-                let d = (p - q) * (p - q);
-                if d < best_d {
-                    best_d = d;
-                    best = i;
-                }
-            }
-            sib.prob_factors[best]
-        } else {
-            normal_pdf(p - centre, sib.prior_sigma)
-        }
-    })
+/// The grid indices of the (increasing) candidate coordinates `p` inside `[lo, hi]`.
+fn inside(p: &[f64; NC], lo: f64, hi: f64) -> Range<usize> {
+    let start = p.iter().position(|&x| x >= lo).unwrap_or(NC);
+    let end = p.iter().rposition(|&x| x <= hi).map_or(0, |i| i + 1);
+    start..end.max(start)
 }
 
-/// `Z` of every candidate of a filter's nodes as `getOtherProb.cpp` + the MATLAB driver compute
-/// it: for each sibling (in order) the prior at its nearest candidate by a full 2-D scan (strict
-/// `<`, first minimum wins), 0 outside its candidate box; siblings summed first, then `+ τ`.
-fn reference_z(nodes: &[NodeSetup], base: usize, k: usize, lambdas: &[f64], points: &[[[f64; NC]; 2]], tau: f64, z: &mut Vec<f64>) {
-    z.clear();
-    z.resize(k * CANDIDATES, 0.0);
-    for a in 0..k {
-        let pa = &points[a];
-        for c in 0..CANDIDATES {
-            let (ht, wt) = (pa[0][c % NC], pa[1][c / NC]);
-            let mut sum = 0.0;
-            for b in 0..k {
-                let pb = &points[b];
-                if ht < pb[0][0] || wt < pb[1][0] || ht > pb[0][NC - 1] || wt > pb[1][NC - 1] {
-                    continue;
+/// For node a's candidate coordinates `pa[range]` on one axis (inside sibling b's candidate
+/// extent `pb`), the 1-D factor of b's prior there: the nearest candidate's factor (reference)
+/// or b's Gaussian at the exact point. Entries outside `range` are 0.
+#[inline]
+fn sibling_factors(pa: &[f64; NC], range: Range<usize>, pb: &[f64; NC], sib: &NodeSetup, centre: f64, nearest: bool) -> [f64; NC] {
+    let mut out = [0.0; NC];
+    if nearest {
+        for i in range {
+            // Regular grid: the nearest candidate by scanning 6 values (first minimum wins, as
+            // in the reference's strict `<` scan).
+            let mut best = 0;
+            let mut best_d = f64::INFINITY;
+            for (j, q) in pb.iter().enumerate() {
+                let d = (pa[i] - q) * (pa[i] - q);
+                if d < best_d {
+                    best_d = d;
+                    best = j;
                 }
-                let (mut best, mut best_d) = (0, 100_000_000.0);
-                for cb in 0..CANDIDATES {
-                    let d = (ht - pb[0][cb % NC]) * (ht - pb[0][cb % NC]) + (wt - pb[1][cb / NC]) * (wt - pb[1][cb / NC]);
-                    if d < best_d {
-                        best_d = d;
-                        best = cb;
-                    }
-                }
-                let sib = &nodes[base + b];
-                sum += (sib.prob_factors[best / NC] * sib.prob_factors[best % NC]) * lambdas[base + b];
             }
-            z[a * CANDIDATES + c] = sum + tau;
+            out[i] = sib.prob_factors[best];
+        }
+    } else {
+        let inv = 1.0 / (2.0 * sib.prior_sigma * sib.prior_sigma);
+        let norm = 1.0 / (SQRT_2PI * sib.prior_sigma);
+        for i in range {
+            let d = pa[i] - centre;
+            out[i] = norm * fast_exp(-d * d * inv);
         }
     }
+    out
 }

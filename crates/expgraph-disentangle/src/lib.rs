@@ -36,12 +36,17 @@
 //! ```
 
 mod estep;
+mod evidence;
+mod fast_exp;
 mod init;
 mod kernel;
 mod mstep;
+mod reference;
 mod settings;
 
-pub use estep::{accumulate, background_tau, evidence, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
+pub use estep::{accumulate, background_tau, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
+pub use evidence::evidence;
+pub use fast_exp::fast_exp;
 pub use init::{nodes_per_filter, random_means};
 pub use kernel::SmoothingKernel;
 pub use mstep::{sigma_max, step_sigma, update_mu, update_sigma, NodeTotals};

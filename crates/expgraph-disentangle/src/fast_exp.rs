@@ -1,12 +1,14 @@
-//! A branch-free `e^x` the compiler can vectorize: the co-movement similarity (spec §2.2)
-//! evaluates one exponential per child × candidate × image, the learner's largest single cost.
+//! A branch-free `e^x` the compiler can inline and vectorize, for the learner's hot loops: the
+//! E-step's kernel and sibling factors (spec §1.6, §2.3) and the co-movement similarity of
+//! parent selection (spec §2.2, one exponential per child × candidate × image). Reference-compat
+//! arithmetic keeps [`f64::exp`].
 
 /// `e^x` for `x ≤ 709`, within 3 ulp of [`f64::exp`]; exactly 0 below −708 (where `e^x` is
 /// below 3.3e-308 and [`f64::exp`] would give a subnormal). Cody–Waite reduction
 /// `x = k·ln 2 + r`, `|r| ≤ ln 2 / 2`, and the degree-13 Taylor polynomial of `e^r` (truncation
 /// error below 1e-17 relative); `2^k` is built from the exponent bits.
 #[inline(always)]
-pub(crate) fn exp(x: f64) -> f64 {
+pub fn fast_exp(x: f64) -> f64 {
     /// 1.5 · 2^52: adding it rounds to an integer that sits in the low mantissa bits.
     const MAGIC: f64 = 6_755_399_441_055_744.0;
     const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
@@ -49,7 +51,7 @@ pub(crate) fn exp(x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::exp;
+    use super::fast_exp as exp;
 
     #[test]
     fn matches_std_exp_within_three_ulp() {

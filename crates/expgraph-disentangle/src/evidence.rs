@@ -1,0 +1,212 @@
+//! Local evidence of every candidate (spec §1.6 step 3, the code's `prior`): the activations of
+//! the node's window smoothed by the kernel with its floor, at the 36 sub-pixel candidates.
+//!
+//! The kernel is `floor + (G − floor)` inside the cut-off circle and `floor` beyond, so the
+//! evidence splits exactly into
+//! * the floor part, `floor · Σ_window max(x, 0)`, one summed-area-table lookup per node, and
+//! * the Gaussian part, `Σ (G(d) − floor) · x` over (unit, candidate) pairs closer than the
+//!   cut-off. Only units with `x > 0` contribute (`max(x, 0)` is 0 elsewhere), so it is
+//!   accumulated from the window's positive units alone, found through a per-row bit set of the
+//!   map. With `G = peak · e(d_h) · e(d_w)` the 1-D factors `e` come from per-row and per-column
+//!   tables of the node, built once per node and image.
+//!
+//! Units are visited row by row, column by column, so each candidate's sum runs in a fixed order
+//! whatever the thread count.
+
+use crate::estep::{EStepConfig, EStepScratch, NodeSetup};
+use crate::fast_exp::fast_exp;
+use crate::kernel::SmoothingKernel;
+use crate::reference::reference_evidence;
+use crate::settings::{CANDIDATES, CANDIDATES_PER_AXIS};
+
+const NC: usize = CANDIDATES_PER_AXIS;
+
+/// For one window row (or column) `k`: the candidates of the node's axis within the kernel
+/// cut-off of it, as the grid-index range `lo..hi`, with their squared distances and 1-D
+/// kernel factors. Outside the range the distance is +∞ and the factor 0, so that a masked
+/// loop over all 6 candidates adds exactly nothing there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AxisCells {
+    lo: usize,
+    hi: usize,
+    d2: [f64; NC],
+    e: [f64; NC],
+}
+
+impl Default for AxisCells {
+    fn default() -> Self {
+        Self { lo: 0, hi: 0, d2: [f64::INFINITY; NC], e: [0.0; NC] }
+    }
+}
+
+/// Per-map buffers: the summed-area table of `max(x, 0)` and the bit set of positive units.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct MapIndex {
+    sat: Vec<f64>,
+    bits: Vec<u64>,
+    words_per_row: usize,
+}
+
+impl MapIndex {
+    /// Indexes one `h × w` map.
+    fn build(&mut self, map: &[f32], h: usize, w: usize) {
+        self.words_per_row = w.div_ceil(64);
+        self.bits.clear();
+        self.bits.resize(h * self.words_per_row, 0);
+        self.sat.clear();
+        self.sat.resize((h + 1) * (w + 1), 0.0);
+        for r in 0..h {
+            let mut row = 0.0;
+            for (c, &x) in map[r * w..(r + 1) * w].iter().enumerate() {
+                if x > 0.0 {
+                    row += f64::from(x);
+                    self.bits[r * self.words_per_row + c / 64] |= 1 << (c % 64);
+                }
+                self.sat[(r + 1) * (w + 1) + c + 1] = self.sat[r * (w + 1) + c + 1] + row;
+            }
+        }
+    }
+
+    /// `Σ max(x, 0)` over the inclusive cell ranges `[r0, r1] × [c0, c1]`.
+    fn sum(&self, w: usize, r0: usize, r1: usize, c0: usize, c1: usize) -> f64 {
+        let s = |r: usize, c: usize| self.sat[r * (w + 1) + c];
+        s(r1 + 1, c1 + 1) - s(r0, c1 + 1) - s(r1 + 1, c0) + s(r0, c0)
+    }
+
+    /// Calls `visit(column)` for each positive unit of row `r` in columns `c0..=c1`, in order.
+    fn for_each_positive(&self, r: usize, c0: usize, c1: usize, mut visit: impl FnMut(usize)) {
+        let row = &self.bits[r * self.words_per_row..(r + 1) * self.words_per_row];
+        for word in c0 / 64..=c1 / 64 {
+            let mut bits = row[word];
+            let first = word * 64;
+            if c0 > first {
+                bits &= !0u64 << (c0 - first);
+            }
+            if c1 < first + 63 {
+                bits &= !0u64 >> (63 - (c1 - first));
+            }
+            while bits != 0 {
+                visit(first + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+    }
+}
+
+/// The [`AxisCells`] of window cells `lo..=hi` of one axis, for candidates `base + offsets`.
+/// Distances are taken as in the reference: the offset minus the cell's offset from the base.
+///
+/// The factors run down the cells by the exact recurrence `e(d − 1) = e(d) · ρ`,
+/// `ρ = exp((2d − 1) / 2σ²)`, whose ratio `ρ` itself shrinks by `exp(−1/σ²)` per cell: two
+/// exponentials per candidate instead of one per (cell, candidate). Where the first factor
+/// would come near the bottom of the f64 range, every factor is evaluated directly.
+fn axis_cells(kernel: &SmoothingKernel, base: f64, offsets: &[f64; NC], lo: usize, hi: usize, out: &mut Vec<AxisCells>) {
+    out.clear();
+    let inv = 1.0 / (2.0 * kernel.sigma * kernel.sigma);
+    let first = offsets.map(|o| o - (lo as f64 - base));
+    let recur = first.iter().all(|d| d * d * inv < 600.0) && ((hi - lo) as f64 + 1.0) * inv < 300.0;
+    let mut e = first.map(|d| fast_exp(-d * d * inv));
+    let mut ratio = first.map(|d| fast_exp((2.0 * d - 1.0) * inv));
+    let shrink = fast_exp(-2.0 * inv);
+    for k in lo..=hi {
+        let rel = k as f64 - base;
+        let mut cells = AxisCells { lo: NC, ..AxisCells::default() };
+        for i in 0..NC {
+            let d = offsets[i] - rel;
+            // Offsets increase, so the candidates within the cut-off are a contiguous range.
+            if d * d < kernel.cutoff_sq {
+                cells.lo = cells.lo.min(i);
+                cells.hi = i + 1;
+                cells.d2[i] = d * d;
+                cells.e[i] = if recur { e[i] } else { fast_exp(-d * d * inv) };
+            }
+            e[i] *= ratio[i];
+            ratio[i] *= shrink;
+        }
+        cells.lo = cells.lo.min(cells.hi);
+        out.push(cells);
+    }
+}
+
+/// Local evidence (`prior`, spec §1.6 step 3) of all nodes' 36 candidates in one image.
+///
+/// `maps` is `[C, H, W]`; `shifts[v]` is the image-specific mean shift `Δμ_V(I)`; `out` gets
+/// `nodes × 36` values, candidate order `i_w · 6 + i_h`.
+pub fn evidence(
+    cfg: &EStepConfig,
+    nodes: &[NodeSetup],
+    maps: &[f32],
+    shifts: &[[f64; 2]],
+    out: &mut [f64],
+    scratch: &mut EStepScratch,
+) {
+    let (h, w, k) = (cfg.height, cfg.width, cfg.nodes_per_filter);
+    for (f, map) in maps.chunks_exact(h * w).enumerate() {
+        if !cfg.reference_arithmetic {
+            scratch.map_index.build(map, h, w);
+        }
+        for v in f * k..(f + 1) * k {
+            let node = &nodes[v];
+            let centre = [node.mu[0] + shifts[v][0] - 1.0, node.mu[1] + shifts[v][1] - 1.0];
+            let (rc, cc) = (centre[0].round() as i64, centre[1].round() as i64);
+            let prior = &mut out[v * CANDIDATES..(v + 1) * CANDIDATES];
+            if cfg.reference_arithmetic {
+                reference_evidence(cfg, node, rc, cc, map, prior, &mut scratch.templates);
+                continue;
+            }
+            let win = node.window as i64;
+            let (r_lo, r_hi) = ((rc - win).max(0), (rc + win).min(h as i64 - 1));
+            let (c_lo, c_hi) = ((cc - win).max(0), (cc + win).min(w as i64 - 1));
+            if r_lo > r_hi || c_lo > c_hi {
+                prior.fill(0.0);
+                continue;
+            }
+            let (r_lo, r_hi, c_lo, c_hi) = (r_lo as usize, r_hi as usize, c_lo as usize, c_hi as usize);
+            let base = if cfg.rounded_window_centre { [rc as f64, cc as f64] } else { centre };
+            gaussian_part(cfg, node, map, base, [r_lo, r_hi, c_lo, c_hi], prior, scratch);
+            let floor_part = cfg.kernel.floor * scratch.map_index.sum(w, r_lo, r_hi, c_lo, c_hi);
+            for p in prior.iter_mut() {
+                *p += floor_part;
+            }
+        }
+    }
+}
+
+/// `Σ (G − floor) · x` of every candidate over the window `[r_lo, r_hi, c_lo, c_hi]`'s positive
+/// units within the cut-off, into `prior` (overwritten).
+fn gaussian_part(
+    cfg: &EStepConfig,
+    node: &NodeSetup,
+    map: &[f32],
+    base: [f64; 2],
+    [r_lo, r_hi, c_lo, c_hi]: [usize; 4],
+    prior: &mut [f64],
+    scratch: &mut EStepScratch,
+) {
+    let kern = &cfg.kernel;
+    let (peak, floor, cut) = (kern.peak(), kern.floor, kern.cutoff_sq);
+    axis_cells(kern, base[0], &node.offsets, r_lo, r_hi, &mut scratch.row_cells);
+    axis_cells(kern, base[1], &node.offsets, c_lo, c_hi, &mut scratch.col_cells);
+    prior.fill(0.0);
+    let (rows, cols, index) = (&scratch.row_cells, &scratch.col_cells, &scratch.map_index);
+    for (r, rt) in (r_lo..=r_hi).zip(rows) {
+        if rt.lo == rt.hi {
+            continue;
+        }
+        let line = &map[r * cfg.width..(r + 1) * cfg.width];
+        index.for_each_positive(r, c_lo, c_hi, |c| {
+            let ct = &cols[c - c_lo];
+            let x = f64::from(line[c]);
+            let floor_x = floor * x;
+            for iw in ct.lo..ct.hi {
+                let (limit, ew) = (cut - ct.d2[iw], peak * ct.e[iw] * x);
+                let out = &mut prior[iw * NC..(iw + 1) * NC];
+                // All 6 rows, masked by the cut-off circle (+∞ distance outside the row
+                // range): branch-free, so it vectorizes.
+                for ih in 0..NC {
+                    out[ih] += if rt.d2[ih] < limit { rt.e[ih] * ew - floor_x } else { 0.0 };
+                }
+            }
+        });
+    }
+}
