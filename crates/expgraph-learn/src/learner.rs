@@ -294,7 +294,7 @@ fn log_summary(layer: &GraphLayer) {
         nodes = layer.num_nodes(),
         mean_sigma_cells = format!("{mean_sigma:.3}"),
         mean_sigma_px = format!("{:.1}", mean_sigma * layer.info.geometry.stride),
-        mean_parent_similarity = format!("{mean_sim:.4}"),
+        mean_parent_similarity = format!("{mean_sim:.3e}"),
         "layer learned"
     );
 }
