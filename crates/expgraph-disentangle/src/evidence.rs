@@ -76,8 +76,8 @@ impl MapIndex {
     /// Calls `visit(column)` for each positive unit of row `r` in columns `c0..=c1`, in order.
     fn for_each_positive(&self, r: usize, c0: usize, c1: usize, mut visit: impl FnMut(usize)) {
         let row = &self.bits[r * self.words_per_row..(r + 1) * self.words_per_row];
-        for word in c0 / 64..=c1 / 64 {
-            let mut bits = row[word];
+        for (word, &bits) in row.iter().enumerate().take(c1 / 64 + 1).skip(c0 / 64) {
+            let mut bits = bits;
             let first = word * 64;
             if c0 > first {
                 bits &= !0u64 << (c0 - first);
@@ -203,8 +203,8 @@ fn gaussian_part(
                 let out = &mut prior[iw * NC..(iw + 1) * NC];
                 // All 6 rows, masked by the cut-off circle (+∞ distance outside the row
                 // range): branch-free, so it vectorizes.
-                for ih in 0..NC {
-                    out[ih] += if rt.d2[ih] < limit { rt.e[ih] * ew - floor_x } else { 0.0 };
+                for ((o, d2), e) in out.iter_mut().zip(&rt.d2).zip(&rt.e) {
+                    *o += if *d2 < limit { e * ew - floor_x } else { 0.0 };
                 }
             }
         });
