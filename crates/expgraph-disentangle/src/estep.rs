@@ -5,9 +5,9 @@
 use std::ops::Range;
 
 use crate::evidence::{AxisCells, MapIndex};
+use crate::fast_exp::fast_exp;
 use crate::kernel::SmoothingKernel;
 use crate::reference::{reference_z, Template};
-use crate::fast_exp::fast_exp;
 use crate::settings::{normal_pdf, CANDIDATES, CANDIDATES_PER_AXIS, SQRT_2PI};
 
 const NC: usize = CANDIDATES_PER_AXIS;

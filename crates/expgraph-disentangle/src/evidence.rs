@@ -98,8 +98,9 @@ impl MapIndex {
 ///
 /// The factors run down the cells by the exact recurrence `e(d − 1) = e(d) · ρ`,
 /// `ρ = exp((2d − 1) / 2σ²)`, whose ratio `ρ` itself shrinks by `exp(−1/σ²)` per cell: two
-/// exponentials per candidate instead of one per (cell, candidate). Where the first factor
-/// would come near the bottom of the f64 range, every factor is evaluated directly.
+/// exponentials per candidate instead of one per (cell, candidate). Where a starting factor or
+/// ratio could leave the f64 range (far candidates, a very narrow kernel), every factor is
+/// evaluated directly.
 fn axis_cells(kernel: &SmoothingKernel, base: f64, offsets: &[f64; NC], lo: usize, hi: usize, out: &mut Vec<AxisCells>) {
     out.clear();
     let inv = 1.0 / (2.0 * kernel.sigma * kernel.sigma);

@@ -87,6 +87,26 @@ fn evidence_equals_the_definition_in_both_centre_modes() {
 }
 
 #[test]
+fn evidence_equals_the_definition_for_narrow_and_wide_kernels() {
+    // A narrow kernel takes the direct-exponential path of the kernel factors, a wide one the
+    // recurrence over many cells.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for sigma in [0.05, 0.2, 2.5] {
+        let mut c = cfg(28, 4, false, false);
+        c.kernel = SmoothingKernel::new(sigma);
+        let (nodes, shifts, _, map) = random_setup(&mut rng, 28, 4, 2);
+        let mut out = vec![0.0; nodes.len() * CANDIDATES];
+        evidence(&c, &nodes, &map, &shifts, &mut out, &mut EStepScratch::default());
+        for (v, node) in nodes.iter().enumerate() {
+            let want = naive_evidence(&c, node, shifts[v], &map[(v / 4) * 784..(v / 4 + 1) * 784]);
+            for (a, b) in out[v * CANDIDATES..(v + 1) * CANDIDATES].iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-10 * b.abs().max(1.0), "σ_map {sigma} node {v}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
 fn evidence_of_a_single_unit_by_hand() {
     // 14×14, node at (7,7) (0-based centre 6,6), h = 2, one unit x = 2 at 0-based (6, 7).
     let c = cfg(14, 1, false, false);
