@@ -75,6 +75,7 @@ pub fn select_parents(
         }
     }
     // Structure of arrays, so the per-image loop below vectorizes (with the inlined `exp`).
+    let avx2 = has_avx2();
     let pool_h: Vec<f64> = pool_disp.iter().map(|d| d[0]).collect();
     let pool_w: Vec<f64> = pool_disp.iter().map(|d| d[1]).collect();
     (0..num_child)
@@ -96,7 +97,7 @@ pub fn select_parents(
             let mut sims: Vec<(f64, usize)> = (0..m)
                 .map(|r| {
                     let pool_r = [&pool_h[r * n..(r + 1) * n], &pool_w[r * n..(r + 1) * n]];
-                    similarity_terms([&eh, &ew], pool_r, &weight, inv, &mut terms);
+                    similarity_terms(avx2, [&eh, &ew], pool_r, &weight, inv, &mut terms);
                     (fixed_order_sum(&terms), r)
                 })
                 .collect();
@@ -107,13 +108,23 @@ pub fn select_parents(
         .collect()
 }
 
-/// `terms[i] = exp(‖e_i − d_i‖² · inv) · w_i` for every image `i` (`e`, `d` as `[h, w]` axes).
-/// Uses 256-bit vectors where the CPU has AVX2. No fused multiply-adds are involved, so every
-/// lane does the same IEEE operations as the scalar code: the terms are bit-identical either way.
-fn similarity_terms(e: [&[f64]; 2], d: [&[f64]; 2], w: &[f64], inv: f64, terms: &mut [f64]) {
+/// Whether this CPU has AVX2 (checked once per parent selection).
+fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `terms[i] = exp(‖e_i − d_i‖² · inv) · w_i` for every image `i` (`e`, `d` as `[h, w]` axes),
+/// with 256-bit vectors when `avx2` (from [`has_avx2`]). No fused multiply-adds are involved, so
+/// every lane does the same IEEE operations as the scalar code: the terms are bit-identical
+/// either way.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn similarity_terms(avx2: bool, e: [&[f64]; 2], d: [&[f64]; 2], w: &[f64], inv: f64, terms: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from `has_avx2`, so the CPU supports AVX2.
         unsafe { similarity_terms_avx2(e, d, w, inv, terms) };
         return;
     }

@@ -84,9 +84,8 @@ impl LocalizeValidParams {
                 Err(e) => return Err(e),
             }
         }
-        match first_empty {
-            Some(e) if templates.is_empty() => return Err(e),
-            _ => {}
+        if let (true, Some(e)) = (templates.is_empty(), first_empty) {
+            return Err(e);
         }
         for t in &templates {
             tracing::debug!(image = %t.image_id, units = t.units.len(), "part template");

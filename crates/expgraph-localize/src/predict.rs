@@ -76,12 +76,12 @@ impl PartModel {
             .iter()
             .map(|v| ImageUnits::from_activations(&self.layout, *v))
             .collect::<Result<Vec<_>>>()?;
-        self.predict_unit_views(&units.iter().collect::<Vec<_>>(), keep_vote_map)
+        self.predict_unit_views(&units, keep_vote_map)
     }
 
     /// [`predict_views`](Self::predict_views) on views already in pixels (converted once with
     /// [`ImageUnits::from_activations`], e.g. to localize several parts in the same image).
-    pub fn predict_unit_views(&self, views: &[&ImageUnits], keep_vote_map: bool) -> Result<Prediction> {
+    pub fn predict_unit_views(&self, views: &[ImageUnits], keep_vote_map: bool) -> Result<Prediction> {
         let Some(first) = views.first() else {
             return Err(LocalizeError::Empty("no view to predict from".into()));
         };

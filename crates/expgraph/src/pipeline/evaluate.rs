@@ -125,8 +125,8 @@ pub(super) fn localize_parts(
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
-                let g = graph_model.predict_unit_views(&views_of(&graph_views[i]), k < VOTE_MAPS)?;
-                let r = raw_model.predict_unit_views(&views_of(&raw_views[i]), false)?;
+                let g = graph_model.predict_unit_views(&graph_views[i], k < VOTE_MAPS)?;
+                let r = raw_model.predict_unit_views(&raw_views[i], false)?;
                 Ok((g, r.point))
             })
             .collect::<Result<Vec<_>, PipelineError>>()?;
@@ -153,15 +153,10 @@ fn test_views(
     original: &[ImageActivations],
     mirrored: Option<Vec<ImageActivations>>,
 ) -> Result<Vec<Vec<ImageUnits>>, PipelineError> {
-    let units = |a: &ImageActivations| ImageUnits::from_activations(layout, a);
-    Ok(match mirrored {
-        Some(m) => original.iter().zip(&m).map(|(o, m)| Ok(vec![units(o)?, units(m)?])).collect::<Result<_, LocalizeError>>()?,
-        None => original.iter().map(|o| Ok(vec![units(o)?])).collect::<Result<_, LocalizeError>>()?,
-    })
-}
-
-fn views_of(views: &[ImageUnits]) -> Vec<&ImageUnits> {
-    views.iter().collect()
+    let views = |i: usize| std::iter::once(&original[i]).chain(mirrored.as_ref().map(|m| &m[i]));
+    Ok((0..original.len())
+        .map(|i| views(i).map(|a| ImageUnits::from_activations(layout, a)).collect())
+        .collect::<Result<_, LocalizeError>>()?)
 }
 
 /// Mean normalized distance per method and part (spec §4.2).
