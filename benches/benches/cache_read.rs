@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use expgraph_cache::{
-    CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype, StorageInfo,
-    TapGeometry, View,
+    CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype, StorageInfo, TapGeometry,
+    View,
 };
 
 const IMAGES: usize = 16;

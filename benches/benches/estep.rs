@@ -7,8 +7,8 @@
 //! the top layer) from these numbers: see the learner's report / README.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use expgraph_cliques::select_parents;
 use expgraph_benches::estep_fixture::{layer, one_image};
+use expgraph_cliques::select_parents;
 use expgraph_disentangle::{EStepScratch, NodeImageStats, CANDIDATES};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 fn bench_estep(c: &mut Criterion) {
     let mut g = c.benchmark_group("estep_per_image");
     g.sample_size(10);
-    for (name, channels, size, k, density) in [("conv4_512x40_28x28", 512, 28, 40, 0.05), ("conv5_512x20_14x14", 512, 14, 20, 0.1)] {
+    for (name, channels, size, k, density) in
+        [("conv4_512x40_28x28", 512, 28, 40, 0.05), ("conv5_512x20_14x14", 512, 14, 20, 0.1)]
+    {
         let l = layer(channels, size, k, density, false);
         let mut prior = vec![0.0; l.nodes.len() * CANDIDATES];
         let mut stats = vec![NodeImageStats::default(); l.nodes.len()];
@@ -31,9 +33,11 @@ fn bench_estep(c: &mut Criterion) {
 fn bench_parents(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (children, pool, n) = (256, 600, 200);
-    let child: Vec<[f64; 2]> = (0..children * n).map(|_| [rng.random_range(-20.0..20.0), rng.random_range(-20.0..20.0)]).collect();
+    let child: Vec<[f64; 2]> =
+        (0..children * n).map(|_| [rng.random_range(-20.0..20.0), rng.random_range(-20.0..20.0)]).collect();
     let best: Vec<f32> = (0..children * n).map(|_| rng.random_range(0.0f32..1.0)).collect();
-    let pool_disp: Vec<[f64; 2]> = (0..pool * n).map(|_| [rng.random_range(-30.0..30.0), rng.random_range(-30.0..30.0)]).collect();
+    let pool_disp: Vec<[f64; 2]> =
+        (0..pool * n).map(|_| [rng.random_range(-30.0..30.0), rng.random_range(-30.0..30.0)]).collect();
     let pool_ids: Vec<u32> = (0..pool as u32).collect();
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
     let mut g = c.benchmark_group("parents");

@@ -24,11 +24,7 @@ fn layout() -> UnitLayout {
             .iter()
             .map(|&(name, n, stride, first_centre)| UnitLayerLayout {
                 name: name.into(),
-                geometry: TapGeometry {
-                    stride,
-                    first_centre,
-                    receptive_field: 100.0,
-                },
+                geometry: TapGeometry { stride, first_centre, receptive_field: 100.0 },
                 num_units: n,
             })
             .collect(),
@@ -43,29 +39,17 @@ fn image(id: &str, seed: u64) -> ImageActivations {
             let side = (224.0 / stride) as f32;
             LayerActivations {
                 layer: name.into(),
-                positions: (0..n)
-                    .map(|_| [rng.random_range(1.0..side), rng.random_range(1.0..side)])
-                    .collect(),
+                positions: (0..n).map(|_| [rng.random_range(1.0..side), rng.random_range(1.0..side)]).collect(),
                 scores: (0..n).map(|_| rng.random_range(0.0f32..2.0)).collect(),
             }
         })
         .collect();
-    ImageActivations {
-        image_id: id.into(),
-        flipped: false,
-        layers,
-    }
+    ImageActivations { image_id: id.into(), flipped: false, layers }
 }
 
 fn model(kernel: Kernel) -> PartModel {
-    let annotated: Vec<_> = (0..3)
-        .map(|k| {
-            (
-                image(&format!("a{k}"), k),
-                Point::new(80.0 + 10.0 * k as f64, 112.0),
-            )
-        })
-        .collect();
+    let annotated: Vec<_> =
+        (0..3).map(|k| (image(&format!("a{k}"), k), Point::new(80.0 + 10.0 * k as f64, 112.0))).collect();
     let params = match LocalizeParams::default().kernel(kernel).check() {
         Ok(p) => p,
         Err(e) => panic!("params: {e}"),
@@ -82,21 +66,15 @@ fn bench_localize(c: &mut Criterion) {
     group.sample_size(10);
     for (name, kernel) in [("aog", Kernel::aog()), ("gaussian", Kernel::gaussian())] {
         let m = model(kernel);
-        group.bench_function(format!("predict_61440_nodes_3_templates_{name}"), |b| {
-            b.iter(|| m.predict(&test))
-        });
+        group.bench_function(format!("predict_61440_nodes_3_templates_{name}"), |b| b.iter(|| m.predict(&test)));
     }
-    let annotated: Vec<_> = (0..3)
-        .map(|k| (image(&format!("a{k}"), k), Point::new(90.0, 112.0)))
-        .collect();
+    let annotated: Vec<_> = (0..3).map(|k| (image(&format!("a{k}"), k), Point::new(90.0, 112.0))).collect();
     let params = match LocalizeParams::default().check() {
         Ok(p) => p,
         Err(e) => panic!("params: {e}"),
     };
     let layout = layout();
-    group.bench_function("fit_3_templates_61440_nodes", |b| {
-        b.iter(|| params.fit_units(&layout, &annotated))
-    });
+    group.bench_function("fit_3_templates_61440_nodes", |b| b.iter(|| params.fit_units(&layout, &annotated)));
     group.finish();
 }
 

@@ -18,7 +18,9 @@ fn bench_report(c: &mut Criterion) {
         b.iter(|| heat_field(&graph, &acts[0], 0, 224, 224, &HeatmapParams::default()))
     });
     group.bench_function("rank_nodes_20480x50", |b| b.iter(|| rank_nodes(&graph, &acts, 0, 50)));
-    group.bench_function("gallery_20x5", |b| b.iter(|| node_gallery(&graph, &acts, 0, &crops, &GalleryParams::default())));
+    group.bench_function("gallery_20x5", |b| {
+        b.iter(|| node_gallery(&graph, &acts, 0, &crops, &GalleryParams::default()))
+    });
     group.finish();
 }
 

@@ -21,17 +21,12 @@ fn model() -> Vgg16 {
     let shared = std::env::var_os("EXPGRAPH_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    let weights = shared
-        .join("models")
-        .join("vgg16-imagenet-conv.safetensors");
+    let weights = shared.join("models").join("vgg16-imagenet-conv.safetensors");
     if weights.is_file() {
         eprintln!("vgg16_forward: real weights {}", weights.display());
         Vgg16::load_file(&weights, &Device::Cpu).expect("weights load")
     } else {
-        eprintln!(
-            "vgg16_forward: {} not found, using random weights",
-            weights.display()
-        );
+        eprintln!("vgg16_forward: {} not found, using random weights", weights.display());
         Vgg16::random(1, 0, &Device::Cpu).expect("random model")
     }
 }
@@ -39,10 +34,7 @@ fn model() -> Vgg16 {
 fn vgg16_forward(c: &mut Criterion) {
     let fast = model();
     let mut group = c.benchmark_group("vgg16_forward_conv5_3_224");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
     for batch in [1usize, 8] {
         let x = Tensor::randn(0f32, 50.0, (batch, 3, 224, 224), &Device::Cpu).expect("input");
         group.throughput(Throughput::Elements(batch as u64));

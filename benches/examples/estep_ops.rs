@@ -118,7 +118,12 @@ fn report(what: &str, ours: [u64; 2], reference: [u64; 2], scan: u64) {
     let (o, r) = (ours[0] + ours[1], reference[0] + reference[1]);
     println!("{what}, inner-loop terms per image:");
     println!("  ours       {o:>11} (evidence {:>10}, normalization {:>10})", ours[0], ours[1]);
-    println!("  reference  {r:>11} (evidence {:>10}, normalization {:>10}), {:.1}x ours", reference[0], reference[1], r as f64 / o as f64);
+    println!(
+        "  reference  {r:>11} (evidence {:>10}, normalization {:>10}), {:.1}x ours",
+        reference[0],
+        reference[1],
+        r as f64 / o as f64
+    );
     let full = reference[0] + scan;
     println!("  reference, spec §6 as coded (scan for every sibling) {full:>11}, {:.1}x ours", full as f64 / o as f64);
 }
@@ -139,7 +144,11 @@ fn main() {
             return;
         }
         Some("count-real") if args.len() == 6 => {
-            match args[5].parse().map_err(|e| format!("N: {e}")).and_then(|n| count_real(&args[2], &args[3], &args[4], n)) {
+            match args[5]
+                .parse()
+                .map_err(|e| format!("N: {e}"))
+                .and_then(|n| count_real(&args[2], &args[3], &args[4], n))
+            {
                 Ok((ours, reference, scan, positive)) => {
                     report(&format!("{} ({:.1} % of units > 0)", args[4], 100.0 * positive), ours, reference, scan)
                 }
@@ -155,7 +164,9 @@ fn main() {
     let (mode, passes) = match (args.get(1).map(String::as_str), args.get(2).and_then(|n| n.parse::<usize>().ok())) {
         (Some(m @ ("ours" | "reference")), Some(n)) => (m, n),
         _ => {
-            eprintln!("usage: estep_ops ours|reference PASSES | estep_ops count | estep_ops count-real GRAPH CACHE LAYER N");
+            eprintln!(
+                "usage: estep_ops ours|reference PASSES | estep_ops count | estep_ops count-real GRAPH CACHE LAYER N"
+            );
             std::process::exit(2);
         }
     };

@@ -2,6 +2,7 @@
 //! fetchers, and the report screenshot. Wired through the `xtask` alias in `.cargo/config.toml`.
 
 mod bench;
+mod chromium;
 mod fetch;
 mod screenshot;
 

@@ -1,11 +1,11 @@
 //! `cargo xtask screenshot`: open a report's `index.html` in headless Chromium and save a PNG
-//! (the browser call lives in `expgraph_report::screenshot`, shared with its test).
+//! (the browser driver is `crate::chromium`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::chromium::{screenshot, ScreenshotParams};
 use anyhow::{bail, Context, Result};
-use expgraph::report::{screenshot, ScreenshotParams};
 
 /// Arguments of `cargo xtask screenshot`.
 #[derive(clap::Args, Debug)]
@@ -46,6 +46,12 @@ pub fn run(args: ScreenshotArgs) -> Result<()> {
     if info.luminance_variance < 1.0 {
         bail!("the screenshot {} is blank (luminance variance {:.3})", args.out.display(), info.luminance_variance);
     }
-    println!("{} ({}×{}, luminance variance {:.0})", args.out.display(), info.width, info.height, info.luminance_variance);
+    println!(
+        "{} ({}×{}, luminance variance {:.0})",
+        args.out.display(),
+        info.width,
+        info.height,
+        info.luminance_variance
+    );
     Ok(())
 }

@@ -19,39 +19,20 @@ pub enum BackboneError {
     #[error("weight file {path}: not a valid safetensors file: {message}")]
     InvalidWeightFile { path: PathBuf, message: String },
     /// A tensor the network needs is absent from the weight file.
-    #[error(
-        "weight file {path}: tensor `{tensor}` is missing (expected shape {expected:?}, dtype F32)"
-    )]
-    MissingTensor {
-        path: PathBuf,
-        tensor: String,
-        expected: Vec<usize>,
-    },
+    #[error("weight file {path}: tensor `{tensor}` is missing (expected shape {expected:?}, dtype F32)")]
+    MissingTensor { path: PathBuf, tensor: String, expected: Vec<usize> },
     /// A tensor has the wrong shape.
     #[error("weight file {path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
-    TensorShape {
-        path: PathBuf,
-        tensor: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    TensorShape { path: PathBuf, tensor: String, expected: Vec<usize>, found: Vec<usize> },
     /// A tensor has the wrong element type.
     #[error("weight file {path}: tensor `{tensor}` has dtype {found}, expected F32")]
-    TensorDtype {
-        path: PathBuf,
-        tensor: String,
-        found: String,
-    },
+    TensorDtype { path: PathBuf, tensor: String, found: String },
     /// A tensor holds NaN or infinite values.
     #[error("weight file {path}: tensor `{tensor}` contains non-finite values")]
     NonFiniteWeights { path: PathBuf, tensor: String },
     /// A tap name the backbone does not have.
     #[error("unknown tap `{name}` for backbone {backbone}; available taps: {available}")]
-    UnknownTap {
-        name: String,
-        backbone: String,
-        available: String,
-    },
+    UnknownTap { name: String, backbone: String, available: String },
     /// A preprocessing preset name that does not exist.
     #[error("unknown preprocessing preset `{0}`; expected `caffe` or `torchvision`")]
     UnknownPreprocess(String),
@@ -64,25 +45,14 @@ pub enum BackboneError {
          and HF_HUB_OFFLINE is set; expected it at {expected} (download it on a connected machine \
          into this cache, or pass a local .safetensors path)"
     )]
-    HubOffline {
-        repo: String,
-        revision: String,
-        filename: String,
-        expected: PathBuf,
-    },
+    HubOffline { repo: String, revision: String, filename: String, expected: PathBuf },
     /// Downloading from the hub failed.
     #[error(
         "Hugging Face hub: cannot download `{filename}` of `{repo}` (revision {revision}) into \
          cache {cache}: {message} (set HF_HUB_OFFLINE=1 to use only the cache, or pass a local \
          .safetensors path)"
     )]
-    HubDownload {
-        repo: String,
-        revision: String,
-        filename: String,
-        cache: PathBuf,
-        message: String,
-    },
+    HubDownload { repo: String, revision: String, filename: String, cache: PathBuf, message: String },
     /// An error inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

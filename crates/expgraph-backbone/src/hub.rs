@@ -40,10 +40,7 @@ impl HubConfig {
         } else if let Some(xdg) = var("XDG_CACHE_HOME") {
             Path::new(&xdg).join("huggingface").join("hub")
         } else if let Some(home) = var("HOME").or_else(|| var("USERPROFILE")) {
-            Path::new(&home)
-                .join(".cache")
-                .join("huggingface")
-                .join("hub")
+            Path::new(&home).join(".cache").join("huggingface").join("hub")
         } else {
             return Err(BackboneError::Input(
                 "cannot locate the Hugging Face cache: set HF_HUB_CACHE or HF_HOME".into(),
@@ -66,17 +63,14 @@ impl HubConfig {
             offline: true,
             endpoint: None,
             token: None,
-            progress: false,
+            progress: Default::default(),
         }
     }
 }
 
 /// `huggingface_hub`'s reading of a boolean environment variable.
 fn is_truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_uppercase().as_str(),
-        "1" | "ON" | "YES" | "TRUE"
-    )
+    matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
 }
 
 /// Folder of a model repository inside the cache: `models--org--name`.
@@ -89,12 +83,7 @@ fn is_commit_hash(s: &str) -> bool {
 }
 
 /// The cached file for (`repo`, `revision`, `filename`), if present.
-pub fn cached_file(
-    cache_dir: &Path,
-    repo: &str,
-    revision: &str,
-    filename: &str,
-) -> Option<PathBuf> {
+pub fn cached_file(cache_dir: &Path, repo: &str, revision: &str, filename: &str) -> Option<PathBuf> {
     let folder = repo_folder(cache_dir, repo);
     let commit = match std::fs::read_to_string(folder.join("refs").join(revision)) {
         Ok(c) => c.trim().to_string(),
@@ -122,12 +111,7 @@ fn expected_path(cache_dir: &Path, repo: &str, revision: &str, filename: &str) -
 }
 
 /// Returns the cached file, downloading it into the cache first when allowed.
-pub(crate) fn fetch(
-    config: &HubConfig,
-    repo: &str,
-    revision: &str,
-    filename: &str,
-) -> Result<PathBuf, BackboneError> {
+pub(crate) fn fetch(config: &HubConfig, repo: &str, revision: &str, filename: &str) -> Result<PathBuf, BackboneError> {
     if let Some(path) = cached_file(&config.cache_dir, repo, revision, filename) {
         tracing::debug!(path = %path.display(), "hub cache hit");
         return Ok(path);
@@ -149,8 +133,7 @@ pub(crate) fn fetch(
         message,
     };
     // hf-hub asserts that cache paths are absolute when it links snapshots to blobs.
-    let cache_dir =
-        std::path::absolute(&config.cache_dir).map_err(|e| download_error(e.to_string()))?;
+    let cache_dir = std::path::absolute(&config.cache_dir).map_err(|e| download_error(e.to_string()))?;
     let mut builder = ApiBuilder::from_cache(Cache::new(cache_dir)).with_progress(config.progress);
     if let Some(endpoint) = &config.endpoint {
         builder = builder.with_endpoint(endpoint.clone());
@@ -160,9 +143,7 @@ pub(crate) fn fetch(
     }
     let api = builder.build().map_err(|e| download_error(e.to_string()))?;
     let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
-    api.repo(hub_repo)
-        .download(filename)
-        .map_err(|e| download_error(e.to_string()))
+    api.repo(hub_repo).download(filename).map_err(|e| download_error(e.to_string()))
 }
 
 #[cfg(test)]
@@ -181,9 +162,6 @@ mod tests {
 
     #[test]
     fn repo_folder_layout() {
-        assert_eq!(
-            repo_folder(Path::new("/c"), "timm/vgg16.tv_in1k"),
-            PathBuf::from("/c/models--timm--vgg16.tv_in1k")
-        );
+        assert_eq!(repo_folder(Path::new("/c"), "timm/vgg16.tv_in1k"), PathBuf::from("/c/models--timm--vgg16.tv_in1k"));
     }
 }

@@ -44,7 +44,7 @@ mod weights;
 
 pub use backbone::{Backbone, TapInfo};
 pub use error::BackboneError;
-pub use expgraph_cache::TapGeometry;
+pub use expgraph_geometry::TapGeometry;
 pub use hub::HubConfig;
 pub use preprocess::{Preprocess, CAFFE_MEAN_RGB, TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB};
 pub use source::{resolve_weights, resolve_weights_with, WeightSource, DEFAULT_HUB_FILENAME};

@@ -52,19 +52,12 @@ impl Preprocess {
         match self {
             // Plain subtraction so the result is bit-identical to `f32(x) - f32(mean)`.
             Preprocess::Caffe => pixel as f32 - CAFFE_MEAN_RGB[c],
-            Preprocess::Torchvision => {
-                (pixel as f32 / 255.0 - TORCHVISION_MEAN_RGB[c]) / TORCHVISION_STD_RGB[c]
-            }
+            Preprocess::Torchvision => (pixel as f32 / 255.0 - TORCHVISION_MEAN_RGB[c]) / TORCHVISION_STD_RGB[c],
         }
     }
 
     /// RGB `u8` HWC pixel buffers, each `size × size × 3`, → `[N, 3, size, size]` `f32` on `device`.
-    pub fn to_tensor(
-        &self,
-        images: &[&[u8]],
-        size: usize,
-        device: &Device,
-    ) -> Result<Tensor, BackboneError> {
+    pub fn to_tensor(&self, images: &[&[u8]], size: usize, device: &Device) -> Result<Tensor, BackboneError> {
         if images.is_empty() {
             return Err(BackboneError::Input("no images to preprocess".into()));
         }
@@ -73,11 +66,7 @@ impl Preprocess {
         }
         let plane = size * size;
         let mut data = vec![0f32; images.len() * 3 * plane];
-        for (i, (image, out)) in images
-            .iter()
-            .zip(data.chunks_exact_mut(3 * plane))
-            .enumerate()
-        {
+        for (i, (image, out)) in images.iter().zip(data.chunks_exact_mut(3 * plane)).enumerate() {
             if image.len() != plane * 3 {
                 return Err(BackboneError::Input(format!(
                     "image {i}: buffer has {} bytes, expected {size}×{size}×3 = {}",
@@ -91,11 +80,7 @@ impl Preprocess {
                 }
             }
         }
-        Ok(Tensor::from_vec(
-            data,
-            (images.len(), 3, size, size),
-            device,
-        )?)
+        Ok(Tensor::from_vec(data, (images.len(), 3, size, size), device)?)
     }
 }
 
@@ -130,12 +115,8 @@ mod tests {
     #[test]
     fn caffe_subtracts_mean_in_nchw_order() {
         // 2×2 image: pixel (y, x) has RGB (10·k, 10·k+1, 10·k+2) with k = y·2 + x.
-        let img: Vec<u8> = (0..4u8)
-            .flat_map(|k| [10 * k, 10 * k + 1, 10 * k + 2])
-            .collect();
-        let t = Preprocess::Caffe
-            .to_tensor(&[&img], 2, &Device::Cpu)
-            .unwrap();
+        let img: Vec<u8> = (0..4u8).flat_map(|k| [10 * k, 10 * k + 1, 10 * k + 2]).collect();
+        let t = Preprocess::Caffe.to_tensor(&[&img], 2, &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[1, 3, 2, 2]);
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for c in 0..3 {
@@ -149,18 +130,11 @@ mod tests {
     #[test]
     fn torchvision_matches_formula() {
         let img = [0u8, 128, 255];
-        let t = Preprocess::Torchvision
-            .to_tensor(&[&img], 1, &Device::Cpu)
-            .unwrap();
+        let t = Preprocess::Torchvision.to_tensor(&[&img], 1, &Device::Cpu).unwrap();
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for c in 0..3 {
-            let expected =
-                (img[c] as f32 / 255.0 - TORCHVISION_MEAN_RGB[c]) / TORCHVISION_STD_RGB[c];
-            assert!(
-                (v[c] - expected).abs() < 1e-5,
-                "c={c}: {} vs {expected}",
-                v[c]
-            );
+            let expected = (img[c] as f32 / 255.0 - TORCHVISION_MEAN_RGB[c]) / TORCHVISION_STD_RGB[c];
+            assert!((v[c] - expected).abs() < 1e-5, "c={c}: {} vs {expected}", v[c]);
         }
     }
 
@@ -168,9 +142,7 @@ mod tests {
     fn wrong_buffer_size_and_empty_batch_are_errors() {
         let good = vec![0u8; 12];
         let bad = vec![0u8; 11];
-        let err = Preprocess::Caffe
-            .to_tensor(&[&good, &bad], 2, &Device::Cpu)
-            .unwrap_err();
+        let err = Preprocess::Caffe.to_tensor(&[&good, &bad], 2, &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("image 1"), "{err}");
         assert!(Preprocess::Caffe.to_tensor(&[], 2, &Device::Cpu).is_err());
     }

@@ -26,11 +26,7 @@ pub enum WeightSource {
 impl WeightSource {
     /// A hub source for `repo` at `main` with [`DEFAULT_HUB_FILENAME`].
     pub fn hub(repo: impl Into<String>) -> Self {
-        WeightSource::Hub {
-            repo: repo.into(),
-            revision: None,
-            filename: DEFAULT_HUB_FILENAME.into(),
-        }
+        WeightSource::Hub { repo: repo.into(), revision: None, filename: DEFAULT_HUB_FILENAME.into() }
     }
 
     /// Interprets a command-line argument.
@@ -72,15 +68,9 @@ impl WeightSource {
         let valid = |part: &str| {
             !part.is_empty()
                 && !part.starts_with('.')
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
-        (valid(org) && valid(name)).then(|| WeightSource::Hub {
-            repo: repo.to_string(),
-            revision,
-            filename,
-        })
+        (valid(org) && valid(name)).then(|| WeightSource::Hub { repo: repo.to_string(), revision, filename })
     }
 
     /// The preprocessing these weights expect unless told otherwise: [`Preprocess::Caffe`] for a local
@@ -106,11 +96,7 @@ impl std::fmt::Display for WeightSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WeightSource::File(p) => write!(f, "{}", p.display()),
-            WeightSource::Hub {
-                repo,
-                revision,
-                filename,
-            } => {
+            WeightSource::Hub { repo, revision, filename } => {
                 write!(f, "hf:{repo}")?;
                 if let Some(rev) = revision {
                     write!(f, "@{rev}")?;
@@ -131,22 +117,12 @@ pub fn resolve_weights(source: &WeightSource) -> Result<PathBuf, BackboneError> 
 }
 
 /// [`resolve_weights`] with explicit hub settings instead of the environment.
-pub fn resolve_weights_with(
-    source: &WeightSource,
-    config: &hub::HubConfig,
-) -> Result<PathBuf, BackboneError> {
+pub fn resolve_weights_with(source: &WeightSource, config: &hub::HubConfig) -> Result<PathBuf, BackboneError> {
     match source {
         WeightSource::File(path) => resolve_file(path),
-        WeightSource::Hub {
-            repo,
-            revision,
-            filename,
-        } => hub::fetch(
-            config,
-            repo,
-            revision.as_deref().unwrap_or("main"),
-            filename,
-        ),
+        WeightSource::Hub { repo, revision, filename } => {
+            hub::fetch(config, repo, revision.as_deref().unwrap_or("main"), filename)
+        }
     }
 }
 
@@ -154,9 +130,7 @@ fn resolve_file(path: &Path) -> Result<PathBuf, BackboneError> {
     if path.is_file() {
         Ok(path.to_path_buf())
     } else {
-        Err(BackboneError::MissingFile {
-            path: path.to_path_buf(),
-        })
+        Err(BackboneError::MissingFile { path: path.to_path_buf() })
     }
 }
 
@@ -166,10 +140,7 @@ mod tests {
 
     #[test]
     fn parse_hub_ids_and_paths() {
-        assert_eq!(
-            WeightSource::parse("timm/vgg16.tv_in1k"),
-            WeightSource::hub("timm/vgg16.tv_in1k")
-        );
+        assert_eq!(WeightSource::parse("timm/vgg16.tv_in1k"), WeightSource::hub("timm/vgg16.tv_in1k"));
         assert_eq!(
             WeightSource::parse("hf:timm/vgg16.tv_in1k@v1:weights.safetensors"),
             WeightSource::Hub {
@@ -178,52 +149,29 @@ mod tests {
                 filename: "weights.safetensors".into()
             }
         );
-        for p in [
-            "models/vgg.safetensors",
-            "./a/b",
-            "/abs/x",
-            "vgg16",
-            "a/b/c",
-            "~/w",
-        ] {
+        for p in ["models/vgg.safetensors", "./a/b", "/abs/x", "vgg16", "a/b/c", "~/w"] {
             assert_eq!(WeightSource::parse(p), WeightSource::File(p.into()), "{p}");
         }
     }
 
     #[test]
     fn display_round_trips_through_parse() {
-        let s = WeightSource::Hub {
-            repo: "org/m".into(),
-            revision: Some("abc".into()),
-            filename: "f.safetensors".into(),
-        };
+        let s =
+            WeightSource::Hub { repo: "org/m".into(), revision: Some("abc".into()), filename: "f.safetensors".into() };
         assert_eq!(WeightSource::parse(&s.to_string()), s);
-        assert_eq!(
-            WeightSource::parse(&WeightSource::hub("o/n").to_string()),
-            WeightSource::hub("o/n")
-        );
+        assert_eq!(WeightSource::parse(&WeightSource::hub("o/n").to_string()), WeightSource::hub("o/n"));
     }
 
     #[test]
     fn default_preprocess_rule() {
-        assert_eq!(
-            WeightSource::File("x.safetensors".into()).default_preprocess(),
-            Preprocess::Caffe
-        );
-        assert_eq!(
-            WeightSource::hub("timm/vgg16.tv_in1k").default_preprocess(),
-            Preprocess::Torchvision
-        );
+        assert_eq!(WeightSource::File("x.safetensors".into()).default_preprocess(), Preprocess::Caffe);
+        assert_eq!(WeightSource::hub("timm/vgg16.tv_in1k").default_preprocess(), Preprocess::Torchvision);
     }
 
     #[test]
     fn missing_file_names_the_path() {
-        let err =
-            resolve_weights(&WeightSource::File("/nonexistent/w.safetensors".into())).unwrap_err();
+        let err = resolve_weights(&WeightSource::File("/nonexistent/w.safetensors".into())).unwrap_err();
         assert!(matches!(err, BackboneError::MissingFile { .. }));
-        assert!(
-            err.to_string().contains("/nonexistent/w.safetensors"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("/nonexistent/w.safetensors"), "{err}");
     }
 }

@@ -18,18 +18,8 @@ struct ConvSpec {
     pool_after: bool,
 }
 
-const fn conv(
-    name: &'static str,
-    features_index: usize,
-    channels: usize,
-    pool_after: bool,
-) -> ConvSpec {
-    ConvSpec {
-        name,
-        features_index,
-        channels,
-        pool_after,
-    }
+const fn conv(name: &'static str, features_index: usize, channels: usize, pool_after: bool) -> ConvSpec {
+    ConvSpec { name, features_index, channels, pool_after }
 }
 
 /// The VGG-16 "D" configuration with torchvision/timm tensor numbering.
@@ -84,11 +74,7 @@ struct ConvLayer {
 
 impl ConvLayer {
     fn new(weight: Tensor, bias: Tensor, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
-        let mut layer = ConvLayer {
-            weight,
-            bias,
-            gemm_weight: None,
-        };
+        let mut layer = ConvLayer { weight, bias, gemm_weight: None };
         layer.prepare(conv_impl)?;
         Ok(layer)
     }
@@ -96,11 +82,7 @@ impl ConvLayer {
     fn prepare(&mut self, conv_impl: ConvImpl) -> Result<(), BackboneError> {
         if conv_impl == ConvImpl::Im2colNhwc && self.gemm_weight.is_none() {
             let (c_out, c_in, kh, kw) = self.weight.dims4()?;
-            let w = self
-                .weight
-                .permute((2, 3, 1, 0))?
-                .reshape((kh * kw * c_in, c_out))?
-                .contiguous()?;
+            let w = self.weight.permute((2, 3, 1, 0))?.reshape((kh * kw * c_in, c_out))?.contiguous()?;
             self.gemm_weight = Some(w);
         }
         Ok(())
@@ -134,31 +116,20 @@ impl Vgg16 {
         let mut c_in = 3;
         for spec in &VGG16 {
             let prefix = format!("features.{}", spec.features_index);
-            let weight = tensors.f32(
-                &format!("{prefix}.weight"),
-                &[spec.channels, c_in, 3, 3],
-                device,
-            )?;
+            let weight = tensors.f32(&format!("{prefix}.weight"), &[spec.channels, c_in, 3, 3], device)?;
             let bias = tensors.f32(&format!("{prefix}.bias"), &[spec.channels], device)?;
             layers.push(ConvLayer::new(weight, bias, conv_impl)?);
             c_in = spec.channels;
         }
         tracing::info!(path = %path.display(), ?conv_impl, "loaded VGG-16 weights");
-        Ok(Self::assemble(
-            layers,
-            file.digest().to_string(),
-            device,
-            conv_impl,
-        ))
+        Ok(Self::assemble(layers, file.digest().to_string(), device, conv_impl))
     }
 
     /// A VGG-16 with random He-uniform weights (seeded) and every layer's width divided by
     /// `width_divisor` (at least 1 channel), for tests and benchmarks. Its digest names the seed.
     pub fn random(width_divisor: usize, seed: u64, device: &Device) -> Result<Self, BackboneError> {
         if width_divisor == 0 {
-            return Err(BackboneError::Input(
-                "width divisor must be at least 1".into(),
-            ));
+            return Err(BackboneError::Input("width divisor must be at least 1".into()));
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let conv_impl = ConvImpl::default_for(device);
@@ -167,31 +138,18 @@ impl Vgg16 {
         for spec in &VGG16 {
             let c_out = (spec.channels / width_divisor).max(1);
             let bound = (6.0 / (9 * c_in) as f32).sqrt();
-            let w: Vec<f32> = (0..c_out * c_in * 9)
-                .map(|_| rng.random_range(-bound..bound))
-                .collect();
+            let w: Vec<f32> = (0..c_out * c_in * 9).map(|_| rng.random_range(-bound..bound)).collect();
             let b: Vec<f32> = (0..c_out).map(|_| rng.random_range(-0.1..0.1)).collect();
             let weight = Tensor::from_vec(w, (c_out, c_in, 3, 3), device)?;
             let bias = Tensor::from_vec(b, c_out, device)?;
             layers.push(ConvLayer::new(weight, bias, conv_impl)?);
             c_in = c_out;
         }
-        let digest =
-            blake3::hash(format!("vgg16-random/divisor={width_divisor}/seed={seed}").as_bytes());
-        Ok(Self::assemble(
-            layers,
-            digest.to_hex().to_string(),
-            device,
-            conv_impl,
-        ))
+        let digest = blake3::hash(format!("vgg16-random/divisor={width_divisor}/seed={seed}").as_bytes());
+        Ok(Self::assemble(layers, digest.to_hex().to_string(), device, conv_impl))
     }
 
-    fn assemble(
-        layers: Vec<ConvLayer>,
-        digest: String,
-        device: &Device,
-        conv_impl: ConvImpl,
-    ) -> Self {
+    fn assemble(layers: Vec<ConvLayer>, digest: String, device: &Device, conv_impl: ConvImpl) -> Self {
         let taps = VGG16
             .iter()
             .zip(&layers)
@@ -202,21 +160,13 @@ impl Vgg16 {
                 geometry: tap_geometry(&layer_shapes_through(i)),
             })
             .collect();
-        Vgg16 {
-            layers,
-            taps,
-            device: device.clone(),
-            digest,
-            conv_impl,
-        }
+        Vgg16 { layers, taps, device: device.clone(), digest, conv_impl }
     }
 
     /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device.
     pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
         if conv_impl == ConvImpl::Im2colNhwc && !self.device.is_cpu() {
-            return Err(BackboneError::Input(
-                "the im2col NHWC convolution runs on the CPU only".into(),
-            ));
+            return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
         }
         for layer in &mut self.layers {
             layer.prepare(conv_impl)?;
@@ -238,32 +188,23 @@ impl Vgg16 {
             .zip(&self.layers)
             .flat_map(|(spec, layer)| {
                 let prefix = format!("features.{}", spec.features_index);
-                [
-                    (format!("{prefix}.weight"), layer.weight.clone()),
-                    (format!("{prefix}.bias"), layer.bias.clone()),
-                ]
+                [(format!("{prefix}.weight"), layer.weight.clone()), (format!("{prefix}.bias"), layer.bias.clone())]
             })
             .collect()
     }
 
     fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
-        VGG16
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| BackboneError::UnknownTap {
-                name: name.into(),
-                backbone: "vgg16".into(),
-                available: VGG16.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
-            })
+        VGG16.iter().position(|s| s.name == name).ok_or_else(|| BackboneError::UnknownTap {
+            name: name.into(),
+            backbone: "vgg16".into(),
+            available: VGG16.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Checks the input and returns it on this model's device.
     fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
         let Ok((n, c, h, w)) = input.dims4() else {
-            return Err(BackboneError::Input(format!(
-                "expected an [N, 3, H, W] tensor, got shape {:?}",
-                input.dims()
-            )));
+            return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
         };
         if c != 3 || n == 0 {
             return Err(BackboneError::Input(format!(
@@ -272,17 +213,11 @@ impl Vgg16 {
             )));
         }
         if input.dtype() != DType::F32 {
-            return Err(BackboneError::Input(format!(
-                "expected an f32 input, got {:?}",
-                input.dtype()
-            )));
+            return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
         }
         let shapes = layer_shapes_through(deepest);
         if map_size(&shapes, h).is_none() || map_size(&shapes, w).is_none() {
-            return Err(BackboneError::Input(format!(
-                "input {h}×{w} is too small to reach {}",
-                VGG16[deepest].name
-            )));
+            return Err(BackboneError::Input(format!("input {h}×{w} is too small to reach {}", VGG16[deepest].name)));
         }
         Ok(input.to_device(&self.device)?)
     }
@@ -310,13 +245,7 @@ impl Vgg16 {
                 }
                 let outs = per_layer
                     .into_iter()
-                    .map(|maps| {
-                        if maps.is_empty() {
-                            Ok(None)
-                        } else {
-                            Tensor::cat(&maps, 0).map(Some)
-                        }
-                    })
+                    .map(|maps| if maps.is_empty() { Ok(None) } else { Tensor::cat(&maps, 0).map(Some) })
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 Ok((outs, layers_run))
             }
@@ -334,9 +263,7 @@ impl Vgg16 {
         let mut relu_pending = false;
         for (i, (spec, layer)) in VGG16.iter().zip(&self.layers).enumerate().take(last + 1) {
             let Some(gemm_weight) = &layer.gemm_weight else {
-                return Err(BackboneError::Input(
-                    "im2col weights were not prepared".into(),
-                ));
+                return Err(BackboneError::Input("im2col weights were not prepared".into()));
             };
             let y = nhwc::conv3x3(&x, gemm_weight, &layer.bias, relu_pending)?;
             if wanted[i] {
@@ -345,11 +272,7 @@ impl Vgg16 {
             if i == last {
                 return Ok((outs, i + 1));
             }
-            (x, relu_pending) = if spec.pool_after {
-                (nhwc::max_pool2_relu(&y)?, false)
-            } else {
-                (y, true)
-            };
+            (x, relu_pending) = if spec.pool_after { (nhwc::max_pool2_relu(&y)?, false) } else { (y, true) };
         }
         Ok((outs, last + 1))
     }
@@ -363,9 +286,7 @@ impl Vgg16 {
         let mut outs = vec![None; last + 1];
         for (i, (spec, layer)) in VGG16.iter().zip(&self.layers).enumerate().take(last + 1) {
             let c_out = layer.bias.dims()[0];
-            let y = x
-                .conv2d(&layer.weight, 1, 1, 1, 1)?
-                .broadcast_add(&layer.bias.reshape((1, c_out, 1, 1))?)?;
+            let y = x.conv2d(&layer.weight, 1, 1, 1, 1)?.broadcast_add(&layer.bias.reshape((1, c_out, 1, 1))?)?;
             if wanted[i] {
                 outs[i] = Some(y.clone());
             }
@@ -412,18 +333,12 @@ impl Backbone for Vgg16 {
 
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
         let index = self.tap_index(tap)?;
-        map_size(&layer_shapes_through(index), input_size).ok_or_else(|| {
-            BackboneError::Input(format!(
-                "input side {input_size} is too small to reach {tap}"
-            ))
-        })
+        map_size(&layer_shapes_through(index), input_size)
+            .ok_or_else(|| BackboneError::Input(format!("input side {input_size} is too small to reach {tap}")))
     }
 
     fn forward_taps(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>, BackboneError> {
-        let indices = taps
-            .iter()
-            .map(|t| self.tap_index(t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let indices = taps.iter().map(|t| self.tap_index(t)).collect::<Result<Vec<_>, _>>()?;
         let Some(&last) = indices.iter().max() else {
             return Ok(Vec::new());
         };
@@ -434,9 +349,7 @@ impl Backbone for Vgg16 {
         indices
             .iter()
             .map(|&i| {
-                outs[i].clone().ok_or_else(|| {
-                    BackboneError::Input(format!("tap {} was not computed", VGG16[i].name))
-                })
+                outs[i].clone().ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", VGG16[i].name)))
             })
             .collect()
     }
@@ -466,11 +379,7 @@ mod tests {
             ("conv1_1", 1.0, 1.0, 3.0),
         ] {
             let g = geo(name);
-            assert_eq!(
-                (g.stride, g.first_centre, g.receptive_field),
-                (stride, centre, field),
-                "{name}"
-            );
+            assert_eq!((g.stride, g.first_centre, g.receptive_field), (stride, centre, field), "{name}");
         }
         // The last cell of conv5_3 (14×14 at 224) is centred symmetrically to the first one.
         let g = geo("conv5_3");
@@ -486,10 +395,7 @@ mod tests {
         assert_eq!(names.len(), 13);
         assert_eq!((names[0], names[12]), ("conv1_1", "conv5_3"));
         assert_eq!(model.taps()[12].channels, 16);
-        assert_eq!(
-            Vgg16::random(1, 0, &Device::Cpu).unwrap().taps()[12].channels,
-            512
-        );
+        assert_eq!(Vgg16::random(1, 0, &Device::Cpu).unwrap().taps()[12].channels, 512);
     }
 
     #[test]
@@ -500,10 +406,7 @@ mod tests {
             let mut wanted = vec![false; last + 1];
             wanted[last] = true;
             for imp in [ConvImpl::Im2colNhwc, ConvImpl::Candle] {
-                let m = Vgg16::random(32, 7, &Device::Cpu)
-                    .unwrap()
-                    .with_conv_impl(imp)
-                    .unwrap();
+                let m = Vgg16::random(32, 7, &Device::Cpu).unwrap().with_conv_impl(imp).unwrap();
                 let (outs, run) = m.run_layers(&x, last, &wanted).unwrap();
                 assert_eq!(run, expected, "{imp:?}");
                 assert_eq!(outs.len(), last + 1);
@@ -512,10 +415,7 @@ mod tests {
         }
         // A 4×4 input reaches conv2_2 (after one pool) but not conv5_3.
         let small = input(1, 4);
-        assert_eq!(
-            model.forward_taps(&small, &["conv2_2"]).unwrap()[0].dims(),
-            &[1, 4, 2, 2]
-        );
+        assert_eq!(model.forward_taps(&small, &["conv2_2"]).unwrap()[0].dims(), &[1, 4, 2, 2]);
         assert!(model.forward_taps(&small, &["conv5_3"]).is_err());
     }
 
@@ -524,77 +424,38 @@ mod tests {
         let x = input(2, 40);
         let taps = ["conv5_3", "conv1_2", "conv3_1", "conv5_3"];
         let fast = tiny().forward_taps(&x, &taps).unwrap();
-        let stock = tiny()
-            .with_conv_impl(ConvImpl::Candle)
-            .unwrap()
-            .forward_taps(&x, &taps)
-            .unwrap();
+        let stock = tiny().with_conv_impl(ConvImpl::Candle).unwrap().forward_taps(&x, &taps).unwrap();
         assert_eq!(fast[0].dims(), &[2, 16, 2, 2]);
         assert_eq!(fast[1].dims(), &[2, 2, 40, 40]);
         assert_eq!(fast[2].dims(), &[2, 8, 10, 10]);
         for (a, b) in fast.iter().zip(&stock) {
             assert_eq!(a.dims(), b.dims());
-            let scale = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(
-                scale > 0.0 && diff <= 1e-5 * scale,
-                "diff {diff} scale {scale}"
-            );
+            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(scale > 0.0 && diff <= 1e-5 * scale, "diff {diff} scale {scale}");
         }
         // Pre-ReLU: maps must contain negative values.
         let min = fast[0].min_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(min < 0.0, "min {min}");
         // Batch results equal single-image results.
-        let single = tiny()
-            .forward_taps(&x.narrow(0, 1, 1).unwrap(), &["conv5_3"])
-            .unwrap();
-        let d = (&single[0] - fast[0].narrow(0, 1, 1).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
+        let single = tiny().forward_taps(&x.narrow(0, 1, 1).unwrap(), &["conv5_3"]).unwrap();
+        let d = (&single[0] - fast[0].narrow(0, 1, 1).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
     }
 
     #[test]
     fn bad_inputs_and_taps_are_errors() {
         let model = tiny();
-        let err = model
-            .forward_taps(&input(1, 32), &["conv6_1"])
-            .unwrap_err()
-            .to_string();
+        let err = model.forward_taps(&input(1, 32), &["conv6_1"]).unwrap_err().to_string();
         assert!(err.contains("conv6_1") && err.contains("conv5_3"), "{err}");
         assert!(model
-            .forward_taps(
-                &Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap(),
-                &["conv1_1"]
-            )
+            .forward_taps(&Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap(), &["conv1_1"])
             .is_err());
         assert!(model
-            .forward_taps(
-                &Tensor::zeros((1, 3, 8, 8), DType::F64, &Device::Cpu).unwrap(),
-                &["conv1_1"]
-            )
+            .forward_taps(&Tensor::zeros((1, 3, 8, 8), DType::F64, &Device::Cpu).unwrap(), &["conv1_1"])
             .is_err());
         assert!(model
-            .forward_taps(
-                &Tensor::zeros((3, 8, 8), DType::F32, &Device::Cpu).unwrap(),
-                &["conv1_1"]
-            )
+            .forward_taps(&Tensor::zeros((3, 8, 8), DType::F32, &Device::Cpu).unwrap(), &["conv1_1"])
             .is_err());
         assert!(model.forward_taps(&input(1, 8), &[]).unwrap().is_empty());
         assert!(Vgg16::random(0, 0, &Device::Cpu).is_err());
@@ -608,16 +469,6 @@ mod tests {
         assert_eq!(a.weights_digest(), b.weights_digest());
         assert_ne!(a.weights_digest(), c.weights_digest());
         let (wa, wb) = (&a.named_weights()[0].1, &b.named_weights()[0].1);
-        assert_eq!(
-            (wa - wb)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            0.0
-        );
+        assert_eq!((wa - wb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 }

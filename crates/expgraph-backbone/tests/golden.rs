@@ -23,37 +23,20 @@ fn golden_files() -> Option<(PathBuf, HashMap<String, Tensor>)> {
     let golden = models.join("vgg16-golden.safetensors");
     for path in [&weights, &golden] {
         if !path.is_file() {
-            eprintln!(
-                "SKIPPED: {} not found (set EXPGRAPH_SHARED to the shared folder)",
-                path.display()
-            );
+            eprintln!("SKIPPED: {} not found (set EXPGRAPH_SHARED to the shared folder)", path.display());
             return None;
         }
     }
-    let tensors =
-        candle_core::safetensors::load(&golden, &Device::Cpu).expect("golden file readable");
+    let tensors = candle_core::safetensors::load(&golden, &Device::Cpu).expect("golden file readable");
     Some((weights, tensors))
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn l2(t: &Tensor) -> f64 {
-    t.to_dtype(candle_core::DType::F64)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .sqrt()
+    t.to_dtype(candle_core::DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt()
 }
 
 /// Checks the README's tolerance: max|Δ| ≤ 2e-5·max|golden| and relative L2 ≤ 5e-6.
@@ -62,13 +45,8 @@ fn assert_close(name: &str, ours: &Tensor, golden: &Tensor) {
     let diff = (ours - golden).unwrap();
     let (max_diff, scale) = (max_abs(&diff), max_abs(golden));
     let rel_l2 = l2(&diff) / l2(golden);
-    eprintln!(
-        "{name}: max|Δ| = {max_diff:.3e} (max|golden| = {scale:.1}), relative L2 = {rel_l2:.3e}"
-    );
-    assert!(
-        max_diff <= 2e-5 * scale,
-        "{name}: max|Δ| {max_diff} > 2e-5 × {scale}"
-    );
+    eprintln!("{name}: max|Δ| = {max_diff:.3e} (max|golden| = {scale:.1}), relative L2 = {rel_l2:.3e}");
+    assert!(max_diff <= 2e-5 * scale, "{name}: max|Δ| {max_diff} > 2e-5 × {scale}");
     assert!(rel_l2 <= 5e-6, "{name}: relative L2 {rel_l2} > 5e-6");
 }
 
@@ -97,10 +75,7 @@ fn vgg16_stock_conv_matches_golden_activations() {
     let Some((weights, golden)) = golden_files() else {
         return;
     };
-    let model = Vgg16::load_file(&weights, &Device::Cpu)
-        .unwrap()
-        .with_conv_impl(ConvImpl::Candle)
-        .unwrap();
+    let model = Vgg16::load_file(&weights, &Device::Cpu).unwrap().with_conv_impl(ConvImpl::Candle).unwrap();
     check_model(&model, &golden);
 }
 
@@ -114,14 +89,10 @@ fn caffe_preprocessing_reproduces_golden_input() {
     let bytes = rgb.flatten_all().unwrap().to_vec1::<u8>().unwrap();
     let images: Vec<&[u8]> = bytes.chunks_exact(size * size * 3).collect();
     assert_eq!(images.len(), n);
-    let ours = Preprocess::Caffe
-        .to_tensor(&images, size, &Device::Cpu)
-        .unwrap();
+    let ours = Preprocess::Caffe.to_tensor(&images, size, &Device::Cpu).unwrap();
     let max_diff = max_abs(&(ours - &golden["input"]).unwrap());
     assert!(max_diff <= 1e-4, "max|Δ| = {max_diff}");
     // The torchvision preset is a different convention and must not match.
-    let wrong = Preprocess::Torchvision
-        .to_tensor(&images, size, &Device::Cpu)
-        .unwrap();
+    let wrong = Preprocess::Torchvision.to_tensor(&images, size, &Device::Cpu).unwrap();
     assert!(max_abs(&(wrong - &golden["input"]).unwrap()) > 1.0);
 }

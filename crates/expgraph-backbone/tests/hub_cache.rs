@@ -9,8 +9,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use expgraph_backbone::{
-    resolve_weights, resolve_weights_with, Backbone, BackboneError, HubConfig, Preprocess, Vgg16,
-    WeightSource,
+    resolve_weights, resolve_weights_with, Backbone, BackboneError, HubConfig, Preprocess, Vgg16, WeightSource,
 };
 
 const REPO: &str = "timm/vgg16.tv_in1k";
@@ -30,11 +29,7 @@ fn add_to_fake_cache(cache: &Path, filename: &str, tensors: Vec<(String, Tensor)
     let snapshot = repo_dir.join("snapshots").join(COMMIT).join(filename);
     std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
     #[cfg(unix)]
-    std::os::unix::fs::symlink(
-        Path::new("../../blobs").join(format!("etag-{filename}")),
-        &snapshot,
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(Path::new("../../blobs").join(format!("etag-{filename}")), &snapshot).unwrap();
     #[cfg(not(unix))]
     std::fs::copy(&blob, &snapshot).unwrap();
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
@@ -43,18 +38,11 @@ fn add_to_fake_cache(cache: &Path, filename: &str, tensors: Vec<(String, Tensor)
 }
 
 fn tiny_tensors() -> Vec<(String, Tensor)> {
-    vec![(
-        "probe".into(),
-        Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap(),
-    )]
+    vec![("probe".into(), Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap())]
 }
 
 fn source(revision: Option<&str>, filename: &str) -> WeightSource {
-    WeightSource::Hub {
-        repo: REPO.into(),
-        revision: revision.map(String::from),
-        filename: filename.into(),
-    }
+    WeightSource::Hub { repo: REPO.into(), revision: revision.map(String::from), filename: filename.into() }
 }
 
 #[test]
@@ -65,14 +53,8 @@ fn cache_hit_by_branch_and_by_commit() {
     let found = resolve_weights_with(&WeightSource::hub(REPO), &config).unwrap();
     assert_eq!(found, snapshot);
     let probe = candle_core::safetensors::load(&found, &Device::Cpu).unwrap();
-    assert_eq!(
-        probe["probe"].to_vec1::<f32>().unwrap(),
-        vec![1.0, 2.0, 3.0]
-    );
-    assert_eq!(
-        resolve_weights_with(&source(Some(COMMIT), "model.safetensors"), &config).unwrap(),
-        snapshot
-    );
+    assert_eq!(probe["probe"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+    assert_eq!(resolve_weights_with(&source(Some(COMMIT), "model.safetensors"), &config).unwrap(), snapshot);
 }
 
 #[test]
@@ -82,29 +64,15 @@ fn offline_miss_says_where_the_file_is_expected() {
     let config = HubConfig::offline(dir.path());
 
     let err = resolve_weights_with(&source(None, "other.safetensors"), &config).unwrap_err();
-    let BackboneError::HubOffline { expected, .. } = &err else {
-        panic!("{err:?}")
-    };
-    let snapshot_dir = dir
-        .path()
-        .join("models--timm--vgg16.tv_in1k")
-        .join("snapshots")
-        .join(COMMIT);
+    let BackboneError::HubOffline { expected, .. } = &err else { panic!("{err:?}") };
+    let snapshot_dir = dir.path().join("models--timm--vgg16.tv_in1k").join("snapshots").join(COMMIT);
     assert_eq!(expected, &snapshot_dir.join("other.safetensors"));
     let msg = err.to_string();
-    assert!(
-        msg.contains("HF_HUB_OFFLINE") && msg.contains("other.safetensors") && msg.contains(REPO),
-        "{msg}"
-    );
+    assert!(msg.contains("HF_HUB_OFFLINE") && msg.contains("other.safetensors") && msg.contains(REPO), "{msg}");
 
     // Unknown branch: the message still points into the right repository folder.
-    let err = resolve_weights_with(&source(Some("v2"), "model.safetensors"), &config)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("models--timm--vgg16.tv_in1k") && err.contains("refs/v2"),
-        "{err}"
-    );
+    let err = resolve_weights_with(&source(Some("v2"), "model.safetensors"), &config).unwrap_err().to_string();
+    assert!(err.contains("models--timm--vgg16.tv_in1k") && err.contains("refs/v2"), "{err}");
 }
 
 #[test]
@@ -113,8 +81,7 @@ fn dangling_snapshot_link_is_a_miss() {
     let snapshot = add_to_fake_cache(dir.path(), "model.safetensors", tiny_tensors());
     let blob = std::fs::canonicalize(&snapshot).unwrap();
     std::fs::remove_file(blob).unwrap();
-    let err = resolve_weights_with(&WeightSource::hub(REPO), &HubConfig::offline(dir.path()))
-        .unwrap_err();
+    let err = resolve_weights_with(&WeightSource::hub(REPO), &HubConfig::offline(dir.path())).unwrap_err();
     assert!(matches!(err, BackboneError::HubOffline { .. }), "{err:?}");
 }
 
@@ -128,15 +95,13 @@ fn online_miss_goes_through_the_download_path() {
         offline: false,
         endpoint: Some("http://127.0.0.1:9".into()),
         token: None,
-        progress: false,
+        progress: Default::default(),
     };
     let err = resolve_weights_with(&WeightSource::hub(REPO), &config).unwrap_err();
     assert!(matches!(err, BackboneError::HubDownload { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains(REPO)
-            && msg.contains("model.safetensors")
-            && msg.contains(&dir.path().display().to_string()),
+        msg.contains(REPO) && msg.contains("model.safetensors") && msg.contains(&dir.path().display().to_string()),
         "{msg}"
     );
 }
@@ -148,10 +113,7 @@ struct EnvGuard {
 
 impl EnvGuard {
     fn set(vars: &[(&'static str, Option<&Path>)]) -> Self {
-        let saved = vars
-            .iter()
-            .map(|(k, _)| (*k, std::env::var_os(k)))
-            .collect();
+        let saved = vars.iter().map(|(k, _)| (*k, std::env::var_os(k))).collect();
         for (k, v) in vars {
             match v {
                 Some(v) => std::env::set_var(k, v),
@@ -180,35 +142,21 @@ fn env_precedence_hf_hub_cache_over_hf_home() {
     let hub_cache = tempfile::tempdir().unwrap();
     let one = Path::new("1");
 
-    let _env = EnvGuard::set(&[
-        ("HF_HOME", Some(home.path())),
-        ("HF_HUB_CACHE", None),
-        ("HF_HUB_OFFLINE", Some(one)),
-    ]);
+    let _env = EnvGuard::set(&[("HF_HOME", Some(home.path())), ("HF_HUB_CACHE", None), ("HF_HUB_OFFLINE", Some(one))]);
     let config = HubConfig::from_env().unwrap();
     assert_eq!(config.cache_dir, home.path().join("hub"));
     assert!(config.offline);
 
     // HF_HOME/hub holds the file: found through the environment alone.
-    let in_home = add_to_fake_cache(
-        &home.path().join("hub"),
-        "model.safetensors",
-        tiny_tensors(),
-    );
+    let in_home = add_to_fake_cache(&home.path().join("hub"), "model.safetensors", tiny_tensors());
     assert_eq!(resolve_weights(&WeightSource::hub(REPO)).unwrap(), in_home);
 
     // HF_HUB_CACHE wins over HF_HOME: now the (empty) hub cache is searched, and offline it fails.
     let _env2 = EnvGuard::set(&[("HF_HUB_CACHE", Some(hub_cache.path()))]);
     assert_eq!(HubConfig::from_env().unwrap().cache_dir, hub_cache.path());
     let err = resolve_weights(&WeightSource::hub(REPO)).unwrap_err();
-    let BackboneError::HubOffline { expected, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert!(
-        expected.starts_with(hub_cache.path()),
-        "{}",
-        expected.display()
-    );
+    let BackboneError::HubOffline { expected, .. } = &err else { panic!("{err:?}") };
+    assert!(expected.starts_with(hub_cache.path()), "{}", expected.display());
 
     let _env3 = EnvGuard::set(&[("HF_HUB_OFFLINE", Some(Path::new("0")))]);
     assert!(!HubConfig::from_env().unwrap().offline);
@@ -220,15 +168,9 @@ fn vgg16_loads_from_the_hub_cache() {
     let cache = tempfile::tempdir().unwrap();
     let model = Vgg16::random(1, 5, &Device::Cpu).unwrap();
     let mut tensors = model.named_weights();
-    tensors.push((
-        "head.fc.weight".into(),
-        Tensor::zeros((1000, 4096), DType::F32, &Device::Cpu).unwrap(),
-    ));
+    tensors.push(("head.fc.weight".into(), Tensor::zeros((1000, 4096), DType::F32, &Device::Cpu).unwrap()));
     add_to_fake_cache(cache.path(), "model.safetensors", tensors);
-    let _env = EnvGuard::set(&[
-        ("HF_HUB_CACHE", Some(cache.path())),
-        ("HF_HUB_OFFLINE", Some(Path::new("1"))),
-    ]);
+    let _env = EnvGuard::set(&[("HF_HUB_CACHE", Some(cache.path())), ("HF_HUB_OFFLINE", Some(Path::new("1")))]);
 
     let source = WeightSource::parse(REPO);
     assert_eq!(source.default_preprocess(), Preprocess::Torchvision);
@@ -311,39 +253,22 @@ fn download_fills_the_cache_like_the_hub_client() {
         offline: false,
         endpoint: Some(url),
         token: None,
-        progress: false,
+        progress: Default::default(),
     };
     let path = resolve_weights_with(&WeightSource::hub(REPO), &config).unwrap();
     let requests = server.join().unwrap();
     assert!(
-        requests
-            .iter()
-            .all(|r| r.starts_with("GET /timm/vgg16.tv_in1k/resolve/main/model.safetensors")),
+        requests.iter().all(|r| r.starts_with("GET /timm/vgg16.tv_in1k/resolve/main/model.safetensors")),
         "{requests:?}"
     );
 
     // The standard layout: blob by etag, snapshot link by commit, ref for the branch.
     let repo_dir = cache.join("models--timm--vgg16.tv_in1k");
-    assert_eq!(
-        std::fs::read(repo_dir.join("blobs").join("blobetag")).unwrap(),
-        body
-    );
-    assert_eq!(
-        path,
-        repo_dir
-            .join("snapshots")
-            .join(COMMIT)
-            .join("model.safetensors")
-    );
+    assert_eq!(std::fs::read(repo_dir.join("blobs").join("blobetag")).unwrap(), body);
+    assert_eq!(path, repo_dir.join("snapshots").join(COMMIT).join("model.safetensors"));
     assert_eq!(std::fs::read(&path).unwrap(), body);
-    assert_eq!(
-        std::fs::read_to_string(repo_dir.join("refs").join("main")).unwrap(),
-        COMMIT
-    );
+    assert_eq!(std::fs::read_to_string(repo_dir.join("refs").join("main")).unwrap(), COMMIT);
 
     // Later, offline, the same file is found in the cache without a server.
-    assert_eq!(
-        resolve_weights_with(&WeightSource::hub(REPO), &HubConfig::offline(&cache)).unwrap(),
-        path
-    );
+    assert_eq!(resolve_weights_with(&WeightSource::hub(REPO), &HubConfig::offline(&cache)).unwrap(), path);
 }

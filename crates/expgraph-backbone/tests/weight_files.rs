@@ -35,9 +35,7 @@ fn full_random_file_with_extra_tensors_round_trips() {
     save(&path, tensors);
 
     let loaded = Vgg16::load_file(&path, &Device::Cpu).unwrap();
-    let digest = blake3::hash(&std::fs::read(&path).unwrap())
-        .to_hex()
-        .to_string();
+    let digest = blake3::hash(&std::fs::read(&path).unwrap()).to_hex().to_string();
     assert_eq!(loaded.weights_digest(), digest);
     assert_eq!(loaded.taps()[12].channels, 512);
 
@@ -53,10 +51,7 @@ fn full_random_file_with_extra_tensors_round_trips() {
     tensors[last].1 = zeros(&[511], DType::F32);
     save(&path, tensors);
     let err = load_err(&path).to_string();
-    assert!(
-        err.contains("features.28.bias") && err.contains("[511]") && err.contains("[512]"),
-        "{err}"
-    );
+    assert!(err.contains("features.28.bias") && err.contains("[511]") && err.contains("[512]"), "{err}");
 }
 
 #[test]
@@ -64,9 +59,7 @@ fn missing_file_names_the_path() {
     let path = Path::new("/nonexistent/dir/vgg16.safetensors");
     let err = load_err(path);
     assert!(matches!(err, BackboneError::MissingFile { .. }), "{err:?}");
-    assert!(err
-        .to_string()
-        .contains("/nonexistent/dir/vgg16.safetensors"));
+    assert!(err.to_string().contains("/nonexistent/dir/vgg16.safetensors"));
 }
 
 #[test]
@@ -75,10 +68,7 @@ fn garbage_file_is_reported() {
     let path = dir.path().join("garbage.safetensors");
     std::fs::write(&path, b"this is not a safetensors file").unwrap();
     let err = load_err(&path);
-    assert!(
-        matches!(err, BackboneError::InvalidWeightFile { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, BackboneError::InvalidWeightFile { .. }), "{err:?}");
     assert!(err.to_string().contains("garbage.safetensors"), "{err}");
 }
 
@@ -86,42 +76,23 @@ fn garbage_file_is_reported() {
 fn missing_tensor_is_named_with_expected_shape() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("head-only.safetensors");
-    save(
-        &path,
-        vec![("classifier.0.weight".into(), zeros(&[4, 4], DType::F32))],
-    );
+    save(&path, vec![("classifier.0.weight".into(), zeros(&[4, 4], DType::F32))]);
     let err = load_err(&path);
-    assert!(
-        matches!(err, BackboneError::MissingTensor { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, BackboneError::MissingTensor { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("features.0.weight")
-            && msg.contains("[64, 3, 3, 3]")
-            && msg.contains("head-only"),
-        "{msg}"
-    );
+    assert!(msg.contains("features.0.weight") && msg.contains("[64, 3, 3, 3]") && msg.contains("head-only"), "{msg}");
 }
 
 #[test]
 fn wrong_shape_is_named_with_expected_and_found() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shape.safetensors");
-    save(
-        &path,
-        vec![(
-            "features.0.weight".into(),
-            zeros(&[64, 3, 5, 5], DType::F32),
-        )],
-    );
+    save(&path, vec![("features.0.weight".into(), zeros(&[64, 3, 5, 5], DType::F32))]);
     let err = load_err(&path);
     assert!(matches!(err, BackboneError::TensorShape { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains("features.0.weight")
-            && msg.contains("[64, 3, 5, 5]")
-            && msg.contains("[64, 3, 3, 3]"),
+        msg.contains("features.0.weight") && msg.contains("[64, 3, 5, 5]") && msg.contains("[64, 3, 3, 3]"),
         "{msg}"
     );
 }
@@ -130,20 +101,11 @@ fn wrong_shape_is_named_with_expected_and_found() {
 fn wrong_dtype_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dtype.safetensors");
-    save(
-        &path,
-        vec![(
-            "features.0.weight".into(),
-            zeros(&[64, 3, 3, 3], DType::F16),
-        )],
-    );
+    save(&path, vec![("features.0.weight".into(), zeros(&[64, 3, 3, 3], DType::F16))]);
     let err = load_err(&path);
     assert!(matches!(err, BackboneError::TensorDtype { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("features.0.weight") && msg.contains("F16") && msg.contains("F32"),
-        "{msg}"
-    );
+    assert!(msg.contains("features.0.weight") && msg.contains("F16") && msg.contains("F32"), "{msg}");
 }
 
 #[test]
@@ -155,8 +117,5 @@ fn non_finite_weights_are_rejected() {
     let w = Tensor::from_vec(values, (64, 3, 3, 3), &Device::Cpu).unwrap();
     save(&path, vec![("features.0.weight".into(), w)]);
     let err = load_err(&path);
-    assert!(
-        matches!(err, BackboneError::NonFiniteWeights { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, BackboneError::NonFiniteWeights { .. }), "{err:?}");
 }

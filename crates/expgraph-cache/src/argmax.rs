@@ -4,11 +4,7 @@
 /// 0-based `(h, w)` of the largest value of a row-major `height × width` map; ties go to the
 /// first in column-major order (smallest `w`, then smallest `h`), as MATLAB's `max` picks (and as
 /// `computeStability_raw.m` relies on). `map.len()` must be `height · width ≥ 1`.
-pub fn argmax_cell<T: PartialOrd + Copy>(
-    map: &[T],
-    height: usize,
-    width: usize,
-) -> (usize, usize) {
+pub fn argmax_cell<T: PartialOrd + Copy>(map: &[T], height: usize, width: usize) -> (usize, usize) {
     let mut best = (0, 0);
     for w in 0..width {
         for h in 0..height {

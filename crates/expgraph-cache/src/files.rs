@@ -1,8 +1,7 @@
 //! Small file helpers: atomic writes and the on-disk `manifest.json` wrapper.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,27 +29,9 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> CacheError {
     CacheError::Io { path: path.to_path_buf(), source }
 }
 
-/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, then rename.
+/// Write `bytes` to `path` atomically ([`expgraph_io::write_bytes`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let tmp = tmp_path(path);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path, e));
-    }
-    Ok(())
-}
-
-/// `<path>.tmp`.
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+    expgraph_io::write_bytes(path, bytes).map_err(|e| io_err(path, e))
 }
 
 /// Memory-map a file read-only.

@@ -38,11 +38,7 @@ impl InMemoryLayer {
     /// Wrap `[N, C, H, W]` maps; `flipped`, when given, has the same shape.
     ///
     /// Fails when lengths do not match the layer or when a value is not finite.
-    pub fn new(
-        info: LayerInfo,
-        original: Vec<f32>,
-        flipped: Option<Vec<f32>>,
-    ) -> Result<Self, CacheError> {
+    pub fn new(info: LayerInfo, original: Vec<f32>, flipped: Option<Vec<f32>>) -> Result<Self, CacheError> {
         let per = info.image_len();
         if per == 0 || !original.len().is_multiple_of(per) {
             return Err(CacheError::Shape {
@@ -132,10 +128,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_lengths_and_nan() {
-        assert!(matches!(
-            InMemoryLayer::new(info(), vec![0.0; 13], None),
-            Err(CacheError::Shape { .. })
-        ));
+        assert!(matches!(InMemoryLayer::new(info(), vec![0.0; 13], None), Err(CacheError::Shape { .. })));
         let mut v = vec![0.0; 12];
         v[7] = f32::NAN;
         match InMemoryLayer::new(info(), v, None) {

@@ -46,8 +46,8 @@ pub use argmax::argmax_cell;
 pub use files::MANIFEST_FILE;
 pub use key::compute_cache_key;
 pub use layer::{InMemoryLayer, LayerMaps};
-pub use owned::OwnedTensor;
 pub use manifest::{CacheManifest, ImageEntry, LayerInfo, TapGeometry, View};
+pub use owned::OwnedTensor;
 pub use reader::{DiskLayer, FeatureCache};
 pub use storage::{StorageDtype, StorageInfo};
 pub use writer::CacheWriter;
@@ -66,7 +66,11 @@ pub enum CacheError {
     Overflow { layer: String, image: usize, channel: usize, value: f32 },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file that is there but malformed, inconsistent or of another version.
     #[error("{}: {what}", path.display())]
     Format { path: PathBuf, what: String },

@@ -2,39 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which view of an object crop a map belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum View {
-    /// The crop as it is.
-    Original,
-    /// The crop mirrored left–right before the forward pass (a real flip, spec §7 #1).
-    Flipped,
-}
-
-/// Geometry of one tapped layer in the input frame (spec §1.3): a map cell `x` (1-based) is
-/// centred at `first_centre + (x - 1) * stride` input pixels (1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TapGeometry {
-    /// Distance between neighbouring map cells, in input pixels.
-    pub stride: f64,
-    /// Centre of the first map cell, in 1-based input pixels.
-    pub first_centre: f64,
-    /// Receptive-field size in input pixels (without padding effects).
-    pub receptive_field: f64,
-}
-
-impl TapGeometry {
-    /// Map coordinate (1-based, continuous) → input-pixel coordinate (1-based), spec §1.3 `x2p_`.
-    pub fn map_to_pixel(&self, x: f64) -> f64 {
-        self.first_centre + (x - 1.0) * self.stride
-    }
-
-    /// Input-pixel coordinate (1-based) → map coordinate (1-based, continuous).
-    pub fn pixel_to_map(&self, p: f64) -> f64 {
-        (p - self.first_centre) / self.stride + 1.0
-    }
-}
+pub use expgraph_geometry::{TapGeometry, View};
 
 /// One tapped layer of the cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -83,9 +83,8 @@ impl FeatureCache {
         let mut original = Vec::new();
         let mut flipped = None;
         for view in &self.file.manifest.views {
-            let shards = (0..self.num_shards())
-                .map(|s| self.open_shard(&info, *view, s))
-                .collect::<Result<Vec<_>, _>>()?;
+            let shards =
+                (0..self.num_shards()).map(|s| self.open_shard(&info, *view, s)).collect::<Result<Vec<_>, _>>()?;
             match view {
                 View::Original => original = shards,
                 View::Flipped => flipped = Some(shards),

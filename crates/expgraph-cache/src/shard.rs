@@ -142,11 +142,8 @@ pub(crate) fn encode(
             let (q, min, scale) = quantize_u8(maps, info.map_len());
             tensors.push(("maps", OwnedTensor { dtype: Dtype::U8, shape, bytes: q }));
             let ms_shape = vec![n, info.channels];
-            tensors.push(("min", OwnedTensor {
-                dtype: Dtype::F32,
-                shape: ms_shape.clone(),
-                bytes: f32_le_bytes(&min),
-            }));
+            tensors
+                .push(("min", OwnedTensor { dtype: Dtype::F32, shape: ms_shape.clone(), bytes: f32_le_bytes(&min) }));
             tensors.push(("scale", OwnedTensor { dtype: Dtype::F32, shape: ms_shape, bytes: f32_le_bytes(&scale) }));
         }
     }

@@ -173,7 +173,7 @@ impl CacheWriter {
             for (vi, view) in views.iter().enumerate() {
                 for shard in 0..self.num_shards() {
                     let path = shard::shard_path(&self.dir, &layer.name, *view, shard);
-                    let _ = fs::remove_file(crate::files::tmp_path(&path));
+                    let _ = expgraph_io::remove_stale_temps(&path);
                     if !path.exists() {
                         continue;
                     }

@@ -4,8 +4,8 @@ use std::fs;
 use std::path::Path;
 
 use expgraph_cache::{
-    CacheError, CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype,
-    StorageInfo, TapGeometry, View,
+    CacheError, CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype, StorageInfo,
+    TapGeometry, View,
 };
 
 fn layer(name: &str, c: usize, h: usize, w: usize) -> LayerInfo {
@@ -125,13 +125,13 @@ fn resumes_after_a_crash_and_keeps_finished_shards() {
     write_all(dir.path(), 7, st.clone(), Some(2)).unwrap();
     assert!(FeatureCache::open(dir.path()).is_err(), "no manifest yet");
     // a half-written temp file from the crash
-    fs::write(dir.path().join("a/original-00002.safetensors.tmp"), b"junk").unwrap();
+    fs::write(dir.path().join("a/.original-00002.safetensors.k3Xf9q.tmp"), b"junk").unwrap();
     let kept = dir.path().join("b/flipped-00001.safetensors");
     let before = fs::metadata(&kept).unwrap().modified().unwrap();
 
     let w = CacheWriter::create(dir.path(), manifest(7), st.clone(), false).unwrap();
     assert_eq!(w.pending_shards(), vec![2, 3]);
-    assert!(!dir.path().join("a/original-00002.safetensors.tmp").exists(), "stale temp removed");
+    assert!(!dir.path().join("a/.original-00002.safetensors.k3Xf9q.tmp").exists(), "stale temp removed");
     drop(w);
     write_all(dir.path(), 7, st, None).unwrap();
     assert_eq!(fs::metadata(&kept).unwrap().modified().unwrap(), before, "finished shard not rewritten");

@@ -3,12 +3,19 @@
 //! Each subcommand lives in its own file under `src/cmd/`.
 
 mod cmd;
+mod progress;
+mod summary;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "expgraph", version, about = "Explanatory graphs of CNN features (Zhang et al., AAAI 2018)")]
 struct Cli {
+    /// Print the result as one JSON object on stdout instead of a human summary.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,10 +41,11 @@ enum Command {
     Export(cmd::export::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    init_tracing();
+/// Usage errors exit 2 (clap), other failures 1 with the error chain on one line.
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    init_tracing();
+    let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
         Command::Extract(args) => cmd::extract::run(args),
         Command::Features(c) => cmd::features::run(c),
@@ -46,12 +54,23 @@ fn main() -> anyhow::Result<()> {
         Command::Localize(args) => cmd::localize::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Export(args) => cmd::export::run(args),
+    };
+    match result {
+        Ok(summary) => {
+            summary.print(cli.json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-/// Logs go to stderr through `tracing`; `RUST_LOG` filters them (default `info`).
+/// Logs go to stderr through `tracing` (without breaking progress bars); `RUST_LOG` filters
+/// them (default `info`).
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter).init();
 }

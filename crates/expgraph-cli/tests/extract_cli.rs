@@ -28,7 +28,7 @@ fn extract_writes_a_readable_cache_and_resumes() {
     let out = dir.path().join("cache");
     let boxes = dir.path().join("boxes.json");
     std::fs::write(&boxes, r#"{"dog.jpg": [20, 30, 400, 500], "eagle.jpg": [-10, 0, 300, 9999]}"#).unwrap();
-    let run = || {
+    let run = |json: bool| {
         expgraph()
             .args(["extract", "--images"])
             .arg(shared.join("data/photos"))
@@ -41,10 +41,11 @@ fn extract_writes_a_readable_cache_and_resumes() {
             .arg(&boxes)
             .arg("--out")
             .arg(&out)
+            .args(json.then_some("--json"))
             .output()
             .unwrap()
     };
-    let first = run();
+    let first = run(true);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["images"], 2);
@@ -54,10 +55,16 @@ fn extract_writes_a_readable_cache_and_resumes() {
     assert_eq!(cache.images()[1].bbox[0], 0.0, "box clipped");
     assert_eq!(cache.layers().len(), 2);
     assert!(out.join("norm-stats.safetensors").is_file());
-    let second = run();
+    let second = run(true);
     assert!(second.status.success());
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(report["computed"], 0, "resumed run recomputes nothing");
+    // Without --json: one human line on stdout, no JSON.
+    let third = run(false);
+    assert!(third.status.success());
+    let text = String::from_utf8_lossy(&third.stdout);
+    assert!(text.starts_with("feature cache ") && text.contains("0 computed now"), "{text}");
+    assert!(serde_json::from_slice::<serde_json::Value>(&third.stdout).is_err());
 }
 
 #[test]
@@ -72,9 +79,33 @@ fn extract_reports_a_missing_images_folder() {
         .arg(dir.path().join("cache"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    assert_eq!(out.status.code(), Some(1), "a failure exits 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nope"), "{stderr}");
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(error_lines.len(), 1, "one readable error chain, no Debug dump: {stderr}");
+    assert!(!stderr.contains("Caused by") && !stderr.contains("Os {"), "{stderr}");
     assert!(!dir.path().join("cache/manifest.json").exists());
+}
+
+#[test]
+fn usage_errors_exit_2_and_old_flag_spellings_still_parse() {
+    let out = expgraph().args(["learn", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // `--features` (now `--cache`) and a count as `--images` (now `--limit`) are hidden aliases:
+    // parsing succeeds and the run fails on the missing cache instead (exit 1).
+    let dir = tempfile::tempdir().unwrap();
+    let out = expgraph()
+        .args(["learn", "--features"])
+        .arg(dir.path().join("nope"))
+        .args(["--images", "3", "-o"])
+        .arg(dir.path().join("g"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let help = expgraph().args(["learn", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--cache") && help.contains("--limit") && !help.contains("--features"), "{help}");
 }
 
 #[test]
@@ -119,7 +150,8 @@ fn read_f32_tensors(path: &std::path::Path) -> std::collections::HashMap<String,
         .filter(|(_, v)| v["dtype"] == "F32")
         .map(|(k, v)| {
             let shape = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
-            let (a, b) = (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
+            let (a, b) =
+                (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
             let vals = data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             (k, (shape, vals))
         })

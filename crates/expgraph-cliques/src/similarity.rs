@@ -3,8 +3,8 @@
 use expgraph_graph::{Parent, TapGeometry};
 use rayon::prelude::*;
 
-use expgraph_disentangle::fast_exp as exp;
 use crate::LayerRecords;
+use expgraph_disentangle::fast_exp as exp;
 
 /// How displacements are put into a common frame before they are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

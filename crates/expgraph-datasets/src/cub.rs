@@ -16,8 +16,21 @@ use crate::DatasetError;
 
 /// The 15 CUB part names, in `parts/parts.txt` order (ids 1–15).
 pub const CUB_PARTS: [&str; 15] = [
-    "back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing",
-    "nape", "right eye", "right leg", "right wing", "tail", "throat",
+    "back",
+    "beak",
+    "belly",
+    "breast",
+    "crown",
+    "forehead",
+    "left eye",
+    "left leg",
+    "left wing",
+    "nape",
+    "right eye",
+    "right leg",
+    "right wing",
+    "tail",
+    "throat",
 ];
 
 /// CUB part ids (1-based) of the stability landmarks: back, forehead, tail (spec §4.3).
@@ -96,7 +109,10 @@ pub fn read_cub(dir: &Path, options: &CubOptions) -> Result<Dataset, DatasetErro
         let path = PathBuf::from("images").join(rel);
         let size = if options.probe_image_sizes {
             let full = dir.join(&path);
-            Some(image::image_dimensions(&full).map_err(|e| DatasetError::Image { path: full, message: e.to_string() })?)
+            Some(
+                image::image_dimensions(&full)
+                    .map_err(|e| DatasetError::Image { path: full, message: e.to_string() })?,
+            )
         } else {
             None
         };
@@ -126,7 +142,10 @@ pub fn read_cub(dir: &Path, options: &CubOptions) -> Result<Dataset, DatasetErro
             .iter()
             .map(|&i| {
                 i.checked_sub(1).filter(|&z| z < n).ok_or_else(|| {
-                    DatasetError::invalid(&source, format!("object index {i} is outside 1..={n} (objects left after the filters)"))
+                    DatasetError::invalid(
+                        &source,
+                        format!("object index {i} is outside 1..={n} (objects left after the filters)"),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -173,7 +192,12 @@ fn read_boxes(path: &Path, images: &IdMap) -> Result<HashMap<u32, [f64; 4]>, Dat
         let f = file.fields(n, line, &["image_id", "x", "y", "width", "height"])?;
         let id: u32 = file.num(n, "image_id", f[0])?;
         check_known(&file, n, id, images)?;
-        let b = [file.float(n, "x", f[1])?, file.float(n, "y", f[2])?, file.float(n, "width", f[3])?, file.float(n, "height", f[4])?];
+        let b = [
+            file.float(n, "x", f[1])?,
+            file.float(n, "y", f[2])?,
+            file.float(n, "width", f[3])?,
+            file.float(n, "height", f[4])?,
+        ];
         if b[2] <= 0.0 || b[3] <= 0.0 {
             return Err(file.parse_error(n, format!("empty box: width {} height {}", b[2], b[3])));
         }
@@ -187,11 +211,7 @@ fn read_boxes(path: &Path, images: &IdMap) -> Result<HashMap<u32, [f64; 4]>, Dat
     Ok(boxes)
 }
 
-fn read_part_locs(
-    path: &Path,
-    images: &IdMap,
-    parts: &HashMap<u32, usize>,
-) -> Result<PartLocs, DatasetError> {
+fn read_part_locs(path: &Path, images: &IdMap, parts: &HashMap<u32, usize>) -> Result<PartLocs, DatasetError> {
     let file = TextFile::read(path)?;
     let mut locs = HashMap::new();
     for (n, line) in file.lines() {
@@ -199,7 +219,9 @@ fn read_part_locs(
         let id: u32 = file.num(n, "image_id", f[0])?;
         check_known(&file, n, id, images)?;
         let part_id: u32 = file.num(n, "part_id", f[1])?;
-        let &part = parts.get(&part_id).ok_or_else(|| file.parse_error(n, format!("part id {part_id} is not in parts/parts.txt")))?;
+        let &part = parts
+            .get(&part_id)
+            .ok_or_else(|| file.parse_error(n, format!("part id {part_id} is not in parts/parts.txt")))?;
         let (x, y) = (file.float(n, "x", f[2])?, file.float(n, "y", f[3])?);
         let visible = match f[4] {
             "0" => false,
@@ -250,7 +272,9 @@ fn read_classes(dir: &Path, images: &IdMap) -> Result<Option<HashMap<u32, String
         let id: u32 = file.num(n, "image_id", f[0])?;
         check_known(&file, n, id, images)?;
         let class: u32 = file.num(n, "class_id", f[1])?;
-        let name = classes.get(&class).ok_or_else(|| file.parse_error(n, format!("class id {class} is not in classes.txt")))?;
+        let name = classes
+            .get(&class)
+            .ok_or_else(|| file.parse_error(n, format!("class id {class} is not in classes.txt")))?;
         if labels.insert(id, name.1.clone()).is_some() {
             return Err(file.parse_error(n, format!("second label for image {id}")));
         }
@@ -266,9 +290,7 @@ fn read_classes(dir: &Path, images: &IdMap) -> Result<Option<HashMap<u32, String
 /// atomically. Coordinates are written so that [`read_cub`] reads back the same `f64` values.
 pub fn write_cub(dir: &Path, dataset: &Dataset) -> Result<(), DatasetError> {
     dataset.validate().map_err(|m| DatasetError::invalid(dir, m))?;
-    if dataset.objects.len() != dataset.images.len()
-        || dataset.objects.iter().enumerate().any(|(i, o)| o.image != i)
-    {
+    if dataset.objects.len() != dataset.images.len() || dataset.objects.iter().enumerate().any(|(i, o)| o.image != i) {
         return Err(DatasetError::invalid(dir, "CUB needs exactly one object per image, in image order"));
     }
     let (mut images, mut boxes, mut locs, mut split, mut labels) =
@@ -291,7 +313,12 @@ pub fn write_cub(dir: &Path, dataset: &Dataset) -> Result<(), DatasetError> {
                 (false, _) => {
                     let _ = writeln!(locs, "{id} {} 0.0 0.0 0", p + 1);
                 }
-                _ => return Err(DatasetError::invalid(dir, format!("object {}: CUB holds one keypoint per part", obj.id))),
+                _ => {
+                    return Err(DatasetError::invalid(
+                        dir,
+                        format!("object {}: CUB holds one keypoint per part", obj.id),
+                    ))
+                }
             }
         }
         if let Some(s) = img.split {

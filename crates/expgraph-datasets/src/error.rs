@@ -54,7 +54,7 @@ pub enum DatasetError {
     #[error("invalid parameter: {0}")]
     Param(String),
     /// This build has no reader for MATLAB v7.3 files (feature `mat` off).
-    #[error("{0}: reading MATLAB v7.3 files needs expgraph-datasets' `mat` feature (system HDF5 library)")]
+    #[error("{0}: reading MATLAB v7.3 files needs expgraph-datasets' `mat` feature (on by default)")]
     MatUnsupported(PathBuf),
 }
 

@@ -17,14 +17,36 @@ use crate::DatasetError;
 
 /// The 30 synsets of ILSVRC Animal-Part with their names (spec §5).
 pub const ILSVRC_ANIMAL_SYNSETS: [(&str, &str); 30] = [
-    ("n01443537", "goldfish"), ("n01503061", "bird"), ("n01639765", "frog"), ("n01662784", "turtle"),
-    ("n01674464", "lizard"), ("n01882714", "koala"), ("n01982650", "lobster"), ("n02084071", "dog"),
-    ("n02118333", "fox"), ("n02121808", "cat"), ("n02129165", "lion"), ("n02129604", "tiger"),
-    ("n02131653", "bear"), ("n02324045", "rabbit"), ("n02342885", "hamster"), ("n02355227", "squirrel"),
-    ("n02374451", "horse"), ("n02391049", "zebra"), ("n02395003", "swine"), ("n02398521", "hippopotamus"),
-    ("n02402425", "cattle"), ("n02411705", "sheep"), ("n02419796", "antelope"), ("n02437136", "camel"),
-    ("n02444819", "otter"), ("n02454379", "armadillo"), ("n02484322", "monkey"), ("n02503517", "elephant"),
-    ("n02509815", "red panda"), ("n02510455", "giant panda"),
+    ("n01443537", "goldfish"),
+    ("n01503061", "bird"),
+    ("n01639765", "frog"),
+    ("n01662784", "turtle"),
+    ("n01674464", "lizard"),
+    ("n01882714", "koala"),
+    ("n01982650", "lobster"),
+    ("n02084071", "dog"),
+    ("n02118333", "fox"),
+    ("n02121808", "cat"),
+    ("n02129165", "lion"),
+    ("n02129604", "tiger"),
+    ("n02131653", "bear"),
+    ("n02324045", "rabbit"),
+    ("n02342885", "hamster"),
+    ("n02355227", "squirrel"),
+    ("n02374451", "horse"),
+    ("n02391049", "zebra"),
+    ("n02395003", "swine"),
+    ("n02398521", "hippopotamus"),
+    ("n02402425", "cattle"),
+    ("n02411705", "sheep"),
+    ("n02419796", "antelope"),
+    ("n02437136", "camel"),
+    ("n02444819", "otter"),
+    ("n02454379", "armadillo"),
+    ("n02484322", "monkey"),
+    ("n02503517", "elephant"),
+    ("n02509815", "red panda"),
+    ("n02510455", "giant panda"),
 ];
 
 /// Part names of ILSVRC Animal-Part: `truth_part01` and `truth_part02`.
@@ -165,7 +187,10 @@ pub fn read_ilsvrc_animal_part(
         }
         let t = read_ilsvrc_part_truth(&path)?;
         if t.len() != n {
-            return Err(DatasetError::invalid(&path, format!("{} entries, but {} has {n} samples", t.len(), data_path.display())));
+            return Err(DatasetError::invalid(
+                &path,
+                format!("{} entries, but {} has {n} samples", t.len(), data_path.display()),
+            ));
         }
         truths.push(t);
     }
@@ -187,7 +212,13 @@ pub fn read_ilsvrc_animal_part(
             continue;
         }
         let path = PathBuf::from(format!("{synset}_obj")).join("img").join("img").join(&name);
-        images.push(ImageRecord { id: object.id.clone(), path, size: None, class: Some(synset.to_string()), split: None });
+        images.push(ImageRecord {
+            id: object.id.clone(),
+            path,
+            size: None,
+            class: Some(synset.to_string()),
+            split: None,
+        });
         objects.push(object);
     }
     Ok(Dataset {
@@ -235,12 +266,15 @@ mod tests {
             })
             .collect();
         w.put_root("samples", &Val::StructArray(vec!["obj".into()], samples));
-        drop(w);
+        w.finish();
         let truth_dir = dir.path().join("truth");
         std::fs::create_dir_all(&truth_dir).unwrap();
         let mut w = MatWriter::create(&truth_dir.join("truth_part01.mat"));
         let annotated = vec![
-            Val::Struct(vec![("filename".into(), Val::Text("n01503061_100".into())), ("bndbox".into(), bbox_text(boxes[0]))]),
+            Val::Struct(vec![
+                ("filename".into(), Val::Text("n01503061_100".into())),
+                ("bndbox".into(), bbox_text(boxes[0])),
+            ]),
             // head at (h, w) = (56, 112) of the frame, size (h, w) = (22.4, 44.8)
             Val::Num(vec![56.0, 112.0]),
             Val::Num(vec![22.4, 44.8]),
@@ -252,7 +286,7 @@ mod tests {
                 vec![annotated, vec![Val::Empty, Val::Empty, Val::Empty], vec![Val::Empty, Val::Empty, Val::Empty]],
             ),
         );
-        drop(w);
+        w.finish();
         let truth = read_ilsvrc_part_truth(&truth_dir.join("truth_part01.mat")).unwrap();
         assert_eq!(truth.len(), 3);
         assert!(truth[1].is_none());

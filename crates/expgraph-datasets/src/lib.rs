@@ -11,8 +11,8 @@
 //! and a deterministic **synthetic data set** in CUB's format, the project's default data:
 //! [`generate_synthetic_cub`]. Errors name the file and the line or field.
 //!
-//! The MATLAB readers need the `mat` feature (default), which links the system HDF5 library
-//! (Debian: `apt-get install -y libhdf5-dev pkg-config`).
+//! The MATLAB readers need the `mat` feature (default): a pure-Rust HDF5 reader (`hdf5-pure`),
+//! no system library.
 //!
 //! ```no_run
 //! use expgraph_datasets::{generate_synthetic_cub, read_cub, CubOptions, SynthParams};

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use expgraph_eval::{Extent, Landmarks, Point, TruthInstance};
+use expgraph_geometry::{CropFrame, Point, TruthInstance};
 use serde::{Deserialize, Serialize};
 
 /// Train/test membership of an image.
@@ -107,36 +107,36 @@ impl ObjectRecord {
         (self.width() + 1.0) * (self.height() + 1.0)
     }
 
+    /// The map between the source image and the `frame × frame` object frame (spec §4.2).
+    pub fn crop_frame(&self, frame: f64) -> CropFrame {
+        CropFrame::new(self.bbox, frame)
+    }
+
     /// A source point in the `frame × frame` object frame (spec §4.2).
     pub fn to_frame(&self, x: f64, y: f64, frame: f64) -> Point {
-        Point::new((x - self.bbox[0]) / self.width() * frame, (y - self.bbox[1]) / self.height() * frame)
+        self.crop_frame(frame).source_to_frame(x, y)
     }
 
     /// An object-frame point back in source coordinates (inverse of [`Self::to_frame`]).
     pub fn from_frame(&self, p: Point, frame: f64) -> [f64; 2] {
-        [self.bbox[0] + p.x / frame * self.width(), self.bbox[1] + p.y / frame * self.height()]
+        self.crop_frame(frame).frame_to_source(p)
     }
 
     /// Ground-truth instances of `part` in the object frame, ready for
-    /// [`expgraph_eval::evaluate_localization`]; empty when the part is absent.
+    /// the localization metrics; empty when the part is absent.
     pub fn truth_in_frame(&self, part: usize, frame: f64) -> Vec<TruthInstance> {
         let Some(truth) = self.parts.get(part) else { return Vec::new() };
         if !truth.visible {
             return Vec::new();
         }
+        let crop = self.crop_frame(frame);
         truth
             .instances
             .iter()
             .map(|inst| {
-                let centre = self.to_frame(inst.centre[0], inst.centre[1], frame);
+                let centre = crop.source_to_frame(inst.centre[0], inst.centre[1]);
                 match inst.bbox {
-                    Some(b) => TruthInstance::boxed(
-                        centre,
-                        Extent::new(
-                            (b[2] - b[0]) / self.width() * frame,
-                            (b[3] - b[1]) / self.height() * frame,
-                        ),
-                    ),
+                    Some(b) => TruthInstance::boxed(centre, crop.extent_to_frame(b[2] - b[0], b[3] - b[1])),
                     None => TruthInstance::point(centre),
                 }
             })
@@ -157,12 +157,7 @@ impl ObjectRecord {
     /// inclusive), i.e. `[max(x0, 1) − 1, min(x1, W))`. `image_size` is `(W, H)` when known.
     pub fn crop_box(&self, image_size: Option<(u32, u32)>) -> [f64; 4] {
         let (w, h) = image_size.map_or((f64::INFINITY, f64::INFINITY), |(w, h)| (f64::from(w), f64::from(h)));
-        [
-            self.bbox[0].max(1.0) - 1.0,
-            self.bbox[1].max(1.0) - 1.0,
-            self.bbox[2].min(w),
-            self.bbox[3].min(h),
-        ]
+        [self.bbox[0].max(1.0) - 1.0, self.bbox[1].max(1.0) - 1.0, self.bbox[2].min(w), self.bbox[3].min(h)]
     }
 }
 
@@ -202,14 +197,10 @@ impl Dataset {
         self.objects.iter().map(|o| o.truth_in_frame(part, frame)).collect()
     }
 
-    /// Landmarks `parts` of every object in the object frame, for [`expgraph_eval::location_instability`].
-    pub fn landmarks(&self, parts: &[usize], frame: f64) -> Result<Landmarks, expgraph_eval::EvalError> {
-        Landmarks::new(
-            parts
-                .iter()
-                .map(|&p| self.objects.iter().map(|o| o.landmark_in_frame(p, frame)).collect())
-                .collect(),
-        )
+    /// Landmarks `parts` of every object in the object frame (`[part][object]`, `None` where
+    /// missing), the input of the location-instability metric (spec §4.3).
+    pub fn landmarks_in_frame(&self, parts: &[usize], frame: f64) -> Vec<Vec<Option<Point>>> {
+        parts.iter().map(|&p| self.objects.iter().map(|o| o.landmark_in_frame(p, frame)).collect()).collect()
     }
 
     /// A data set holding only the objects at `indices` (in that order); images are kept.
@@ -238,6 +229,7 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use expgraph_geometry::Extent;
 
     fn object() -> ObjectRecord {
         ObjectRecord {

@@ -270,7 +270,13 @@ fn background(rng: &mut ChaCha8Rng, size: u32, photos: &[PathBuf]) -> Result<Vec
         .map(|_| {
             let f = rng.random_range(0.01..0.08);
             let a = rng.random_range(0.0..std::f64::consts::TAU);
-            [f * a.cos(), f * a.sin(), rng.random_range(0.0..6.3), rng.random_range(8.0..28.0), rng.random_range(0.0..3.0)]
+            [
+                f * a.cos(),
+                f * a.sin(),
+                rng.random_range(0.0..6.3),
+                rng.random_range(8.0..28.0),
+                rng.random_range(0.0..3.0),
+            ]
         })
         .collect();
     let n = size as usize;
@@ -304,7 +310,9 @@ fn list_photos(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
         .map_err(|e| DatasetError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
         })
         .collect();
     out.sort();
@@ -336,7 +344,8 @@ impl Occluder {
     fn draw(&self, pm: &mut Pixmap, colour: [u8; 3]) {
         let (path, t) = match *self {
             Occluder::Bar { centre, half, angle } => (
-                Rect::from_xywh(-half[0] as f32, -half[1] as f32, 2.0 * half[0] as f32, 2.0 * half[1] as f32).map(PathBuilder::from_rect),
+                Rect::from_xywh(-half[0] as f32, -half[1] as f32, 2.0 * half[0] as f32, 2.0 * half[1] as f32)
+                    .map(PathBuilder::from_rect),
                 Transform::from_rotate(angle.to_degrees() as f32).post_translate(centre[0] as f32, centre[1] as f32),
             ),
             Occluder::Disc { centre, radius } => {
@@ -356,7 +365,12 @@ struct Rendered {
     parts: Vec<PartTruth>,
 }
 
-fn render_one(params: &SynthParams, rng: &mut ChaCha8Rng, species: usize, photos: &[PathBuf]) -> Result<Rendered, DatasetError> {
+fn render_one(
+    params: &SynthParams,
+    rng: &mut ChaCha8Rng,
+    species: usize,
+    photos: &[PathBuf],
+) -> Result<Rendered, DatasetError> {
     let size = params.image_size;
     let side = f64::from(size);
     let bg = background(rng, size, photos)?;
@@ -395,7 +409,11 @@ fn render_one(params: &SynthParams, rng: &mut ChaCha8Rng, species: usize, photos
             f64::from(y0 + y1) / 2.0 + rng.random_range(-0.3..0.3) * f64::from(y1 - y0),
         ];
         let o = if rng.random_bool(0.5) {
-            Occluder::Bar { centre: c, half: [0.6 * side, rng.random_range(0.03..0.07) * side], angle: rng.random_range(0.0..std::f64::consts::PI) }
+            Occluder::Bar {
+                centre: c,
+                half: [0.6 * side, rng.random_range(0.03..0.07) * side],
+                angle: rng.random_range(0.0..std::f64::consts::PI),
+            }
         } else {
             Occluder::Disc { centre: c, radius: rng.random_range(0.06..0.12) * side }
         };
@@ -432,8 +450,10 @@ fn render_one(params: &SynthParams, rng: &mut ChaCha8Rng, species: usize, photos
 }
 
 fn encode(rgb: Vec<u8>, size: u32, format: SynthFormat, path: &Path) -> Result<Vec<u8>, DatasetError> {
-    let img = image::RgbImage::from_raw(size, size, rgb)
-        .ok_or_else(|| DatasetError::Image { path: path.to_path_buf(), message: "pixel buffer has the wrong size".into() })?;
+    let img = image::RgbImage::from_raw(size, size, rgb).ok_or_else(|| DatasetError::Image {
+        path: path.to_path_buf(),
+        message: "pixel buffer has the wrong size".into(),
+    })?;
     let mut out = Vec::new();
     let res = match format {
         SynthFormat::Png => img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png),
@@ -483,7 +503,12 @@ pub fn generate_synthetic_cub(out_dir: &Path, params: &SynthParams) -> Result<Sy
     }
 }
 
-fn generate_into(tmp: &Path, out_dir: &Path, params: &SynthParams, photos: &[PathBuf]) -> Result<SynthSummary, DatasetError> {
+fn generate_into(
+    tmp: &Path,
+    out_dir: &Path,
+    params: &SynthParams,
+    photos: &[PathBuf],
+) -> Result<SynthSummary, DatasetError> {
     let ext = match params.format {
         SynthFormat::Png => "png",
         SynthFormat::Jpeg { .. } => "jpg",

@@ -14,8 +14,7 @@ pub(crate) struct TextFile {
 impl TextFile {
     pub fn read(path: &Path) -> Result<Self, DatasetError> {
         let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| DatasetError::invalid(path, format!("not UTF-8 text: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| DatasetError::invalid(path, format!("not UTF-8 text: {e}")))?;
         Ok(Self { path: path.to_path_buf(), text })
     }
 
@@ -65,15 +64,7 @@ impl TextFile {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Write `bytes` to `path` atomically ([`expgraph_io::write_bytes`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DatasetError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| DatasetError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DatasetError::io(path, e)
-    })
+    expgraph_io::write_bytes(path, bytes).map_err(|e| DatasetError::io(path, e))
 }

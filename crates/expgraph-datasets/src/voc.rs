@@ -54,7 +54,10 @@ pub fn read_pascal_part(
         let ctx = format!("truth({})", i + 1);
         let octx = format!("{ctx}.obj");
         let filename = mat.string(&mat.field(obj, 0, "filename", &octx)?, &format!("{octx}.filename"))?;
-        let folder = mat.field(obj, 0, "folder", &octx).and_then(|f| mat.string(&f, &format!("{octx}.folder"))).unwrap_or_default();
+        let folder = mat
+            .field(obj, 0, "folder", &octx)
+            .and_then(|f| mat.string(&f, &format!("{octx}.folder")))
+            .unwrap_or_default();
         let bb = mat.field(obj, 0, "bndbox", &octx)?;
         let bctx = format!("{octx}.bndbox");
         let get = |name: &str| mat.field(&bb, 0, name, &bctx).and_then(|f| mat.scalar(&f, &format!("{bctx}.{name}")));
@@ -115,7 +118,13 @@ pub fn read_pascal_part(
         let image = match images.iter().position(|im| im.path == path) {
             Some(k) => k,
             None => {
-                images.push(ImageRecord { id: filename.clone(), path, size: None, class: Some(category.to_string()), split: None });
+                images.push(ImageRecord {
+                    id: filename.clone(),
+                    path,
+                    size: None,
+                    class: Some(category.to_string()),
+                    split: None,
+                });
                 images.len() - 1
             }
         };
@@ -166,13 +175,16 @@ mod tests {
         let truth = Val::StructArray(
             vec!["obj".into(), "partbox".into()],
             vec![
-                vec![obj("a.jpg", [11.0, 21.0, 110.0, 120.0]), partbox(&[Some([20.0, 30.0, 40.0, 50.0]), None, Some([11.0, 60.0, 110.0, 120.0])])],
+                vec![
+                    obj("a.jpg", [11.0, 21.0, 110.0, 120.0]),
+                    partbox(&[Some([20.0, 30.0, 40.0, 50.0]), None, Some([11.0, 60.0, 110.0, 120.0])]),
+                ],
                 vec![obj("a.jpg", [1.0, 1.0, 30.0, 30.0]), partbox(&[None, None, None])], // 900 px: dropped
                 vec![obj("b.jpg", [1.0, 1.0, 100.0, 60.0]), partbox(&[None, Some([5.0, 5.0, 15.0, 25.0]), None])],
             ],
         );
         w.put_root("truth", &truth);
-        drop(w);
+        w.finish();
         let ds = read_pascal_part(&path, Path::new("/voc"), "cow", &PascalPartOptions::default()).unwrap();
         assert_eq!(ds.part_names, vec!["head", "neck", "torso"]);
         assert_eq!(ds.objects.len(), 2);
@@ -199,13 +211,15 @@ mod tests {
         let path = dir.path().join("bad.mat");
         let mut w = MatWriter::create(&path);
         w.put_root("truth", &Val::StructArray(vec!["obj".into()], vec![vec![obj("a.jpg", [1.0, 1.0, 90.0, 90.0])]]));
-        drop(w);
+        w.finish();
         let e = read_pascal_part(&path, Path::new("."), "cow", &PascalPartOptions::default()).unwrap_err().to_string();
         assert!(e.contains("bad.mat") && e.contains("partbox"), "{e}");
-        let e = read_pascal_part(&dir.path().join("none.mat"), Path::new("."), "cow", &PascalPartOptions::default()).unwrap_err();
+        let e = read_pascal_part(&dir.path().join("none.mat"), Path::new("."), "cow", &PascalPartOptions::default())
+            .unwrap_err();
         assert!(matches!(e, DatasetError::Io { .. }));
         std::fs::write(dir.path().join("text.mat"), "not hdf5").unwrap();
-        let e = read_pascal_part(&dir.path().join("text.mat"), Path::new("."), "cow", &PascalPartOptions::default()).unwrap_err();
+        let e = read_pascal_part(&dir.path().join("text.mat"), Path::new("."), "cow", &PascalPartOptions::default())
+            .unwrap_err();
         assert!(e.to_string().contains("not a MATLAB v7.3"), "{e}");
     }
 }

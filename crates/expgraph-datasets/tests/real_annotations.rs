@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use expgraph_datasets::{read_cub_sampling, read_ilsvrc_part_truth, read_pascal_part, PascalPartOptions};
+use expgraph_datasets::{read_cub_sampling, read_ilsvrc_part_truth, read_pascal_part, DatasetError, PascalPartOptions};
 
 fn annotations() -> Option<PathBuf> {
     let shared = std::env::var_os("EXPGRAPH_SHARED")
@@ -22,7 +22,13 @@ fn annotations() -> Option<PathBuf> {
 #[test]
 fn pascal_part_cow_matches_the_paper_counts() {
     let Some(dir) = annotations() else { return };
-    let ds = read_pascal_part(&dir.join("voc-part-truth_cow.mat"), &PathBuf::from("VOC2010"), "cow", &PascalPartOptions::default()).unwrap();
+    let ds = read_pascal_part(
+        &dir.join("voc-part-truth_cow.mat"),
+        &PathBuf::from("VOC2010"),
+        "cow",
+        &PascalPartOptions::default(),
+    )
+    .unwrap();
     // spec §5: cow keeps 194 objects, 182 with a head box
     assert_eq!(ds.objects.len(), 194);
     assert_eq!(ds.objects_with_part(0), 182);
@@ -31,7 +37,13 @@ fn pascal_part_cow_matches_the_paper_counts() {
     assert_eq!(first.bbox, [219.0, 162.0, 292.0, 220.0]);
     assert_eq!(ds.images[first.image].path, PathBuf::from("JPEGImages/2008_000009.jpg"));
     assert_eq!(first.parts[0].instances[0].bbox, Some([219.0, 195.0, 236.0, 214.0]));
-    let all = read_pascal_part(&dir.join("voc-part-truth_cow.mat"), &PathBuf::from("."), "cow", &PascalPartOptions { min_area: None }).unwrap();
+    let all = read_pascal_part(
+        &dir.join("voc-part-truth_cow.mat"),
+        &PathBuf::from("."),
+        "cow",
+        &PascalPartOptions { min_area: None },
+    )
+    .unwrap();
     assert_eq!(all.objects.len(), 216); // 217 in the file, one with a zero-width box
 }
 
@@ -62,4 +74,26 @@ fn cub_sampling_has_the_2000_objects() {
     assert_eq!(idx[..3], [2, 6, 8]);
     assert_eq!(idx.iter().max(), Some(&5793));
     assert!(idx.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn truncated_files_and_wrong_variables_are_named_errors() {
+    let Some(dir) = annotations() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = tmp.path().join("truth_cow.mat");
+    let bytes = std::fs::read(dir.join("voc-part-truth_cow.mat")).unwrap();
+    for len in [0, 600, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let e = read_pascal_part(&cut, &PathBuf::from("."), "cow", &PascalPartOptions::default()).unwrap_err();
+        assert!(matches!(&e, DatasetError::Mat { path, .. } if path == &cut), "{len}: {e}");
+    }
+    // each reader on another kind of file: the missing variable or field is named
+    let e = read_ilsvrc_part_truth(&dir.join("cub-sampling.mat")).unwrap_err().to_string();
+    assert!(e.contains("cub-sampling.mat: truth: variable not found"), "{e}");
+    let e = read_cub_sampling(&dir.join("voc-part-truth_cow.mat")).unwrap_err().to_string();
+    assert!(e.contains("voc-part-truth_cow.mat: validObj: variable not found"), "{e}");
+    let ilsvrc = dir.join("ilsvrc-animalpart-n01503061-truth_part01.mat");
+    let e =
+        read_pascal_part(&ilsvrc, &PathBuf::from("."), "bird", &PascalPartOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("truth_part01.mat: truth: no field `partbox`"), "{e}");
 }

@@ -119,7 +119,7 @@ fn candidate_points(cfg: &EStepConfig, node: &NodeSetup, c: [f64; 2]) -> [[f64; 
 }
 
 /// The background weight τ of one image (spec §2.3): `valid_tau · mean_V Σ_c prob_V(c)`.
-pub fn background_tau(cfg: &EStepConfig, nodes: &[NodeSetup], lambdas: &[f64]) -> f64 {
+pub(crate) fn background_tau(cfg: &EStepConfig, nodes: &[NodeSetup], lambdas: &[f64]) -> f64 {
     if nodes.is_empty() {
         return 0.0;
     }
@@ -277,7 +277,14 @@ fn inside(p: &[f64; NC], lo: f64, hi: f64) -> Range<usize> {
 /// extent `pb`), the 1-D factor of b's prior there: the nearest candidate's factor (reference)
 /// or b's Gaussian at the exact point. Entries outside `range` are 0.
 #[inline]
-fn sibling_factors(pa: &[f64; NC], range: Range<usize>, pb: &[f64; NC], sib: &NodeSetup, centre: f64, nearest: bool) -> [f64; NC] {
+fn sibling_factors(
+    pa: &[f64; NC],
+    range: Range<usize>,
+    pb: &[f64; NC],
+    sib: &NodeSetup,
+    centre: f64,
+    nearest: bool,
+) -> [f64; NC] {
     let mut out = [0.0; NC];
     if nearest {
         for i in range {

@@ -101,7 +101,14 @@ impl MapIndex {
 /// exponentials per candidate instead of one per (cell, candidate). Where a starting factor or
 /// ratio could leave the f64 range (far candidates, a very narrow kernel), every factor is
 /// evaluated directly.
-fn axis_cells(kernel: &SmoothingKernel, base: f64, offsets: &[f64; NC], lo: usize, hi: usize, out: &mut Vec<AxisCells>) {
+fn axis_cells(
+    kernel: &SmoothingKernel,
+    base: f64,
+    offsets: &[f64; NC],
+    lo: usize,
+    hi: usize,
+    out: &mut Vec<AxisCells>,
+) {
     out.clear();
     let inv = 1.0 / (2.0 * kernel.sigma * kernel.sigma);
     let first = offsets.map(|o| o - (lo as f64 - base));

@@ -44,13 +44,13 @@ mod mstep;
 mod reference;
 mod settings;
 
-pub use estep::{accumulate, background_tau, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
+pub use estep::{accumulate, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
 pub use evidence::evidence;
 pub use fast_exp::fast_exp;
 pub use init::{nodes_per_filter, random_means};
 pub use kernel::SmoothingKernel;
 pub use mstep::{sigma_max, step_sigma, update_mu, update_sigma, NodeTotals};
-pub use settings::{candidate_offsets, grid_spacing, half_range, normal_pdf, CANDIDATES, CANDIDATES_PER_AXIS, SQRT_2PI};
+pub use settings::{candidate_offsets, grid_spacing, half_range, CANDIDATES};
 
 #[cfg(test)]
 mod tests;

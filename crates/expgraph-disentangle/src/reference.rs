@@ -22,7 +22,15 @@ const REFERENCE_PI: f64 = 3.141_592_653_6;
 /// Evidence exactly as `getProb_local_mex.cpp` computes it: a per-cell template over the window
 /// around the rounded centre (cells w-major, h-minor), dotted with the window's `max(x, 0)` in
 /// that order.
-pub(crate) fn reference_evidence(cfg: &EStepConfig, node: &NodeSetup, rc: i64, cc: i64, map: &[f32], prior: &mut [f64], cache: &mut Vec<Template>) {
+pub(crate) fn reference_evidence(
+    cfg: &EStepConfig,
+    node: &NodeSetup,
+    rc: i64,
+    cc: i64,
+    map: &[f32],
+    prior: &mut [f64],
+    cache: &mut Vec<Template>,
+) {
     let hr = node.window as i64;
     let side = (2 * hr + 1) as usize;
     let sigma = cfg.kernel.sigma;
@@ -56,7 +64,11 @@ pub(crate) fn reference_evidence(cfg: &EStepConfig, node: &NodeSetup, rc: i64, c
     let mut window = Vec::with_capacity(side * side);
     for i in cc - hr..=cc + hr {
         for j in rc - hr..=rc + hr {
-            window.push(if i < 0 || i >= w || j < 0 || j >= h { 0.0 } else { f64::from(map[(j * w + i) as usize]).max(0.0) });
+            window.push(if i < 0 || i >= w || j < 0 || j >= h {
+                0.0
+            } else {
+                f64::from(map[(j * w + i) as usize]).max(0.0)
+            });
         }
     }
     let tv = &cache[t].values;
@@ -69,7 +81,15 @@ pub(crate) fn reference_evidence(cfg: &EStepConfig, node: &NodeSetup, rc: i64, c
 /// `Z` of every candidate of a filter's nodes as `getOtherProb.cpp` + the MATLAB driver compute
 /// it: for each sibling (in order) the prior at its nearest candidate by a full 2-D scan (strict
 /// `<`, first minimum wins), 0 outside its candidate box; siblings summed first, then `+ τ`.
-pub(crate) fn reference_z(nodes: &[NodeSetup], base: usize, k: usize, lambdas: &[f64], points: &[[[f64; NC]; 2]], tau: f64, z: &mut Vec<f64>) {
+pub(crate) fn reference_z(
+    nodes: &[NodeSetup],
+    base: usize,
+    k: usize,
+    lambdas: &[f64],
+    points: &[[[f64; NC]; 2]],
+    tau: f64,
+    z: &mut Vec<f64>,
+) {
     z.clear();
     z.resize(k * CANDIDATES, 0.0);
     for a in 0..k {
@@ -84,7 +104,8 @@ pub(crate) fn reference_z(nodes: &[NodeSetup], base: usize, k: usize, lambdas: &
                 }
                 let (mut best, mut best_d) = (0, 100_000_000.0);
                 for cb in 0..CANDIDATES {
-                    let d = (ht - pb[0][cb % NC]) * (ht - pb[0][cb % NC]) + (wt - pb[1][cb / NC]) * (wt - pb[1][cb / NC]);
+                    let d =
+                        (ht - pb[0][cb % NC]) * (ht - pb[0][cb % NC]) + (wt - pb[1][cb / NC]) * (wt - pb[1][cb / NC]);
                     if d < best_d {
                         best_d = d;
                         best = cb;

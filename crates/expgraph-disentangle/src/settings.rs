@@ -1,7 +1,7 @@
 //! Search window and candidate grid of a node (spec §1.6 steps 1–2, `getBasicSettings.m`).
 
 /// Candidates per axis (`positionCandNum = 6`): a node is scored at 6 × 6 sub-pixel points.
-pub const CANDIDATES_PER_AXIS: usize = 6;
+pub(crate) const CANDIDATES_PER_AXIS: usize = 6;
 /// Candidates per node (36), ordered with the h offset varying fastest: `c = i_w · 6 + i_h`.
 pub const CANDIDATES: usize = CANDIDATES_PER_AXIS * CANDIDATES_PER_AXIS;
 
@@ -47,12 +47,12 @@ pub fn grid_spacing(h: usize) -> f64 {
 }
 
 /// 1-D normal density `g(x; σ) = exp(-x² / 2σ²) / (√(2π) σ)`.
-pub fn normal_pdf(x: f64, sigma: f64) -> f64 {
+pub(crate) fn normal_pdf(x: f64, sigma: f64) -> f64 {
     (-x * x / (2.0 * sigma * sigma)).exp() / (SQRT_2PI * sigma)
 }
 
 /// `√(2π)`.
-pub const SQRT_2PI: f64 = 2.506_628_274_631_000_7;
+pub(crate) const SQRT_2PI: f64 = 2.506_628_274_631_000_7;
 
 #[cfg(test)]
 mod tests {

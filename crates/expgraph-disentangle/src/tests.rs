@@ -1,6 +1,8 @@
 //! E-step tests against direct (slow, by-the-definition) computations and hand values.
 
 use super::*;
+use crate::estep::background_tau;
+use crate::settings::{normal_pdf, SQRT_2PI};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,7 +46,12 @@ fn naive_evidence(cfg: &EStepConfig, node: &NodeSetup, shift: [f64; 2], map: &[f
     out
 }
 
-fn random_setup(rng: &mut ChaCha8Rng, hw: usize, k: usize, channels: usize) -> (Vec<NodeSetup>, Vec<[f64; 2]>, Vec<f64>, Vec<f32>) {
+fn random_setup(
+    rng: &mut ChaCha8Rng,
+    hw: usize,
+    k: usize,
+    channels: usize,
+) -> (Vec<NodeSetup>, Vec<[f64; 2]>, Vec<f64>, Vec<f32>) {
     let mut nodes = Vec::new();
     let mut shifts = Vec::new();
     let mut lambdas = Vec::new();
@@ -79,7 +86,10 @@ fn evidence_equals_the_definition_in_both_centre_modes() {
                 let ch = v / 5;
                 let want = naive_evidence(&c, node, shifts[v], &map[ch * hw * hw..(ch + 1) * hw * hw]);
                 for (a, b) in out[v * CANDIDATES..(v + 1) * CANDIDATES].iter().zip(&want) {
-                    assert!((a - b).abs() <= 1e-10 * b.abs().max(1.0), "hw {hw} rounded {rounded} node {v}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-10 * b.abs().max(1.0),
+                        "hw {hw} rounded {rounded} node {v}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -184,7 +194,9 @@ fn responsibilities_match_the_definition_for_both_sibling_modes() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     // Sparse maps leave some windows without a positive unit (evidence 0 everywhere).
     let mut empty_windows = 0;
-    for (nearest, exact_order, sparse) in [(false, false, false), (true, false, false), (true, true, false), (false, false, true)] {
+    for (nearest, exact_order, sparse) in
+        [(false, false, false), (true, false, false), (true, true, false), (false, false, true)]
+    {
         let k = 6;
         let mut c = cfg(14, k, exact_order, nearest);
         c.reference_arithmetic = exact_order;

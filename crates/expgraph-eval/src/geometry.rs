@@ -1,65 +1,6 @@
 //! Points and sizes in the 224×224 object frame.
 
-use serde::{Deserialize, Serialize};
-
-/// Side of the square object frame the paper evaluates in (spec §4.2).
-pub const FRAME_SIZE: f64 = 224.0;
-
-/// A point in the object frame, pixels: `x` = column (`w`), `y` = row (`h`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Point {
-    /// Column (the spec's `w`).
-    pub x: f64,
-    /// Row (the spec's `h`).
-    pub y: f64,
-}
-
-impl Point {
-    /// A point from column `x` and row `y`.
-    pub const fn new(x: f64, y: f64) -> Self {
-        Self { x, y }
-    }
-
-    /// A point from the spec's `(h, w)` order.
-    pub const fn from_hw(h: f64, w: f64) -> Self {
-        Self { x: w, y: h }
-    }
-
-    /// Euclidean distance to `other`.
-    pub fn distance(self, other: Point) -> f64 {
-        (self.x - other.x).hypot(self.y - other.y)
-    }
-
-    /// The same point in the mirrored frame of side `frame`: `x' = frame + 1 − x` (spec §4.1,
-    /// `step_getResult.m`), for predictions made on the flipped view.
-    pub fn mirrored(self, frame: f64) -> Self {
-        Self { x: frame + 1.0 - self.x, y: self.y }
-    }
-
-    /// Whether both coordinates are finite.
-    pub fn is_finite(self) -> bool {
-        self.x.is_finite() && self.y.is_finite()
-    }
-}
-
-/// A box size in the object frame, pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Extent {
-    /// Width (along `x`).
-    pub width: f64,
-    /// Height (along `y`).
-    pub height: f64,
-}
-
-impl Extent {
-    /// A size from width and height.
-    pub const fn new(width: f64, height: f64) -> Self {
-        Self { width, height }
-    }
-
-    /// The 1×1 box the reference code uses when no part sizes are annotated (CUB keypoints).
-    pub const UNIT: Extent = Extent { width: 1.0, height: 1.0 };
-}
+pub use expgraph_geometry::{Extent, Point, FRAME_SIZE};
 
 /// An integer pixel box, inclusive on both ends, as `getBox` in `step_getResult.m` builds it:
 /// each side is `round(centre ∓ size / 2)` (MATLAB rounds halves away from zero, as does `f64::round`).
@@ -128,12 +69,5 @@ mod tests {
         assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-12);
         let far = PixelBox { x0: 20.0, x1: 29.0, y0: 0.0, y1: 9.0 };
         assert_eq!(a.iou(&far), 0.0);
-    }
-
-    #[test]
-    fn mirroring_matches_the_reference() {
-        assert_eq!(Point::new(1.0, 5.0).mirrored(224.0), Point::new(224.0, 5.0));
-        assert_eq!(Point::from_hw(3.0, 4.0), Point::new(4.0, 3.0));
-        assert_eq!(Point::new(0.0, 0.0).distance(Point::new(3.0, 4.0)), 5.0);
     }
 }

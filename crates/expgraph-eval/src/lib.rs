@@ -31,13 +31,10 @@ mod raw;
 mod stability;
 
 pub use geometry::{Extent, Point, FRAME_SIZE};
-pub use localization::{
-    evaluate_localization, LocalizationParams, LocalizationReport, ObjectResult, TruthInstance,
-};
+pub use localization::{evaluate_localization, LocalizationParams, LocalizationReport, ObjectResult, TruthInstance};
 pub use raw::{argmax_position, raw_filter_tracks};
 pub use stability::{
-    location_instability, Landmarks, LayerInstability, LayerTracks, StabilityProtocol,
-    StabilityReport,
+    location_instability, Landmarks, LayerInstability, LayerTracks, StabilityProtocol, StabilityReport,
 };
 
 /// Errors of the metric functions: inputs that do not fit together.

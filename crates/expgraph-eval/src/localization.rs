@@ -5,27 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::geometry::{Extent, PixelBox, Point, FRAME_SIZE};
 use crate::EvalError;
 
-/// One ground-truth instance of a part in the object frame: its centre and, when annotated as a
-/// box (Pascal-Part, ILSVRC), its size.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TruthInstance {
-    /// Part centre (CUB: the keypoint; boxes: the box centre), object-frame pixels.
-    pub centre: Point,
-    /// Part box size, object-frame pixels; `None` for keypoints.
-    pub size: Option<Extent>,
-}
-
-impl TruthInstance {
-    /// A keypoint instance.
-    pub const fn point(centre: Point) -> Self {
-        Self { centre, size: None }
-    }
-
-    /// A box instance given by centre and size.
-    pub const fn boxed(centre: Point, size: Extent) -> Self {
-        Self { centre, size: Some(size) }
-    }
-}
+pub use expgraph_geometry::TruthInstance;
 
 /// The prediction and the ground truth of one part in one object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,14 +180,8 @@ mod tests {
             evaluate_localization(&[missing], &LocalizationParams::default()),
             Err(EvalError::MissingPrediction { index: 0 })
         );
-        assert!(matches!(
-            evaluate_localization(&[], &LocalizationParams::default()),
-            Err(EvalError::Empty(_))
-        ));
+        assert!(matches!(evaluate_localization(&[], &LocalizationParams::default()), Err(EvalError::Empty(_))));
         let nan = ObjectResult { prediction: Some(Point::new(f64::NAN, 1.0)), truth: vec![gt] };
-        assert!(matches!(
-            evaluate_localization(&[nan], &LocalizationParams::default()),
-            Err(EvalError::NonFinite(_))
-        ));
+        assert!(matches!(evaluate_localization(&[nan], &LocalizationParams::default()), Err(EvalError::NonFinite(_))));
     }
 }

@@ -13,21 +13,13 @@ use crate::EvalError;
 /// MATLAB's `max(max(x, [], 1), [], 2)` picks; the map cell `(h, w)` (1-based) is mapped to input
 /// pixels with `geometry.map_to_pixel` (spec §1.3). Returns `None` for an empty or wrong-sized map
 /// or one holding a NaN.
-pub fn argmax_position(
-    map: &[f32],
-    height: usize,
-    width: usize,
-    geometry: &TapGeometry,
-) -> Option<(Point, f64)> {
+pub fn argmax_position(map: &[f32], height: usize, width: usize, geometry: &TapGeometry) -> Option<(Point, f64)> {
     if height == 0 || width == 0 || map.len() != height * width || map.iter().any(|v| v.is_nan()) {
         return None;
     }
     let (best_h, best_w) = argmax_cell(map, height, width);
     let best = map[best_h * width + best_w];
-    let point = Point::new(
-        geometry.map_to_pixel((best_w + 1) as f64),
-        geometry.map_to_pixel((best_h + 1) as f64),
-    );
+    let point = Point::new(geometry.map_to_pixel((best_w + 1) as f64), geometry.map_to_pixel((best_h + 1) as f64));
     Some((point, f64::from(best)))
 }
 
@@ -35,11 +27,7 @@ pub fn argmax_position(
 ///
 /// Positions of the mirrored view are mapped back to the original frame (`x' = input_size + 1 − x`).
 /// Fails when a map holds a NaN or the view is missing.
-pub fn raw_filter_tracks(
-    layer: &dyn LayerMaps,
-    view: View,
-    input_size: usize,
-) -> Result<LayerTracks, EvalError> {
+pub fn raw_filter_tracks(layer: &dyn LayerMaps, view: View, input_size: usize) -> Result<LayerTracks, EvalError> {
     let info = layer.info();
     if view == View::Flipped && !layer.has_flipped() {
         return Err(EvalError::Shape(format!("layer {} has no flipped view", info.name)));
@@ -51,13 +39,9 @@ pub fn raw_filter_tracks(
     for image in 0..n {
         for channel in 0..c {
             layer.read_channel(image, view, channel, &mut buf);
-            let (mut p, s) = argmax_position(&buf, info.height, info.width, &info.geometry)
-                .ok_or_else(|| {
-                    EvalError::NonFinite(format!(
-                        "layer {}: map of image {image}, channel {channel}",
-                        info.name
-                    ))
-                })?;
+            let (mut p, s) = argmax_position(&buf, info.height, info.width, &info.geometry).ok_or_else(|| {
+                EvalError::NonFinite(format!("layer {}: map of image {image}, channel {channel}", info.name))
+            })?;
             if view == View::Flipped {
                 p = p.mirrored(input_size as f64);
             }

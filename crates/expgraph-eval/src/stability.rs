@@ -285,8 +285,7 @@ fn explanatory_graph_values(
     top_images: usize,
 ) -> Vec<f64> {
     let k = top_images.min(layer.num_images);
-    let tops: Vec<Vec<usize>> =
-        (0..layer.num_units).map(|u| top_k(layer.unit_scores(u), k, |_| true)).collect();
+    let tops: Vec<Vec<usize>> = (0..layer.num_units).map(|u| top_k(layer.unit_scores(u), k, |_| true)).collect();
     let rank: Vec<f64> = tops
         .iter()
         .enumerate()
@@ -300,10 +299,7 @@ fn explanatory_graph_values(
         .map(|&u| {
             let positions = layer.unit_positions(u);
             let per_landmark = landmarks.points.iter().map(|marks| {
-                let d: Vec<f64> = tops[u]
-                    .iter()
-                    .filter_map(|&i| marks[i].map(|m| positions[i].distance(m)))
-                    .collect();
+                let d: Vec<f64> = tops[u].iter().filter_map(|&i| marks[i].map(|m| positions[i].distance(m))).collect();
                 sample_std(&d)
             });
             per_landmark.sum::<f64>() / landmarks.len() as f64
@@ -323,8 +319,7 @@ fn icnn_values(layer: &LayerTracks, landmarks: &Landmarks, top_images: usize) ->
                 if top.len() < 2 {
                     return f64::NAN;
                 }
-                let d: Vec<f64> =
-                    top.iter().filter_map(|&i| marks[i].map(|m| positions[i].distance(m))).collect();
+                let d: Vec<f64> = top.iter().filter_map(|&i| marks[i].map(|m| positions[i].distance(m))).collect();
                 total += sample_std(&d);
             }
             total / landmarks.len() as f64

@@ -35,9 +35,8 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, FeaturesError> {
     if !path.is_file() {
         return Err(image_err(path, "file not found"));
     }
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| image_err(path, e))?;
+    let reader =
+        image::ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| image_err(path, e))?;
     let decoded = reader.decode().map_err(|e| image_err(path, format!("cannot decode: {e}")))?;
     let rgb = decoded.to_rgb8();
     Ok(RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
@@ -74,9 +73,12 @@ pub fn crop_resize(image: &RgbImage, bbox: [f64; 4], size: usize) -> Result<Vec<
     let src = Image::from_vec_u8(image.width, image.height, image.pixels.clone(), PixelType::U8x3)
         .map_err(|e| resize_err(&e))?;
     let mut dst = Image::new(side, side, PixelType::U8x3);
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(bbox[0], bbox[1], bbox[2] - bbox[0], bbox[3] - bbox[1]);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
+        bbox[0],
+        bbox[1],
+        bbox[2] - bbox[0],
+        bbox[3] - bbox[1],
+    );
     Resizer::new().resize(&src, &mut dst, &options).map_err(|e| resize_err(&e))?;
     Ok(dst.into_vec())
 }

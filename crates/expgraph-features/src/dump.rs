@@ -56,7 +56,11 @@ pub fn dump_raw_maps(
             out = outs
                 .iter()
                 .zip(layers)
-                .map(|(o, l)| RawMaps { layer: l.clone(), shape: [0, o.shape[1], o.shape[2], o.shape[3]], values: Vec::new() })
+                .map(|(o, l)| RawMaps {
+                    layer: l.clone(),
+                    shape: [0, o.shape[1], o.shape[2], o.shape[3]],
+                    values: Vec::new(),
+                })
                 .collect();
         }
         for (acc, o) in out.iter_mut().zip(outs) {

@@ -9,8 +9,10 @@ use rayon::prelude::*;
 
 use crate::crop::{clip_box, crop_resize, image_size, load_rgb, mirror};
 use crate::forward::forward_crops;
+use crate::progress::Counter;
 use crate::stats::{normalize_in_place, NormStats};
-use crate::{progress, FeaturesError};
+use crate::FeaturesError;
+use expgraph_io::ProgressSink;
 
 /// One object to extract: an image file and an optional object box.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +60,7 @@ pub struct ExtractParams {
     shard_size: usize,
     flip: FlipMode,
     overwrite: bool,
-    progress: bool,
+    progress: ProgressSink,
 }
 
 impl ExtractParams {
@@ -74,7 +76,7 @@ impl ExtractParams {
             shard_size: StorageInfo::DEFAULT_SHARD_SIZE,
             flip: FlipMode::Mirror,
             overwrite: false,
-            progress: true,
+            progress: ProgressSink::none(),
         }
     }
     /// Layers (taps) to store, shallow to deep.
@@ -117,19 +119,15 @@ impl ExtractParams {
         self.overwrite = yes;
         self
     }
-    /// Show progress bars (only on a terminal).
-    pub fn progress(mut self, yes: bool) -> Self {
-        self.progress = yes;
+    /// Where progress goes (stage `extract`, one step per image).
+    pub fn progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = sink;
         self
     }
 
     /// Validate against `backbone` and `stats`: layers exist and are unique, sizes positive,
     /// statistics computed for the same weights, preprocessing, input size and layers.
-    pub fn check<'a>(
-        self,
-        backbone: &'a dyn Backbone,
-        stats: &'a NormStats,
-    ) -> Result<Extractor<'a>, FeaturesError> {
+    pub fn check<'a>(self, backbone: &'a dyn Backbone, stats: &'a NormStats) -> Result<Extractor<'a>, FeaturesError> {
         if self.batch == 0 || self.shard_size == 0 || self.input_size == 0 {
             return Err(FeaturesError::Input("batch, shard size and input size must be ≥ 1".into()));
         }
@@ -259,12 +257,13 @@ impl Extractor<'_> {
             out = %out.display(), images = objects.len(), to_compute = todo,
             layers = ?self.params.layers, "extracting features"
         );
-        let bar = progress::bar(todo as u64, "extracting", self.params.progress);
+        let mut bar = Counter { sink: &self.params.progress, stage: "extract", done: 0, total: todo as u64 };
+        bar.advance(0);
         let start = Instant::now();
         for shard in pending {
             let range = writer.shard_range(shard);
             let entries = &writer.manifest().images[range.clone()];
-            let maps = self.shard_maps(entries, &bar)?;
+            let maps = self.shard_maps(entries, &mut bar)?;
             for (li, layer) in self.layers.iter().enumerate() {
                 for (vi, view) in writer.manifest().views.clone().into_iter().enumerate() {
                     writer.write_shard(shard, &layer.name, view, &maps[li][vi])?;
@@ -272,7 +271,6 @@ impl Extractor<'_> {
             }
             tracing::debug!(shard, "shard written");
         }
-        bar.finish_and_clear();
         let elapsed = start.elapsed().as_secs_f64();
         let key = writer.key().to_string();
         let dir = writer.finish()?;
@@ -282,13 +280,10 @@ impl Extractor<'_> {
     }
 
     /// Normalized maps of one shard: `[layer][view] → [n, C, H, W]`.
-    fn shard_maps(&self, entries: &[ImageEntry], bar: &indicatif::ProgressBar) -> Result<Vec<Vec<Vec<f32>>>, FeaturesError> {
+    fn shard_maps(&self, entries: &[ImageEntry], bar: &mut Counter<'_>) -> Result<Vec<Vec<Vec<f32>>>, FeaturesError> {
         let views = if self.params.flip == FlipMode::None { 1 } else { 2 };
-        let mut maps: Vec<Vec<Vec<f32>>> = self
-            .layers
-            .iter()
-            .map(|l| vec![Vec::with_capacity(entries.len() * l.image_len()); views])
-            .collect();
+        let mut maps: Vec<Vec<Vec<f32>>> =
+            self.layers.iter().map(|l| vec![Vec::with_capacity(entries.len() * l.image_len()); views]).collect();
         let taps: Vec<&str> = self.layers.iter().map(|l| l.name.as_str()).collect();
         let size = self.params.input_size;
         for chunk in entries.chunks(self.params.batch) {
@@ -316,7 +311,7 @@ impl Extractor<'_> {
                     }
                 }
             }
-            bar.inc(chunk.len() as u64);
+            bar.advance(chunk.len() as u64);
         }
         Ok(maps)
     }

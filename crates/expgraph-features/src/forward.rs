@@ -32,11 +32,7 @@ pub fn forward_crops(
     let input = preprocess.to_tensor(crops, size, backbone.device())?;
     let outputs = backbone.forward_taps(&input, taps)?;
     if outputs.len() != taps.len() {
-        return Err(FeaturesError::Input(format!(
-            "backbone returned {} maps for {} taps",
-            outputs.len(),
-            taps.len()
-        )));
+        return Err(FeaturesError::Input(format!("backbone returned {} maps for {} taps", outputs.len(), taps.len())));
     }
     outputs
         .into_iter()

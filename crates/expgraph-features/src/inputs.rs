@@ -31,9 +31,8 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, FeaturesError> {
 /// Read a boxes file (see the module docs).
 pub fn read_boxes(path: &Path) -> Result<BTreeMap<String, [f64; 4]>, FeaturesError> {
     let text = std::fs::read(path).map_err(|e| FeaturesError::file(path, e))?;
-    serde_json::from_slice(&text).map_err(|e| {
-        FeaturesError::file(path, format!("expected {{\"file.jpg\": [x0, y0, x1, y1], ...}}: {e}"))
-    })
+    serde_json::from_slice(&text)
+        .map_err(|e| FeaturesError::file(path, format!("expected {{\"file.jpg\": [x0, y0, x1, y1], ...}}: {e}")))
 }
 
 /// The objects of an images folder: every image in name order (whole image as the box), or,
@@ -50,7 +49,10 @@ pub fn objects_from_dir(
         None => files.iter().map(|p| ObjectImage { id: name_of(p), path: p.clone(), bbox: None }).collect(),
         Some(boxes) => {
             if let Some(missing) = boxes.keys().find(|k| !dir.join(k).is_file()) {
-                return Err(FeaturesError::Image { path: dir.join(missing), what: "named in the boxes file but not found".into() });
+                return Err(FeaturesError::Image {
+                    path: dir.join(missing),
+                    what: "named in the boxes file but not found".into(),
+                });
             }
             let skipped = files.iter().filter(|p| !boxes.contains_key(&name_of(p))).count();
             if skipped > 0 {
@@ -78,7 +80,8 @@ mod tests {
         for f in ["b.PNG", "a.jpg", "c.txt", "d.jpeg"] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
-        let names: Vec<_> = list_images(dir.path()).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        let names: Vec<_> =
+            list_images(dir.path()).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
         assert_eq!(names, ["a.jpg", "b.PNG", "d.jpeg"]);
         let objs = objects_from_dir(dir.path(), None, Some(2)).unwrap();
         assert_eq!(objs.len(), 2);
@@ -88,7 +91,14 @@ mod tests {
         std::fs::write(&boxes_path, r#"{"d.jpeg": [1, 2, 30, 40]}"#).unwrap();
         let boxes = read_boxes(&boxes_path).unwrap();
         let objs = objects_from_dir(dir.path(), Some(&boxes), None).unwrap();
-        assert_eq!(objs, vec![ObjectImage { id: "d.jpeg".into(), path: dir.path().join("d.jpeg"), bbox: Some([1.0, 2.0, 30.0, 40.0]) }]);
+        assert_eq!(
+            objs,
+            vec![ObjectImage {
+                id: "d.jpeg".into(),
+                path: dir.path().join("d.jpeg"),
+                bbox: Some([1.0, 2.0, 30.0, 40.0])
+            }]
+        );
 
         std::fs::write(&boxes_path, r#"{"zz.jpg": [1, 2, 30, 40]}"#).unwrap();
         let e = objects_from_dir(dir.path(), Some(&read_boxes(&boxes_path).unwrap()), None).unwrap_err();

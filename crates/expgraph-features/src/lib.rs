@@ -19,7 +19,7 @@
 //! let negatives = list_images("negatives/".as_ref())?;
 //! let stats_params = NormStatsParams {
 //!     layers: ["conv4_2", "conv4_3", "conv5_2", "conv5_3"].map(String::from).to_vec(),
-//!     preprocess: expgraph_backbone::Preprocess::Caffe, input_size: 224, batch: 4, progress: true,
+//!     preprocess: expgraph_backbone::Preprocess::Caffe, input_size: 224, batch: 4, progress: Default::default(),
 //! };
 //! let stats = load_or_compute_norm_stats(&vgg, &stats_params, &negatives, "stats.safetensors".as_ref())?;
 //! let objects = objects_from_dir("images/".as_ref(), None, None)?;
@@ -38,6 +38,7 @@ mod extract;
 mod forward;
 mod inputs;
 mod progress;
+mod setup;
 mod stats;
 
 pub use crop::{clip_box, crop_resize, image_size, load_rgb, mirror, RgbImage};
@@ -47,6 +48,7 @@ pub use error::FeaturesError;
 pub use extract::{ExtractParams, ExtractReport, Extractor, FlipMode, ObjectImage};
 pub use forward::{forward_crops, TapOutput};
 pub use inputs::{list_images, objects_from_dir, read_boxes};
+pub use setup::{load_backbone, LoadedBackbone};
 pub use stats::{
     compute_norm_stats, expected_meta, files_digest, load_or_compute_norm_stats, normalize_in_place, LayerStd,
     NormStats, NormStatsMeta, NormStatsParams, StdAccumulator, NORMALIZED_EPS_FRACTION, NORMALIZED_MAX,

@@ -1,21 +1,19 @@
-//! Progress bars: shown on a terminal, hidden otherwise (logs go through `tracing`).
+//! Progress of a stage as steps done of a total, reported to a [`ProgressSink`] (the CLI draws it).
 
-use std::io::IsTerminal;
+use expgraph_io::ProgressSink;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+/// Counts the steps of one stage and reports each advance.
+pub(crate) struct Counter<'a> {
+    pub sink: &'a ProgressSink,
+    pub stage: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
 
-/// A bar of `len` steps with `message`, drawn only when `show` and stderr is a terminal.
-pub(crate) fn bar(len: u64, message: &'static str, show: bool) -> ProgressBar {
-    let target = if show && std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(len), target).with_message(message);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
+impl Counter<'_> {
+    /// `steps` more are done.
+    pub fn advance(&mut self, steps: u64) {
+        self.done += steps;
+        self.sink.report(self.stage, self.done, self.total);
     }
-    bar
 }

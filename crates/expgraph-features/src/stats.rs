@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crop::{crop_resize, load_rgb};
 use crate::forward::forward_crops;
-use crate::progress;
+use crate::progress::Counter;
 use crate::FeaturesError;
 
 /// Largest normalized value kept (also far below the f16 maximum 65504 of the cache).
@@ -235,27 +235,17 @@ pub(crate) fn sidecar_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Write `data` to `path` through a temp file in the same folder and a rename.
+/// Write `data` to `path` atomically ([`expgraph_io::write_bytes`]).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FeaturesError> {
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| FeaturesError::file(dir, e))?;
-    }
-    let result = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(FeaturesError::file(path, e));
-    }
-    Ok(())
+    expgraph_io::write_bytes(path, data).map_err(|e| FeaturesError::file(path, e))
 }
 
 /// blake3 of the file names and sizes of `paths` (identifies a negative set cheaply).
 pub fn files_digest(paths: &[PathBuf]) -> Result<String, FeaturesError> {
     let mut hasher = blake3::Hasher::new();
     for p in paths {
-        let len = std::fs::metadata(p).map_err(|e| FeaturesError::Image { path: p.clone(), what: e.to_string() })?.len();
+        let len =
+            std::fs::metadata(p).map_err(|e| FeaturesError::Image { path: p.clone(), what: e.to_string() })?.len();
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         hasher.update(name.as_bytes());
         hasher.update(&[0]);
@@ -275,8 +265,8 @@ pub struct NormStatsParams {
     pub input_size: usize,
     /// Images per forward pass.
     pub batch: usize,
-    /// Show a progress bar (only on a terminal).
-    pub progress: bool,
+    /// Where progress goes (stage `negatives`, one step per image).
+    pub progress: expgraph_io::ProgressSink,
 }
 
 /// The meta that statistics computed with `params` on `negatives` would have.
@@ -315,7 +305,7 @@ pub fn compute_norm_stats(
     let taps: Vec<&str> = params.layers.iter().map(String::as_str).collect();
     let size = params.input_size;
     let mut accs: Vec<Option<(StdAccumulator, [usize; 3])>> = vec![None; taps.len()];
-    let bar = progress::bar(negatives.len() as u64, "negatives", params.progress);
+    let mut bar = Counter { sink: &params.progress, stage: "negatives", done: 0, total: negatives.len() as u64 };
     tracing::info!(negatives = negatives.len(), layers = ?taps, "computing normalization statistics");
     for chunk in negatives.chunks(params.batch) {
         let crops = load_whole(chunk, size)?;
@@ -328,9 +318,8 @@ pub fn compute_norm_stats(
                 acc.push(out.image(i))?;
             }
         }
-        bar.inc(chunk.len() as u64);
+        bar.advance(chunk.len() as u64);
     }
-    bar.finish_and_clear();
     let mut layers = Vec::new();
     for (name, acc) in taps.iter().zip(accs) {
         let (acc, shape) = acc.ok_or_else(|| FeaturesError::Stats("no negatives processed".into()))?;

@@ -30,7 +30,7 @@ fn stats_params() -> NormStatsParams {
         preprocess: Preprocess::Caffe,
         input_size: SIZE,
         batch: 2,
-        progress: false,
+        progress: Default::default(),
     }
 }
 
@@ -80,12 +80,7 @@ fn unit_stats(fake: &FakeBackbone) -> NormStats {
 }
 
 fn params() -> ExtractParams {
-    ExtractParams::new()
-        .layers(vec!["p4".into(), "p8".into()])
-        .input_size(SIZE)
-        .batch(2)
-        .shard_size(2)
-        .progress(false)
+    ExtractParams::new().layers(vec!["p4".into(), "p8".into()]).input_size(SIZE).batch(2).shard_size(2)
 }
 
 #[test]
@@ -206,7 +201,8 @@ fn corrupt_and_missing_images_are_named_and_leave_no_cache() {
     let e = extractor.run(&missing, &out).unwrap_err().to_string();
     assert!(e.contains("nope.png") && e.contains("not found"), "{e}");
 
-    let degenerate = vec![ObjectImage { id: "a.png".into(), path: imgs.join("a.png"), bbox: Some([5.0, 5.0, 5.0, 9.0]) }];
+    let degenerate =
+        vec![ObjectImage { id: "a.png".into(), path: imgs.join("a.png"), bbox: Some([5.0, 5.0, 5.0, 9.0]) }];
     let e = extractor.run(&degenerate, &out).unwrap_err().to_string();
     assert!(e.contains("a.png") && e.contains("box"), "{e}");
 }
@@ -229,7 +225,10 @@ fn dump_writes_raw_pre_relu_maps() {
     let b = solid(dir.path(), "b.png", 40, 10, [255, 255, 255]);
     let fake = FakeBackbone::new();
     let layers = vec!["p8".to_string()];
-    assert!(dump_raw_maps(&fake, Preprocess::Caffe, &layers, std::slice::from_ref(&b), SIZE, true, 1).is_err(), "--no-crop size");
+    assert!(
+        dump_raw_maps(&fake, Preprocess::Caffe, &layers, std::slice::from_ref(&b), SIZE, true, 1).is_err(),
+        "--no-crop size"
+    );
     let maps = dump_raw_maps(&fake, Preprocess::Caffe, &layers, &[a, b], SIZE, false, 1).unwrap();
     assert_eq!(maps[0].shape, [2, 3, 2, 2]);
     assert!((maps[0].values[0] + 123.68).abs() < 1e-4, "pre-ReLU negative kept");

@@ -75,12 +75,18 @@ fn real_extraction_is_finite_sparse_and_mirrored() {
     }
     let model = vgg(&shared);
     let layers = vec!["conv5_3".to_string()];
-    let sp = NormStatsParams { layers: layers.clone(), preprocess: Preprocess::Caffe, input_size: 224, batch: 3, progress: false };
+    let sp = NormStatsParams {
+        layers: layers.clone(),
+        preprocess: Preprocess::Caffe,
+        input_size: 224,
+        batch: 3,
+        progress: Default::default(),
+    };
     let stats = compute_norm_stats(&model, &sp, &negs).unwrap();
     assert!(stats.layer("conv5_3").unwrap().std.iter().all(|s| s.is_finite() && *s >= 0.0));
     let objects = objects_from_dir(&photos, None, Some(1)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ExtractParams::new().layers(layers).progress(false).check(&model, &stats).unwrap().run(&objects, dir.path()).unwrap();
+    ExtractParams::new().layers(layers).check(&model, &stats).unwrap().run(&objects, dir.path()).unwrap();
     let layer = FeatureCache::open(dir.path()).unwrap().layer("conv5_3").unwrap();
     let (mut o, mut f) = (vec![0.0; layer.info().image_len()], vec![0.0; layer.info().image_len()]);
     layer.read_image(0, View::Original, &mut o);
@@ -103,10 +109,20 @@ fn measure_storage_error_and_speed() {
     let negs: Vec<PathBuf> = list_images(&shared.join("data/negatives")).unwrap().into_iter().take(20).collect();
     let model = vgg(&shared);
     let layers: Vec<String> = LAYERS.map(String::from).to_vec();
-    let sp = NormStatsParams { layers: layers.clone(), preprocess: Preprocess::Caffe, input_size: 224, batch: 4, progress: false };
+    let sp = NormStatsParams {
+        layers: layers.clone(),
+        preprocess: Preprocess::Caffe,
+        input_size: 224,
+        batch: 4,
+        progress: Default::default(),
+    };
     let t = Instant::now();
     let stats = compute_norm_stats(&model, &sp, &negs).unwrap();
-    eprintln!("stats over {} negatives: {:.0} ms/image", negs.len(), t.elapsed().as_secs_f64() * 1e3 / negs.len() as f64);
+    eprintln!(
+        "stats over {} negatives: {:.0} ms/image",
+        negs.len(),
+        t.elapsed().as_secs_f64() * 1e3 / negs.len() as f64
+    );
     let objects = objects_from_dir(&photos, None, None).unwrap();
     // f32 reference, in memory
     let taps: Vec<&str> = LAYERS.to_vec();
@@ -124,13 +140,8 @@ fn measure_storage_error_and_speed() {
     for dtype in [StorageDtype::F16, StorageDtype::U8] {
         let dir = tempfile::tempdir().unwrap();
         let t = Instant::now();
-        let report = ExtractParams::new()
-            .storage(dtype)
-            .progress(false)
-            .check(&model, &stats)
-            .unwrap()
-            .run(&objects, dir.path())
-            .unwrap();
+        let report =
+            ExtractParams::new().storage(dtype).check(&model, &stats).unwrap().run(&objects, dir.path()).unwrap();
         let secs = t.elapsed().as_secs_f64();
         let cache = FeatureCache::open(dir.path()).unwrap();
         let bytes: u64 = walk_size(dir.path());
@@ -159,7 +170,10 @@ fn measure_storage_error_and_speed() {
         }
         eprintln!(
             "{dtype}: {} photos, {:.0} ms/image (both views, 4 layers; run {:.1} s), cache {:.1} MB",
-            report.images, report.ms_per_image, secs, bytes as f64 / 1e6
+            report.images,
+            report.ms_per_image,
+            secs,
+            bytes as f64 / 1e6
         );
     }
     let _ = model.name();
@@ -169,7 +183,15 @@ fn walk_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .map(|e| if e.path().is_dir() { walk_size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
+                .map(
+                    |e| {
+                        if e.path().is_dir() {
+                            walk_size(&e.path())
+                        } else {
+                            e.metadata().map(|m| m.len()).unwrap_or(0)
+                        }
+                    },
+                )
                 .sum()
         })
         .unwrap_or(0)

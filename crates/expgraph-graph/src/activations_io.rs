@@ -43,16 +43,28 @@ struct ActLayerMeta {
 /// Save activations of `graph`'s nodes on N images into folder `dir` (atomically per file).
 ///
 /// Every image must have one entry per graph layer with one position and score per node.
-pub fn save_activations(dir: impl AsRef<Path>, graph: &ExplanatoryGraph, acts: &[ImageActivations]) -> Result<(), GraphError> {
+pub fn save_activations(
+    dir: impl AsRef<Path>,
+    graph: &ExplanatoryGraph,
+    acts: &[ImageActivations],
+) -> Result<(), GraphError> {
     let dir = dir.as_ref();
     let bad = |problem: String| GraphError::Invalid { what: "activations", problem };
     for a in acts {
         if a.layers.len() != graph.layers.len() {
-            return Err(bad(format!("image {} has {} layers, the graph {}", a.image_id, a.layers.len(), graph.layers.len())));
+            return Err(bad(format!(
+                "image {} has {} layers, the graph {}",
+                a.image_id,
+                a.layers.len(),
+                graph.layers.len()
+            )));
         }
         for (la, gl) in a.layers.iter().zip(&graph.layers) {
             if la.layer != gl.info.name || la.positions.len() != gl.num_nodes() || la.scores.len() != gl.num_nodes() {
-                return Err(bad(format!("image {}: layer {} does not match graph layer {}", a.image_id, la.layer, gl.info.name)));
+                return Err(bad(format!(
+                    "image {}: layer {} does not match graph layer {}",
+                    a.image_id, la.layer, gl.info.name
+                )));
             }
         }
     }
@@ -80,7 +92,11 @@ pub fn save_activations(dir: impl AsRef<Path>, graph: &ExplanatoryGraph, acts: &
         format_version: ACTIVATIONS_FORMAT_VERSION,
         input_size: graph.input_size,
         image_ids: acts.iter().map(|a| a.image_id.clone()).collect(),
-        layers: graph.layers.iter().map(|l| ActLayerMeta { name: l.info.name.clone(), num_nodes: l.num_nodes() }).collect(),
+        layers: graph
+            .layers
+            .iter()
+            .map(|l| ActLayerMeta { name: l.info.name.clone(), num_nodes: l.num_nodes() })
+            .collect(),
         arrays: ACTIVATIONS_ARRAYS.into(),
         blake3: blake3::hash(&bytes).to_hex().to_string(),
     };
@@ -101,7 +117,11 @@ pub fn load_activations(dir: impl AsRef<Path>) -> Result<Vec<ImageActivations>, 
         return Err(format_err(&json_path, format!("`format` is {:?}, expected {FORMAT_NAME:?}", file.format)));
     }
     if file.format_version != ACTIVATIONS_FORMAT_VERSION {
-        return Err(GraphError::Version { path: json_path, found: file.format_version, supported: ACTIVATIONS_FORMAT_VERSION });
+        return Err(GraphError::Version {
+            path: json_path,
+            found: file.format_version,
+            supported: ACTIVATIONS_FORMAT_VERSION,
+        });
     }
     let arrays_path = dir.join(&file.arrays);
     let bytes = fs::read(&arrays_path).map_err(|e| io_err(&arrays_path, e))?;

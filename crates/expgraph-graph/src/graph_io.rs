@@ -165,7 +165,10 @@ impl ExplanatoryGraph {
         let arrays_path = dir.join(&file.arrays.file);
         let bytes = fs::read(&arrays_path).map_err(|e| io_err(&arrays_path, e))?;
         if blake3::hash(&bytes).to_hex().as_str() != file.arrays.blake3 {
-            return Err(format_err(&arrays_path, "content hash differs from graph.json: the graph is corrupt or half-written"));
+            return Err(format_err(
+                &arrays_path,
+                "content hash differs from graph.json: the graph is corrupt or half-written",
+            ));
         }
         let reader = TensorReader::parse(&bytes, &arrays_path)?;
         let mut layers = Vec::with_capacity(file.layers.len());

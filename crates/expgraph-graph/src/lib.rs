@@ -28,9 +28,12 @@ mod graph_io;
 mod model;
 mod tensors;
 
-pub use activations_io::{load_activations, save_activations, ACTIVATIONS_ARRAYS, ACTIVATIONS_FORMAT_VERSION, ACTIVATIONS_JSON};
+pub use activations_io::{
+    load_activations, save_activations, ACTIVATIONS_ARRAYS, ACTIVATIONS_FORMAT_VERSION, ACTIVATIONS_JSON,
+};
 pub use error::GraphError;
-pub use expgraph_cache::{LayerInfo, TapGeometry};
+pub use expgraph_cache::LayerInfo;
+pub use expgraph_geometry::TapGeometry;
 pub use graph_io::{GRAPH_ARRAYS, GRAPH_JSON};
 pub use model::{ExplanatoryGraph, GraphLayer, ImageActivations, LayerActivations, NodeRef, Parent};
 

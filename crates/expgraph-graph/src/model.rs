@@ -132,12 +132,8 @@ impl ImageActivations {
     /// `w' = input_size + 1 - w`.
     pub fn position_pixels(&self, layer: &GraphLayer, layer_index: usize, node: usize, input_size: usize) -> [f64; 2] {
         let p = self.layers[layer_index].positions[node];
-        let g = &layer.info.geometry;
-        let (h, w) = (g.map_to_pixel(f64::from(p[0])), g.map_to_pixel(f64::from(p[1])));
-        if self.flipped {
-            [h, input_size as f64 + 1.0 - w]
-        } else {
-            [h, w]
-        }
+        let view = expgraph_geometry::View::from_flipped(self.flipped);
+        let p = layer.info.geometry.map_to_original_pixels([f64::from(p[0]), f64::from(p[1])], view, input_size as f64);
+        [p.h, p.w]
     }
 }

@@ -2,7 +2,6 @@
 //! and atomic file writes (temp file in the same folder, then rename).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
@@ -23,20 +22,9 @@ pub(crate) fn serialize(
         .map_err(|e| format_err(path, format!("cannot encode safetensors: {e}")))
 }
 
-/// Write `bytes` to `path` atomically: a temp file in the same folder, synced, then renamed.
+/// Write `bytes` to `path` atomically ([`expgraph_io::write_bytes`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GraphError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".expgraph-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(path, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
-    Ok(())
+    expgraph_io::write_bytes(path, bytes).map_err(|e| io_err(path, e))
 }
 
 /// Typed reads out of a parsed safetensors file, checking dtype and shape.
@@ -47,24 +35,17 @@ pub(crate) struct TensorReader<'a> {
 
 impl<'a> TensorReader<'a> {
     pub(crate) fn parse(bytes: &'a [u8], path: &'a Path) -> Result<Self, GraphError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| format_err(path, format!("not a safetensors file: {e}")))?;
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| format_err(path, format!("not a safetensors file: {e}")))?;
         Ok(Self { st, path })
     }
 
     fn raw(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<&'a [u8], GraphError> {
-        let t = self
-            .st
-            .tensor(name)
-            .map_err(|_| format_err(self.path, format!("tensor `{name}` is missing")))?;
+        let t = self.st.tensor(name).map_err(|_| format_err(self.path, format!("tensor `{name}` is missing")))?;
         if t.dtype() != dtype || t.shape() != shape {
             return Err(format_err(
                 self.path,
-                format!(
-                    "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                ),
+                format!("tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}", t.dtype(), t.shape()),
             ));
         }
         Ok(t.data())

@@ -27,7 +27,11 @@ pub enum ViewPolicy {
 /// `max_images`): top layer first (choosing each image's view when mirrored features exist and
 /// the graph was learned with flips), then each lower layer with its parents' inferred positions.
 /// Scores are divided by the layer's training score mean ([`expgraph_graph::GraphLayer::score_norm`]).
-pub fn infer(graph: &ExplanatoryGraph, features: &dyn FeatureSource, max_images: Option<usize>) -> Result<Vec<ImageActivations>, LearnError> {
+pub fn infer(
+    graph: &ExplanatoryGraph,
+    features: &dyn FeatureSource,
+    max_images: Option<usize>,
+) -> Result<Vec<ImageActivations>, LearnError> {
     infer_views(graph, features, max_images, ViewPolicy::Choose)
 }
 
@@ -66,7 +70,10 @@ pub fn infer_views(
         let (prior_sigma, priors, disp) = match (has_parents, per_layer.get(l + 1).and_then(|x| x.as_ref())) {
             (true, Some((up_pos, _))) => {
                 if gl.parents.iter().any(|ps| ps.is_empty()) {
-                    return Err(LearnError::Mismatch(format!("layer {}: some nodes have parents, others none", gl.info.name)));
+                    return Err(LearnError::Mismatch(format!(
+                        "layer {}: some nodes have parents, others none",
+                        gl.info.name
+                    )));
                 }
                 let up = &graph.layers[l + 1];
                 let ratio = unit_ratio(&p, &gl.info, &up.info);
@@ -79,12 +86,17 @@ pub fn infer_views(
         };
         let setups = node_setups(&p, size, k, &gl.mu, &gl.sigma, &prior_sigma);
         let prior_src = match (&priors, &disp) {
-            (Some(pr), Some(d)) => Priors::Parents { priors: pr, displacement: d, num_parents: graph.layers[l + 1].num_nodes() },
+            (Some(pr), Some(d)) => {
+                Priors::Parents { priors: pr, displacement: d, num_parents: graph.layers[l + 1].num_nodes() }
+            }
             _ => Priors::None,
         };
         let use_flips = p.use_flips && !p.reference_compat && maps.has_flipped();
         if !is_top && flips.iter().any(|f| *f) && !maps.has_flipped() {
-            return Err(LearnError::Mismatch(format!("layer {} has no mirrored view but the top layer chose one", gl.info.name)));
+            return Err(LearnError::Mismatch(format!(
+                "layer {} has no mirrored view but the top layer chose one",
+                gl.info.name
+            )));
         }
         if policy == ViewPolicy::Mirrored && !maps.has_flipped() {
             return Err(LearnError::Mismatch(format!("layer {} has no mirrored view to infer in", gl.info.name)));

@@ -2,10 +2,14 @@
 
 use expgraph_cache::{LayerInfo, LayerMaps};
 use expgraph_cliques::{candidate_pool, displacements, select_parents, DisplacementFrame, LayerRecords};
-use expgraph_disentangle::{grid_spacing, half_range, nodes_per_filter, random_means, sigma_max, step_sigma, update_mu, update_sigma};
+use expgraph_disentangle::{
+    grid_spacing, half_range, nodes_per_filter, random_means, sigma_max, step_sigma, update_mu, update_sigma,
+};
 use expgraph_graph::{ExplanatoryGraph, GraphLayer, Parent};
 
-use crate::layer_model::{estep_config, half_ranges, mean_positions, node_setups, parent_displacements, parent_priors, unit_ratio};
+use crate::layer_model::{
+    estep_config, half_ranges, mean_positions, node_setups, parent_displacements, parent_priors, unit_ratio,
+};
 use crate::pass::{run_pass, Priors, Views};
 use crate::{CheckedLearnParams, FeatureSource, LearnError};
 
@@ -89,7 +93,11 @@ impl CheckedLearnParams {
         }
         if let Some(init) = initial_mu {
             if init.len() != p.layers.len() {
-                return Err(LearnError::Mismatch(format!("{} initial layers for {} graph layers", init.len(), p.layers.len())));
+                return Err(LearnError::Mismatch(format!(
+                    "{} initial layers for {} graph layers",
+                    init.len(),
+                    p.layers.len()
+                )));
             }
         }
         let num_layers = p.layers.len();
@@ -171,9 +179,19 @@ impl CheckedLearnParams {
         let mut mu = match init {
             Some(m) if m.len() == nodes => m,
             Some(m) => {
-                return Err(LearnError::Mismatch(format!("layer {}: {} initial means for {nodes} nodes", info.name, m.len())))
+                return Err(LearnError::Mismatch(format!(
+                    "layer {}: {} initial means for {nodes} nodes",
+                    info.name,
+                    m.len()
+                )))
             }
-            None => random_means(info.channels, info.height, info.width, k, p.seed.wrapping_add(layer_index.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+            None => random_means(
+                info.channels,
+                info.height,
+                info.width,
+                k,
+                p.seed.wrapping_add(layer_index.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            ),
         };
         let init_sigma = p.init_delta * size as f64;
         let mut sigma = vec![init_sigma; nodes];
@@ -186,7 +204,10 @@ impl CheckedLearnParams {
         let cfg = estep_config(p, info, k);
         let flips_available = maps.has_flipped() && self.flips();
         if upper.is_some() && top_flips.iter().any(|f| *f) && !maps.has_flipped() {
-            return Err(LearnError::Mismatch(format!("layer {} has no mirrored view but the top layer chose one", info.name)));
+            return Err(LearnError::Mismatch(format!(
+                "layer {} has no mirrored view but the top layer chose one",
+                info.name
+            )));
         }
         let ratio = upper.map_or(1.0, |u| unit_ratio(p, info, &u.info));
         let upper_disp = upper.map(|u| parent_displacements(&u.positions, &u.mean, n, ratio));
@@ -205,7 +226,9 @@ impl CheckedLearnParams {
             let setups = node_setups(p, size, k, &mu, &sigma, &prior_sigma);
             let own_h = half_ranges(p, size, &sigma);
             let prior_src = match (&priors, &upper_disp, upper) {
-                (Some(pr), Some(d), Some(u)) => Priors::Parents { priors: pr, displacement: d, num_parents: u.sigma.len() },
+                (Some(pr), Some(d), Some(u)) => {
+                    Priors::Parents { priors: pr, displacement: d, num_parents: u.sigma.len() }
+                }
                 _ => Priors::None,
             };
             let views = if upper.is_none() && flips_available { Views::Choose } else { Views::Fixed(top_flips) };
@@ -264,7 +287,13 @@ impl CheckedLearnParams {
         let border = if p.reference_compat { info.height } else { u.info.height } as f64;
         let pool = candidate_pool(&upper_recs, border, p.min_var_rate, p.edge_cut_rate, p.top_m)?;
         let frame = if p.reference_compat { DisplacementFrame::ReferenceAffine } else { DisplacementFrame::Pixels };
-        let child_recs = LayerRecords { name: &info.name, num_images: n, num_nodes: nodes, positions: &prev.positions, scores: &prev.best };
+        let child_recs = LayerRecords {
+            name: &info.name,
+            num_images: n,
+            num_nodes: nodes,
+            positions: &prev.positions,
+            scores: &prev.best,
+        };
         let child_disp = displacements(&child_recs, &info.geometry, frame);
         let up_disp = displacements(&upper_recs, &u.info.geometry, frame);
         let pool_disp: Vec<[f64; 2]> =

@@ -4,7 +4,9 @@
 
 use expgraph_cache::{LayerMaps, View};
 use expgraph_cliques::ParentPrior;
-use expgraph_disentangle::{accumulate, evidence, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup, NodeTotals, CANDIDATES};
+use expgraph_disentangle::{
+    accumulate, evidence, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup, NodeTotals, CANDIDATES,
+};
 use rayon::prelude::*;
 
 use crate::LearnError;
@@ -137,7 +139,11 @@ pub(crate) fn run_pass(
 fn read_checked(layer: &dyn LayerMaps, image: usize, view: View, out: &mut [f32]) -> Result<(), LearnError> {
     layer.read_image(image, view, out);
     if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-        return Err(LearnError::NonFinite { layer: layer.info().name.clone(), image, channel: i / layer.info().map_len() });
+        return Err(LearnError::NonFinite {
+            layer: layer.info().name.clone(),
+            image,
+            channel: i / layer.info().map_len(),
+        });
     }
     Ok(())
 }

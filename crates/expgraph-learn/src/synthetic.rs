@@ -48,7 +48,11 @@ impl SyntheticLayer {
             channels,
             height: self.size,
             width: self.size,
-            geometry: TapGeometry { stride: self.stride, first_centre: self.stride / 2.0 + 0.5, receptive_field: 4.0 * self.stride },
+            geometry: TapGeometry {
+                stride: self.stride,
+                first_centre: self.stride / 2.0 + 0.5,
+                receptive_field: 4.0 * self.stride,
+            },
         }
     }
 }
@@ -155,12 +159,16 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticData {
     let mirrored: Vec<bool> = (0..n).map(|_| rng.random::<f64>() < spec.mirrored_share).collect();
     let landmarks_px: Vec<Vec<[f64; 2]>> = (0..n)
         .map(|i| {
-            let t = [rng.random_range(-1.0..1.0) * spec.translation_px, rng.random_range(-1.0..1.0) * spec.translation_px];
+            let t =
+                [rng.random_range(-1.0..1.0) * spec.translation_px, rng.random_range(-1.0..1.0) * spec.translation_px];
             base.iter()
                 .map(|b| {
-                    let m = [rng.random_range(-1.0..1.0) * spec.part_motion_px, rng.random_range(-1.0..1.0) * spec.part_motion_px];
+                    let m = [
+                        rng.random_range(-1.0..1.0) * spec.part_motion_px,
+                        rng.random_range(-1.0..1.0) * spec.part_motion_px,
+                    ];
                     let w = b[1] + t[1] + m[1];
-                    let w = if mirrored[i] { 225.0 - w } else { w };
+                    let w = if mirrored[i] { expgraph_geometry::mirror(w, 224.0) } else { w };
                     [b[0] + t[0] + m[0], w]
                 })
                 .collect()
@@ -181,7 +189,10 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticData {
                     .iter()
                     .map(|&part| PlantedBlob {
                         part,
-                        offset_px: [rng.random_range(-0.5..0.5) * layer.stride, rng.random_range(-0.5..0.5) * layer.stride],
+                        offset_px: [
+                            rng.random_range(-0.5..0.5) * layer.stride,
+                            rng.random_range(-0.5..0.5) * layer.stride,
+                        ],
                         amplitude: rng.random_range(2.0..4.0),
                         sd_cells: rng.random_range(0.6..0.9),
                         strength: (0..n).map(|_| rng.random_range(0.3..1.7)).collect(),
@@ -192,7 +203,12 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticData {
         blobs.push(chans);
     }
     let data_stub = SyntheticData {
-        features: InMemoryFeatures { backbone: String::new(), input_size: 224, image_ids: Vec::new(), layers: Vec::new() },
+        features: InMemoryFeatures {
+            backbone: String::new(),
+            input_size: 224,
+            image_ids: Vec::new(),
+            layers: Vec::new(),
+        },
         landmarks_px: landmarks_px.clone(),
         mirrored: mirrored.clone(),
         blobs: blobs.clone(),
@@ -228,7 +244,9 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticData {
             f
         });
         let info = layer.info(c);
-        layers.push(InMemoryLayer::new(info, maps, flipped).unwrap_or_else(|e| unreachable!("synthetic maps are valid: {e}")));
+        layers.push(
+            InMemoryLayer::new(info, maps, flipped).unwrap_or_else(|e| unreachable!("synthetic maps are valid: {e}")),
+        );
     }
     SyntheticData {
         features: InMemoryFeatures {
@@ -244,7 +262,7 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticData {
 fn add_blob(map: &mut [f32], s: usize, p: [f64; 2], amp: f64, sd: f64) {
     for r in 0..s {
         for c in 0..s {
-            let d = (r as f64 + 1.0 - p[0]).powi(2) + (c as f64 + 1.0 - p[1]).powi(2);
+            let d = ((r as f64 + 1.0) - p[0]).powi(2) + ((c as f64 + 1.0) - p[1]).powi(2);
             map[r * s + c] += (amp * (-d / (2.0 * sd * sd)).exp()) as f32;
         }
     }

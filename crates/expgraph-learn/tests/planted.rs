@@ -7,8 +7,17 @@ use common::*;
 use expgraph_learn::synthetic::{generate, SyntheticSpec};
 use expgraph_learn::{infer, infer_views, LearnParams, ViewPolicy};
 
-fn learn_planted(compat: bool) -> (expgraph_learn::synthetic::SyntheticData, expgraph_learn::LearnOutput, Vec<expgraph_graph::ImageActivations>) {
-    let data = generate(&SyntheticSpec { num_images: 80, channels: 6, seed: 3, translation_px: 6.0, part_motion_px: 20.0, ..SyntheticSpec::default() });
+fn learn_planted(
+    compat: bool,
+) -> (expgraph_learn::synthetic::SyntheticData, expgraph_learn::LearnOutput, Vec<expgraph_graph::ImageActivations>) {
+    let data = generate(&SyntheticSpec {
+        num_images: 80,
+        channels: 6,
+        seed: 3,
+        translation_px: 6.0,
+        part_motion_px: 20.0,
+        ..SyntheticSpec::default()
+    });
     let learned = LearnParams::default()
         .layers(&[("low", 0.05), ("top", 0.1)])
         .iterations(10)
@@ -52,15 +61,17 @@ fn nodes_lock_onto_blobs_parents_co_move_and_nodes_are_stable() {
     let n = acts.len();
     let top = &graph.layers[1];
     let parts = data.landmarks_px[0].len();
-    let part_disp: Vec<Vec<[f64; 2]>> = (0..parts)
-        .map(|q| centred(&(0..n).map(|i| data.landmarks_px[i][q]).collect::<Vec<_>>()))
-        .collect();
+    let part_disp: Vec<Vec<[f64; 2]>> =
+        (0..parts).map(|q| centred(&(0..n).map(|i| data.landmarks_px[i][q]).collect::<Vec<_>>())).collect();
     let (mut good, mut total) = (0, 0);
     for &(ch, b, v, _) in &bn {
         let part = data.blobs[0][ch][b].part;
         for parent in &graph.layers[0].parents[v] {
-            let d = centred(&(0..n).map(|i| acts[i].position_pixels(top, 1, parent.node as usize, 224)).collect::<Vec<_>>());
-            let best = (0..parts).max_by(|&a, &c| corr(&d, &part_disp[a]).total_cmp(&corr(&d, &part_disp[c]))).unwrap_or(0);
+            let d = centred(
+                &(0..n).map(|i| acts[i].position_pixels(top, 1, parent.node as usize, 224)).collect::<Vec<_>>(),
+            );
+            let best =
+                (0..parts).max_by(|&a, &c| corr(&d, &part_disp[a]).total_cmp(&corr(&d, &part_disp[c]))).unwrap_or(0);
             total += 1;
             if best == part {
                 good += 1;

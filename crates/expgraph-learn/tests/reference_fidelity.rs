@@ -33,7 +33,8 @@ fn read_npy(path: &std::path::Path) -> (Vec<f64>, Vec<usize>) {
     let descr: String = field("'descr'").chars().take_while(|c| *c != '\'').collect();
     let fortran = field("'fortran_order'").starts_with("True");
     let shape_txt: String = field("'shape'").trim_start_matches('(').chars().take_while(|c| *c != ')').collect();
-    let shape: Vec<usize> = shape_txt.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> =
+        shape_txt.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let data = &bytes[start + hlen..];
     let raw: Vec<f64> = match descr.as_str() {
         "<f4" => data.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect(),
@@ -128,8 +129,12 @@ fn reference_compat_matches_the_reference_run() {
         let rate = |ok: usize, n: usize| ok as f64 / n as f64;
         let mu_ok = (0..mu.len()).filter(|&v| (0..2).all(|a| (gl.mu[v][a] - mu[v][a]).abs() < 1e-6)).count();
         let sigma_ok = (0..sigma.len()).filter(|&v| (gl.sigma[v] - sigma[v]).abs() < 1e-6).count();
-        let pos_ok = (0..pos.len()).filter(|&j| (0..2).all(|a| (f64::from(rec.positions[j][a]) - pos[j][a]).abs() < 1e-4)).count();
-        let score_ok = (0..score.len()).filter(|&j| (f64::from(rec.scores[j]) - score[j]).abs() <= 1e-4 * score[j].abs().max(1e-3)).count();
+        let pos_ok = (0..pos.len())
+            .filter(|&j| (0..2).all(|a| (f64::from(rec.positions[j][a]) - pos[j][a]).abs() < 1e-4))
+            .count();
+        let score_ok = (0..score.len())
+            .filter(|&j| (f64::from(rec.scores[j]) - score[j]).abs() <= 1e-4 * score[j].abs().max(1e-3))
+            .count();
         let line = format!(
             "{name}: mu {:.4}, sigma {:.4}, positions {:.4}, scores {:.4}",
             rate(mu_ok, mu.len()),
@@ -141,10 +146,18 @@ fn reference_compat_matches_the_reference_run() {
         for v in (0..mu.len()).filter(|&v| (0..2).any(|a| (gl.mu[v][a] - mu[v][a]).abs() >= 1e-6)).take(4) {
             eprintln!("  mu[{v}] ours {:?} ref {:?} sigma ours {} ref {}", gl.mu[v], mu[v], gl.sigma[v], sigma[v]);
         }
-        for j in (0..pos.len()).filter(|&j| (0..2).any(|a| (f64::from(rec.positions[j][a]) - pos[j][a]).abs() >= 1e-4)).take(4) {
+        for j in (0..pos.len())
+            .filter(|&j| (0..2).any(|a| (f64::from(rec.positions[j][a]) - pos[j][a]).abs() >= 1e-4))
+            .take(4)
+        {
             eprintln!("  pos[{j}] ours {:?} ref {:?}", rec.positions[j], pos[j]);
         }
-        report.push((rate(mu_ok, mu.len()), rate(sigma_ok, sigma.len()), rate(pos_ok, pos.len()), rate(score_ok, score.len())));
+        report.push((
+            rate(mu_ok, mu.len()),
+            rate(sigma_ok, sigma.len()),
+            rate(pos_ok, pos.len()),
+            rate(score_ok, score.len()),
+        ));
     }
     let parents = read_npy(&dir.join("output/conv5_2_parents.npy")).0;
     let mut same = 0;

@@ -5,11 +5,7 @@
 pub enum LocalizeError {
     /// A parameter outside its valid range.
     #[error("invalid parameter `{name}` = {value}: {reason}")]
-    InvalidParam {
-        name: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    InvalidParam { name: &'static str, value: String, reason: &'static str },
     /// An input set that must not be empty is empty.
     #[error("empty input: {0}")]
     Empty(String),

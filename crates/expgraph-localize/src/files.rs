@@ -47,12 +47,10 @@ impl FewShotAnnotations {
         }
         for (part, examples) in &self.parts {
             if examples.is_empty() {
-                return Err(LocalizeError::Empty(format!(
-                    "part {part} has no annotated example"
-                )));
+                return Err(LocalizeError::Empty(format!("part {part} has no annotated example")));
             }
             for (i, e) in examples.iter().enumerate() {
-                e.point.check_finite(&e.image_id)?;
+                crate::units::check_finite(&e.point, &e.image_id)?;
                 if examples[..i].iter().any(|o| o.image_id == e.image_id) {
                     return Err(LocalizeError::Shape {
                         image: e.image_id.clone(),
@@ -109,20 +107,11 @@ mod tests {
 
     #[test]
     fn rejects_empty_duplicate_and_malformed() {
-        assert!(matches!(
-            FewShotAnnotations::from_json(r#"{"parts":{}}"#),
-            Err(LocalizeError::Empty(_))
-        ));
-        assert!(matches!(
-            FewShotAnnotations::from_json(r#"{"parts":{"head":[]}}"#),
-            Err(LocalizeError::Empty(_))
-        ));
+        assert!(matches!(FewShotAnnotations::from_json(r#"{"parts":{}}"#), Err(LocalizeError::Empty(_))));
+        assert!(matches!(FewShotAnnotations::from_json(r#"{"parts":{"head":[]}}"#), Err(LocalizeError::Empty(_))));
         let dup = r#"{"parts":{"head":[{"image_id":"a","point":{"h":1,"w":2}},
                                        {"image_id":"a","point":{"h":3,"w":4}}]}}"#;
-        assert!(matches!(
-            FewShotAnnotations::from_json(dup),
-            Err(LocalizeError::Shape { .. })
-        ));
+        assert!(matches!(FewShotAnnotations::from_json(dup), Err(LocalizeError::Shape { .. })));
         assert!(matches!(
             FewShotAnnotations::from_json(r#"{"parts":{"head":[{"image_id":"a"}]}}"#),
             Err(LocalizeError::Json(_))

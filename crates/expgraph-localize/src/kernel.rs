@@ -29,18 +29,12 @@ pub enum Kernel {
 impl Kernel {
     /// The AOG kernel with its published constants (scale 35√2 px, ±11 px).
     pub fn aog() -> Self {
-        Kernel::Laplacian {
-            scale: 35.0 * std::f64::consts::SQRT_2,
-            half_width: 11.0,
-        }
+        Kernel::Laplacian { scale: 35.0 * std::f64::consts::SQRT_2, half_width: 11.0 }
     }
 
     /// A Gaussian with σ = 35 px, truncated at 3σ.
     pub fn gaussian() -> Self {
-        Kernel::Gaussian {
-            sigma: 35.0,
-            truncate: 3.0,
-        }
+        Kernel::Gaussian { sigma: 35.0, truncate: 3.0 }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -99,10 +93,7 @@ impl Kernel {
     /// (vectorizable); the values equal [`value`](Self::value) up to rounding.
     pub(crate) fn accumulate(&self, map: &mut [f64], size: usize, centre: [f64; 2], weight: f64) {
         let radius = self.support_radius();
-        let (Some(rows), Some(cols)) = (
-            window(centre[0], radius, size),
-            window(centre[1], radius, size),
-        ) else {
+        let (Some(rows), Some(cols)) = (window(centre[0], radius, size), window(centre[1], radius, size)) else {
             return;
         };
         let (first_col, end_col) = (*cols.start() - 1, *cols.end());
@@ -122,9 +113,7 @@ impl Kernel {
             Kernel::Gaussian { sigma, .. } => {
                 // Separable: κ(d) = g(dh)·g(dw).
                 let k = -1.0 / (2.0 * sigma * sigma);
-                let col_factors: Vec<f64> = cols
-                    .map(|w| ((w as f64 - centre[1]).powi(2) * k).exp())
-                    .collect();
+                let col_factors: Vec<f64> = cols.map(|w| ((w as f64 - centre[1]).powi(2) * k).exp()).collect();
                 for h in rows {
                     let a = weight * ((h as f64 - centre[0]).powi(2) * k).exp();
                     for (m, f) in map[span(h)].iter_mut().zip(&col_factors) {
@@ -186,10 +175,7 @@ mod tests {
                 for w in 1..=size {
                     let want = 2.0 * k.value(h as f64 - c[0], w as f64 - c[1]);
                     let got = map[(h - 1) * size + (w - 1)];
-                    assert!(
-                        (got - want).abs() < 1e-12,
-                        "{k:?} at ({h},{w}): {got} vs {want}"
-                    );
+                    assert!((got - want).abs() < 1e-12, "{k:?} at ({h},{w}): {got} vs {want}");
                 }
             }
         }

@@ -63,7 +63,7 @@ mod raw;
 mod units;
 
 pub use error::{LocalizeError, Result};
-pub use expgraph_cache::TapGeometry;
+pub use expgraph_geometry::TapGeometry;
 pub use files::{AnnotatedExample, FewShotAnnotations, PartPredictions, PredictionFile};
 pub use kernel::Kernel;
 pub use model::{PartModel, PartTemplate, SelectedUnit};

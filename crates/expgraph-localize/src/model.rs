@@ -47,32 +47,22 @@ pub struct PartModel {
 
 impl LocalizeValidParams {
     /// Fit on graph-node activations: one template per `(activations, part point)` pair.
-    pub fn fit(
-        &self,
-        graph: &ExplanatoryGraph,
-        annotated: &[(ImageActivations, Point)],
-    ) -> Result<PartModel> {
+    pub fn fit(&self, graph: &ExplanatoryGraph, annotated: &[(ImageActivations, Point)]) -> Result<PartModel> {
         self.fit_units(&UnitLayout::for_graph(graph), annotated)
     }
 
     /// Fit on any units (graph nodes or raw filters, see [`crate::filter_argmax`]).
-    pub fn fit_units<U: UnitActivations>(
-        &self,
-        layout: &UnitLayout,
-        annotated: &[(U, Point)],
-    ) -> Result<PartModel> {
+    pub fn fit_units<U: UnitActivations>(&self, layout: &UnitLayout, annotated: &[(U, Point)]) -> Result<PartModel> {
         self.validate()?;
         layout.validate()?;
         if annotated.is_empty() {
-            return Err(LocalizeError::Empty(
-                "no annotated example to fit a part model".into(),
-            ));
+            return Err(LocalizeError::Empty("no annotated example to fit a part model".into()));
         }
         let included = self.included_layers(layout)?;
         let mut templates = Vec::with_capacity(annotated.len());
         let mut first_empty = None;
         for (acts, point) in annotated {
-            point.check_finite(acts.image_id())?;
+            crate::units::check_finite(point, acts.image_id())?;
             let units = ImageUnits::from_activations(layout, acts)?;
             match self.fit_template(&units, *point, &included) {
                 Ok(t) => templates.push(t),
@@ -90,11 +80,7 @@ impl LocalizeValidParams {
         for t in &templates {
             tracing::debug!(image = %t.image_id, units = t.units.len(), "part template");
         }
-        Ok(PartModel {
-            params: self.clone(),
-            layout: layout.clone(),
-            templates,
-        })
+        Ok(PartModel { params: self.clone(), layout: layout.clone(), templates })
     }
 
     /// Whether each layout layer takes part; fails on an unknown name in `layers`.
@@ -104,33 +90,21 @@ impl LocalizeValidParams {
         }
         let mut included = vec![false; layout.layers.len()];
         for name in &self.layers {
-            let index = layout
-                .layer_index(name)
-                .ok_or_else(|| LocalizeError::InvalidParam {
-                    name: "layers",
-                    value: name.clone(),
-                    reason: "is not a layer of the activations",
-                })?;
+            let index = layout.layer_index(name).ok_or_else(|| LocalizeError::InvalidParam {
+                name: "layers",
+                value: name.clone(),
+                reason: "is not a layer of the activations",
+            })?;
             included[index] = true;
         }
         Ok(included)
     }
 
     /// Node selection of spec §4.1: top `q` by score per layer, detected, ‖δ‖ ≤ bound.
-    fn fit_template(
-        &self,
-        units: &ImageUnits,
-        point: Point,
-        included: &[bool],
-    ) -> Result<PartTemplate> {
+    fn fit_template(&self, units: &ImageUnits, point: Point, included: &[bool]) -> Result<PartTemplate> {
         let mut selected = Vec::new();
         let mut score_sum = 0.0;
-        for (layer, data) in units
-            .layers
-            .iter()
-            .enumerate()
-            .filter(|(l, _)| included[*l])
-        {
+        for (layer, data) in units.layers.iter().enumerate().filter(|(l, _)| included[*l]) {
             for unit in top_units(&data.scores, self.top_fraction) {
                 let score = data.scores[unit];
                 if !self.detected(score) {
@@ -142,17 +116,11 @@ impl LocalizeValidParams {
                     continue;
                 }
                 score_sum += score;
-                selected.push(SelectedUnit {
-                    layer: layer as u32,
-                    unit: unit as u32,
-                    delta,
-                });
+                selected.push(SelectedUnit { layer: layer as u32, unit: unit as u32, delta });
             }
         }
         if selected.is_empty() {
-            return Err(LocalizeError::NoUnitSelected {
-                image: units.image_id.clone(),
-            });
+            return Err(LocalizeError::NoUnitSelected { image: units.image_id.clone() });
         }
         Ok(PartTemplate {
             image_id: units.image_id.clone(),
@@ -206,12 +174,7 @@ impl PartModel {
             return Err(LocalizeError::InvalidModel("no template".into()));
         }
         for t in &self.templates {
-            let bad = |what: String| {
-                Err(LocalizeError::InvalidModel(format!(
-                    "template of {}: {what}",
-                    t.image_id
-                )))
-            };
+            let bad = |what: String| Err(LocalizeError::InvalidModel(format!("template of {}: {what}", t.image_id)));
             if t.units.is_empty() {
                 return bad("no unit".into());
             }
@@ -223,10 +186,7 @@ impl PartModel {
                     return bad(format!("layer {} out of range", u.layer));
                 };
                 if u.unit as usize >= layer.num_units {
-                    return bad(format!(
-                        "unit {} out of range in layer {}",
-                        u.unit, layer.name
-                    ));
+                    return bad(format!("unit {} out of range in layer {}", u.unit, layer.name));
                 }
                 if !(u.delta[0].is_finite() && u.delta[1].is_finite()) {
                     return bad("non-finite displacement".into());

@@ -34,10 +34,7 @@ pub enum TemplateScore {
 
 impl TemplateScore {
     /// The AOG code's rule: λ = `super_loc` = 5, scale ‖(35, 35)‖ (spec §4.1, step 2).
-    pub const AOG: Self = Self::Aog {
-        spatial_weight: 5.0,
-        scale: 35.0 * std::f64::consts::SQRT_2,
-    };
+    pub const AOG: Self = Self::Aog { spatial_weight: 5.0, scale: 35.0 * std::f64::consts::SQRT_2 };
 }
 
 /// Unchecked parameters of [`PartModel`](crate::PartModel) fitting; build, then [`check`](Self::check).
@@ -142,11 +139,7 @@ impl LocalizeParams {
 }
 
 fn invalid(name: &'static str, value: impl ToString, reason: &'static str) -> LocalizeError {
-    LocalizeError::InvalidParam {
-        name,
-        value: value.to_string(),
-        reason,
-    }
+    LocalizeError::InvalidParam { name, value: value.to_string(), reason }
 }
 
 impl LocalizeValidParams {
@@ -158,31 +151,15 @@ impl LocalizeValidParams {
         }
         let d = self.max_displacement;
         if !(d.is_finite() && d > 0.0) {
-            return Err(invalid(
-                "max_displacement",
-                d,
-                "must be a positive number of pixels",
-            ));
+            return Err(invalid("max_displacement", d, "must be a positive number of pixels"));
         }
         if !self.detection_threshold.is_finite() {
-            return Err(invalid(
-                "detection_threshold",
-                self.detection_threshold,
-                "must be finite",
-            ));
+            return Err(invalid("detection_threshold", self.detection_threshold, "must be finite"));
         }
         self.kernel.validate()?;
-        if let TemplateScore::Aog {
-            spatial_weight,
-            scale,
-        } = self.template_score
-        {
+        if let TemplateScore::Aog { spatial_weight, scale } = self.template_score {
             if !(spatial_weight.is_finite() && spatial_weight >= 0.0) {
-                return Err(invalid(
-                    "template_score.spatial_weight",
-                    spatial_weight,
-                    "must be ≥ 0",
-                ));
+                return Err(invalid("template_score.spatial_weight", spatial_weight, "must be ≥ 0"));
             }
             if !(scale.is_finite() && scale > 0.0) {
                 return Err(invalid("template_score.scale", scale, "must be positive"));
@@ -191,11 +168,7 @@ impl LocalizeValidParams {
         let mut names = self.layers.clone();
         names.sort();
         if names.windows(2).any(|w| w[0] == w[1]) {
-            return Err(invalid(
-                "layers",
-                self.layers.join(","),
-                "names a layer twice",
-            ));
+            return Err(invalid("layers", self.layers.join(","), "names a layer twice"));
         }
         Ok(())
     }
@@ -265,26 +238,14 @@ mod tests {
             LocalizeParams::default().max_displacement(-1.0),
             LocalizeParams::default().max_displacement(f64::INFINITY),
             LocalizeParams::default().detection_threshold(f64::NAN),
-            LocalizeParams::default().kernel(Kernel::Gaussian {
-                sigma: 0.0,
-                truncate: 3.0,
-            }),
-            LocalizeParams::default().kernel(Kernel::Laplacian {
-                scale: 49.5,
-                half_width: -2.0,
-            }),
-            LocalizeParams::default().template_score(TemplateScore::Aog {
-                spatial_weight: -1.0,
-                scale: 49.5,
-            }),
+            LocalizeParams::default().kernel(Kernel::Gaussian { sigma: 0.0, truncate: 3.0 }),
+            LocalizeParams::default().kernel(Kernel::Laplacian { scale: 49.5, half_width: -2.0 }),
+            LocalizeParams::default().template_score(TemplateScore::Aog { spatial_weight: -1.0, scale: 49.5 }),
             LocalizeParams::default().layers(vec!["a".into(), "a".into()]),
         ];
         for case in cases {
             let err = case.clone().check().unwrap_err();
-            assert!(
-                matches!(err, LocalizeError::InvalidParam { .. }),
-                "{case:?} gave {err}"
-            );
+            assert!(matches!(err, LocalizeError::InvalidParam { .. }), "{case:?} gave {err}");
             assert!(case.check_ref().is_err());
         }
     }

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use expgraph_cache::argmax_cell;
 use crate::model::{view_sign, PartModel, PartTemplate};
 use crate::units::{ImageUnits, Point, UnitActivations};
 use crate::{LocalizeError, Result, TemplateScore};
+use expgraph_cache::argmax_cell;
 
 /// A `size × size` vote map, row-major: pixel `(h, w)` (1-based) is `values[(h−1)·size + (w−1)]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,25 +57,15 @@ impl PartModel {
     }
 
     /// Like [`predict`](Self::predict), also returning the winning template's vote map.
-    pub fn predict_with_vote_map<U: UnitActivations + ?Sized>(
-        &self,
-        acts: &U,
-    ) -> Result<Prediction> {
+    pub fn predict_with_vote_map<U: UnitActivations + ?Sized>(&self, acts: &U) -> Result<Prediction> {
         self.predict_views(&[acts], true)
     }
 
     /// Localize with several views of one image (e.g. original and mirrored activations): the
     /// view whose best template scores highest wins (ties: earlier view). Points are always in
     /// the original orientation.
-    pub fn predict_views<U: UnitActivations + ?Sized>(
-        &self,
-        views: &[&U],
-        keep_vote_map: bool,
-    ) -> Result<Prediction> {
-        let units = views
-            .iter()
-            .map(|v| ImageUnits::from_activations(&self.layout, *v))
-            .collect::<Result<Vec<_>>>()?;
+    pub fn predict_views<U: UnitActivations + ?Sized>(&self, views: &[&U], keep_vote_map: bool) -> Result<Prediction> {
+        let units = views.iter().map(|v| ImageUnits::from_activations(&self.layout, *v)).collect::<Result<Vec<_>>>()?;
         self.predict_unit_views(&units, keep_vote_map)
     }
 
@@ -120,8 +110,7 @@ impl PartModel {
                 best = Some((index, vote));
             }
         }
-        let (template, vote) =
-            best.ok_or_else(|| LocalizeError::InvalidModel("no template".into()))?;
+        let (template, vote) = best.ok_or_else(|| LocalizeError::InvalidModel("no template".into()))?;
         Ok(Prediction {
             image_id: units.image_id.clone(),
             point: vote.point,
@@ -136,11 +125,12 @@ impl PartModel {
     }
 
     fn validate_units(&self, units: &ImageUnits) -> Result<()> {
-        let ok =
-            units.layers.len() == self.layout.layers.len()
-                && units.layers.iter().zip(&self.layout.layers).all(|(u, l)| {
-                    u.positions.len() == l.num_units && u.scores.len() == l.num_units
-                });
+        let ok = units.layers.len() == self.layout.layers.len()
+            && units
+                .layers
+                .iter()
+                .zip(&self.layout.layers)
+                .all(|(u, l)| u.positions.len() == l.num_units && u.scores.len() == l.num_units);
         if ok {
             Ok(())
         } else {
@@ -161,23 +151,20 @@ impl PartModel {
             let p = units.layers[u.layer as usize].positions[u.unit as usize];
             [p[0] + u.delta[0], p[1] + sign * u.delta[1]]
         };
-        let score_of =
-            |u: &crate::SelectedUnit| units.layers[u.layer as usize].scores[u.unit as usize];
+        let score_of = |u: &crate::SelectedUnit| units.layers[u.layer as usize].scores[u.unit as usize];
         let mut voters = 0;
         for u in &template.units {
             let s = score_of(u);
             if params.detected(s) {
                 voters += 1;
-                params
-                    .kernel
-                    .accumulate(map, size, centre(u), params.weight(s));
+                params.kernel.accumulate(map, size, centre(u), params.weight(s));
             }
         }
         let (h, w) = argmax_cell(map, size, size);
         let fallback = map[h * size + w] <= 0.0; // values are finite: scores and kernels are
         let point = if fallback && template.flipped != units.flipped {
             // the object faces the other way: its part is at the mirrored spot
-            Point::new(template.point.h, size as f64 + 1.0 - template.point.w)
+            template.point.mirrored(size as f64)
         } else if fallback {
             template.point
         } else {
@@ -186,10 +173,7 @@ impl PartModel {
         let n = template.units.len() as f64;
         let score = match params.template_score {
             TemplateScore::MeanScore => template.units.iter().map(score_of).sum::<f64>() / n,
-            TemplateScore::Aog {
-                spatial_weight,
-                scale,
-            } => {
+            TemplateScore::Aog { spatial_weight, scale } => {
                 let sum: f64 = template
                     .units
                     .iter()
@@ -206,11 +190,6 @@ impl PartModel {
                 sum / n
             }
         };
-        TemplateVote {
-            point,
-            score,
-            voters,
-            fallback,
-        }
+        TemplateVote { point, score, voters, fallback }
     }
 }

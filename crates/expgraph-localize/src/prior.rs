@@ -16,20 +16,14 @@ impl PriorMean {
     /// Mean of `points`; fails when empty or when a point is not finite.
     pub fn fit(points: &[Point]) -> Result<Self> {
         if points.is_empty() {
-            return Err(LocalizeError::Empty(
-                "no annotated point for the prior mean".into(),
-            ));
+            return Err(LocalizeError::Empty("no annotated point for the prior mean".into()));
         }
         for (i, p) in points.iter().enumerate() {
-            p.check_finite(&format!("annotated example {i}"))?;
+            crate::units::check_finite(p, &format!("annotated example {i}"))?;
         }
         let n = points.len() as f64;
-        let (h, w) = points
-            .iter()
-            .fold((0.0, 0.0), |(h, w), p| (h + p.h, w + p.w));
-        Ok(Self {
-            point: Point::new(h / n, w / n),
-        })
+        let (h, w) = points.iter().fold((0.0, 0.0), |(h, w), p| (h + p.h, w + p.w));
+        Ok(Self { point: Point::new(h / n, w / n) })
     }
 
     /// The prediction (the same for every image).
@@ -44,21 +38,13 @@ mod tests {
 
     #[test]
     fn mean_of_three_points() {
-        let m = PriorMean::fit(&[
-            Point::new(10.0, 20.0),
-            Point::new(40.0, 50.0),
-            Point::new(1.0, 5.0),
-        ])
-        .unwrap();
+        let m = PriorMean::fit(&[Point::new(10.0, 20.0), Point::new(40.0, 50.0), Point::new(1.0, 5.0)]).unwrap();
         assert_eq!(m.predict(), Point::new(17.0, 25.0));
     }
 
     #[test]
     fn empty_and_nan_are_errors() {
         assert!(matches!(PriorMean::fit(&[]), Err(LocalizeError::Empty(_))));
-        assert!(matches!(
-            PriorMean::fit(&[Point::new(1.0, f64::NAN)]),
-            Err(LocalizeError::NonFinite { .. })
-        ));
+        assert!(matches!(PriorMean::fit(&[Point::new(1.0, f64::NAN)]), Err(LocalizeError::NonFinite { .. })));
     }
 }

@@ -11,34 +11,14 @@ use crate::{LocalizeError, Result};
 
 /// A point in the square input frame (the 224×224 object crop): 1-based pixels, `(h, w)` =
 /// (row, column), original (unmirrored) orientation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Point {
-    /// Row, 1-based pixels.
-    pub h: f64,
-    /// Column, 1-based pixels.
-    pub w: f64,
-}
+pub use expgraph_geometry::PixelPoint as Point;
 
-impl Point {
-    /// `(h, w)`.
-    pub fn new(h: f64, w: f64) -> Self {
-        Self { h, w }
-    }
-
-    /// Euclidean distance in pixels.
-    pub fn distance(&self, other: &Point) -> f64 {
-        (self.h - other.h).hypot(self.w - other.w)
-    }
-
-    pub(crate) fn check_finite(&self, image: &str) -> Result<()> {
-        if self.h.is_finite() && self.w.is_finite() {
-            Ok(())
-        } else {
-            Err(LocalizeError::NonFinite {
-                image: image.to_string(),
-                what: "part point".into(),
-            })
-        }
+/// A part point must be finite.
+pub(crate) fn check_finite(point: &Point, image: &str) -> Result<()> {
+    if point.is_finite() {
+        Ok(())
+    } else {
+        Err(LocalizeError::NonFinite { image: image.to_string(), what: "part point".into() })
     }
 }
 
@@ -85,11 +65,7 @@ impl UnitLayout {
             input_size,
             layers: layers
                 .iter()
-                .map(|l| UnitLayerLayout {
-                    name: l.name.clone(),
-                    geometry: l.geometry,
-                    num_units: l.channels,
-                })
+                .map(|l| UnitLayerLayout { name: l.name.clone(), geometry: l.geometry, num_units: l.channels })
                 .collect(),
         }
     }
@@ -188,15 +164,9 @@ pub struct ImageUnits {
 impl ImageUnits {
     /// Check `acts` against `layout` and map every position to input pixels, unmirroring
     /// flipped views with `w' = input_size + 1 − w` (spec §1.3).
-    pub fn from_activations<U: UnitActivations + ?Sized>(
-        layout: &UnitLayout,
-        acts: &U,
-    ) -> Result<Self> {
+    pub fn from_activations<U: UnitActivations + ?Sized>(layout: &UnitLayout, acts: &U) -> Result<Self> {
         let image = acts.image_id();
-        let shape = |what: String| LocalizeError::Shape {
-            image: image.to_string(),
-            what,
-        };
+        let shape = |what: String| LocalizeError::Shape { image: image.to_string(), what };
         if acts.num_layers() != layout.layers.len() {
             return Err(shape(format!(
                 "{} layers of activations, the model has {}",
@@ -209,10 +179,7 @@ impl ImageUnits {
         for (index, spec) in layout.layers.iter().enumerate() {
             let (name, positions, scores) = acts.layer(index);
             if name != spec.name {
-                return Err(shape(format!(
-                    "layer {index} is {name}, the model expects {}",
-                    spec.name
-                )));
+                return Err(shape(format!("layer {index} is {name}, the model expects {}", spec.name)));
             }
             if positions.len() != spec.num_units || scores.len() != spec.num_units {
                 return Err(shape(format!(
@@ -239,16 +206,9 @@ impl ImageUnits {
             if let Some(unit) = scores.iter().position(|s| !s.is_finite()) {
                 return Err(non_finite("score", unit));
             }
-            layers.push(UnitLayer {
-                positions: pixels,
-                scores: scores.iter().map(|&s| f64::from(s)).collect(),
-            });
+            layers.push(UnitLayer { positions: pixels, scores: scores.iter().map(|&s| f64::from(s)).collect() });
         }
-        Ok(Self {
-            image_id: image.to_string(),
-            flipped: acts.flipped(),
-            layers,
-        })
+        Ok(Self { image_id: image.to_string(), flipped: acts.flipped(), layers })
     }
 }
 
@@ -262,11 +222,7 @@ mod tests {
             input_size: 224,
             layers: vec![UnitLayerLayout {
                 name: "conv5_3".into(),
-                geometry: TapGeometry {
-                    stride: 16.0,
-                    first_centre: 8.5,
-                    receptive_field: 196.0,
-                },
+                geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
                 num_units: 2,
             }],
         }
@@ -276,11 +232,7 @@ mod tests {
         ImageActivations {
             image_id: "img".into(),
             flipped,
-            layers: vec![LayerActivations {
-                layer: "conv5_3".into(),
-                positions,
-                scores,
-            }],
+            layers: vec![LayerActivations { layer: "conv5_3".into(), positions, scores }],
         }
     }
 
@@ -300,32 +252,17 @@ mod tests {
     fn rejects_mismatches_and_non_finite_values() {
         let l = layout();
         let short = acts(false, vec![[1.0, 1.0]], vec![1.0]);
-        assert!(matches!(
-            ImageUnits::from_activations(&l, &short),
-            Err(LocalizeError::Shape { .. })
-        ));
+        assert!(matches!(ImageUnits::from_activations(&l, &short), Err(LocalizeError::Shape { .. })));
         let mut renamed = acts(false, vec![[1.0, 1.0]; 2], vec![1.0; 2]);
         renamed.layers[0].layer = "conv4_3".into();
-        assert!(matches!(
-            ImageUnits::from_activations(&l, &renamed),
-            Err(LocalizeError::Shape { .. })
-        ));
+        assert!(matches!(ImageUnits::from_activations(&l, &renamed), Err(LocalizeError::Shape { .. })));
         let nan = acts(false, vec![[1.0, f32::NAN], [1.0, 1.0]], vec![1.0; 2]);
-        assert!(matches!(
-            ImageUnits::from_activations(&l, &nan),
-            Err(LocalizeError::NonFinite { .. })
-        ));
+        assert!(matches!(ImageUnits::from_activations(&l, &nan), Err(LocalizeError::NonFinite { .. })));
         let inf = acts(false, vec![[1.0, 1.0]; 2], vec![1.0, f32::INFINITY]);
-        assert!(matches!(
-            ImageUnits::from_activations(&l, &inf),
-            Err(LocalizeError::NonFinite { .. })
-        ));
+        assert!(matches!(ImageUnits::from_activations(&l, &inf), Err(LocalizeError::NonFinite { .. })));
         let mut extra = acts(false, vec![[1.0, 1.0]; 2], vec![1.0; 2]);
         extra.layers.push(extra.layers[0].clone());
-        assert!(matches!(
-            ImageUnits::from_activations(&l, &extra),
-            Err(LocalizeError::Shape { .. })
-        ));
+        assert!(matches!(ImageUnits::from_activations(&l, &extra), Err(LocalizeError::Shape { .. })));
     }
 
     #[test]
@@ -334,10 +271,7 @@ mod tests {
         let mut dup = layout();
         dup.layers.push(dup.layers[0].clone());
         assert!(dup.validate().is_err());
-        let empty = UnitLayout {
-            input_size: 224,
-            layers: vec![],
-        };
+        let empty = UnitLayout { input_size: 224, layers: vec![] };
         assert!(matches!(empty.validate(), Err(LocalizeError::Empty(_))));
         let mut zero_stride = layout();
         zero_stride.layers[0].geometry.stride = 0.0;

@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         image: crops[0].clone(),
         predicted: vec![PartPoint { name: "head".into(), xy: [60.0, 70.0] }],
         truth: vec![PartPoint { name: "head".into(), xy: [72.0, 64.0] }],
-        vote_map: Some(VoteMap { width: 14, height: 14, values: (0..196).map(|i| ((i % 14) * (i / 14)) as f32).collect() }),
+        vote_map: Some(VoteMap {
+            width: 14,
+            height: 14,
+            values: (0..196).map(|i| ((i % 14) * (i / 14)) as f32).collect(),
+        }),
     };
     let inputs = ReportInputs {
         title: "Synthetic demo".into(),

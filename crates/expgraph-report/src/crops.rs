@@ -16,9 +16,7 @@ pub trait CropSource {
 
 impl CropSource for [RgbImage] {
     fn crop(&self, image_index: usize) -> Result<RgbImage, CropError> {
-        self.get(image_index)
-            .cloned()
-            .ok_or_else(|| format!("no crop {image_index} (have {})", self.len()).into())
+        self.get(image_index).cloned().ok_or_else(|| format!("no crop {image_index} (have {})", self.len()).into())
     }
 }
 

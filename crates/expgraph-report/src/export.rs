@@ -121,7 +121,10 @@ impl GraphExport {
                             mu_pixel: [g.map_to_pixel(mu[0]), g.map_to_pixel(mu[1])],
                             sigma: l.sigma[n],
                             mean_position: l.mean_position[n],
-                            parents: l.parents[n].iter().map(|p| ExportEdge { node: p.node, weight: p.similarity }).collect(),
+                            parents: l.parents[n]
+                                .iter()
+                                .map(|p| ExportEdge { node: p.node, weight: p.similarity })
+                                .collect(),
                         }
                     })
                     .collect(),
@@ -197,7 +200,9 @@ impl GraphExport {
 /// Writes the JSON export of `graph` to `path` atomically (temp file, then rename).
 pub fn write_graph_json(graph: &ExplanatoryGraph, path: &Path) -> Result<()> {
     let export = GraphExport::from_graph(graph)?;
-    write_atomic(path, |w| serde_json::to_writer(w, &export).map_err(|source| ReportError::Json { path: path.into(), source }))
+    write_atomic(path, |w| {
+        serde_json::to_writer(w, &export).map_err(|source| ReportError::Json { path: path.into(), source })
+    })
 }
 
 /// Which part of the graph goes into the DOT file.
@@ -255,13 +260,23 @@ fn dot_escape(s: &str) -> String {
 /// widths give the weights. Edges point from parent (deeper) to child.
 pub fn graph_dot(graph: &ExplanatoryGraph, acts: Option<&[ImageActivations]>, params: &DotParams) -> Result<String> {
     let orders = layer_orders(graph, acts, params.rank_top_k)?;
-    let kept: Vec<Vec<usize>> = orders.iter().map(|o| o.iter().copied().take(params.nodes_per_layer).collect()).collect();
+    let kept: Vec<Vec<usize>> =
+        orders.iter().map(|o| o.iter().copied().take(params.nodes_per_layer).collect()).collect();
     let mut out = String::new();
     let _ = writeln!(out, "digraph explanatory_graph {{");
-    let _ = writeln!(out, "  rankdir=BT;\n  node [shape=box, style=\"rounded,filled\", fillcolor=\"#eef3fb\", fontsize=10];");
-    let _ = writeln!(out, "  label=\"{} explanatory graph (top {} nodes per layer)\";", dot_escape(&graph.backbone), params.nodes_per_layer);
+    let _ = writeln!(
+        out,
+        "  rankdir=BT;\n  node [shape=box, style=\"rounded,filled\", fillcolor=\"#eef3fb\", fontsize=10];"
+    );
+    let _ = writeln!(
+        out,
+        "  label=\"{} explanatory graph (top {} nodes per layer)\";",
+        dot_escape(&graph.backbone),
+        params.nodes_per_layer
+    );
     for (l, layer) in graph.layers.iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_{l} {{\n    label=\"{}\";\n    rank=same;", dot_escape(&layer.info.name));
+        let _ =
+            writeln!(out, "  subgraph cluster_{l} {{\n    label=\"{}\";\n    rank=same;", dot_escape(&layer.info.name));
         for &n in &kept[l] {
             let _ = writeln!(
                 out,
@@ -289,9 +304,12 @@ pub fn graph_dot(graph: &ExplanatoryGraph, acts: Option<&[ImageActivations]>, pa
 }
 
 /// Writes [`graph_dot`] to `path` atomically.
-pub fn write_dot(graph: &ExplanatoryGraph, acts: Option<&[ImageActivations]>, params: &DotParams, path: &Path) -> Result<()> {
+pub fn write_dot(
+    graph: &ExplanatoryGraph,
+    acts: Option<&[ImageActivations]>,
+    params: &DotParams,
+    path: &Path,
+) -> Result<()> {
     let dot = graph_dot(graph, acts, params)?;
-    write_atomic(path, |w| {
-        w.write_all(dot.as_bytes()).map_err(|e| ReportError::io(path, e))
-    })
+    write_atomic(path, |w| w.write_all(dot.as_bytes()).map_err(|e| ReportError::io(path, e)))
 }

@@ -118,7 +118,14 @@ pub fn node_gallery(
         let k = ranked.node % gl.nodes_per_filter.max(1);
         draw::text(&mut image, GAP as i64, y as i64 + 4, 13.0, [20, 20, 20], &format!("filter {filter}, k {k}"));
         draw::text(&mut image, GAP as i64, y as i64 + 22, 12.0, [70, 70, 70], &format!("node {}", ranked.node));
-        draw::text(&mut image, GAP as i64, y as i64 + 40, 12.0, [70, 70, 70], &format!("top-k sum {:.3}", ranked.total));
+        draw::text(
+            &mut image,
+            GAP as i64,
+            y as i64 + 40,
+            12.0,
+            [70, 70, 70],
+            &format!("top-k sum {:.3}", ranked.total),
+        );
         let mut patches = Vec::new();
         for (c, &(image_index, score)) in ranked.top_images.iter().take(params.patches_per_node).enumerate() {
             let x = LABEL_WIDTH + c as u32 * (tile + GAP);

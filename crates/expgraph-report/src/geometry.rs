@@ -8,21 +8,11 @@ use expgraph_graph::TapGeometry;
 /// `pos` is the inferred `(h, w)` in 1-based map coordinates of the chosen view; it maps to 1-based
 /// input pixels with `p = c + (x − 1)·s`, and a flipped view maps back with `w' = input + 1 − w`
 /// (spec §1.3). Crops of another side than `input_size` are scaled.
-pub fn node_pixel(
-    geometry: &TapGeometry,
-    pos: [f64; 2],
-    flipped: bool,
-    input_size: usize,
-    crop_side: u32,
-) -> [f64; 2] {
-    let h = geometry.map_to_pixel(pos[0]);
-    let mut w = geometry.map_to_pixel(pos[1]);
-    if flipped {
-        w = input_size as f64 + 1.0 - w;
-    }
-    let scale = crop_side as f64 / input_size as f64;
-    // 1-based input pixel → 0-based input pixel → crop pixel (centres aligned).
-    [(w - 1.0 + 0.5) * scale - 0.5, (h - 1.0 + 0.5) * scale - 0.5]
+pub fn node_pixel(geometry: &TapGeometry, pos: [f64; 2], flipped: bool, input_size: usize, crop_side: u32) -> [f64; 2] {
+    let view = expgraph_geometry::View::from_flipped(flipped);
+    let input = input_size as f64;
+    // 1-based input pixel → continuous frame → crop pixel (centres aligned).
+    geometry.map_to_original_pixels(pos, view, input).to_frame().to_image_xy(input, f64::from(crop_side))
 }
 
 /// Default patch side in input pixels for a layer: `round(6.25·√RF)`, which gives the spec's

@@ -117,9 +117,7 @@ impl Report {
                     .rows
                     .iter()
                     .map(|r| {
-                        r.iter()
-                            .map(|c| Cell { text: c.clone(), numeric: c.trim().parse::<f64>().is_ok() })
-                            .collect()
+                        r.iter().map(|c| Cell { text: c.clone(), numeric: c.trim().parse::<f64>().is_ok() }).collect()
                     })
                     .collect(),
             })

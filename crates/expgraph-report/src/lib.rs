@@ -51,7 +51,6 @@ mod localization;
 mod pipeline;
 mod plots;
 mod ranking;
-mod screenshot;
 mod synthesis;
 mod write;
 
@@ -59,13 +58,9 @@ mod write;
 pub mod testing;
 
 pub use colormap::Colormap;
-/// The image type every drawing function takes and returns (re-exported from `image`).
-pub use image::RgbImage;
-/// The `image` crate this crate draws with (same version for callers).
-pub use image;
-pub use expgraph_graph::TapGeometry;
 pub use crops::{CropFn, CropSource};
 pub use error::{CropError, ReportError, Result};
+pub use expgraph_graph::TapGeometry;
 pub use export::{
     graph_dot, write_dot, write_graph_json, DotParams, ExportEdge, ExportLayer, ExportNode, GraphExport,
     GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION,
@@ -74,10 +69,10 @@ pub use gallery::{cut_patch, node_gallery, Gallery, GalleryParams, GalleryPatch,
 pub use geometry::{default_patch_side, node_pixel, patch_box, PixelBox};
 pub use heatmap::{heat_field, heatmap_overlay, overlay_field, HeatmapParams};
 pub use html::{Figure, MetricTable, Report, Section, WrittenReport};
+/// The image type every drawing function takes and returns (re-exported from `image`).
+pub use image::RgbImage;
 pub use localization::{localization_overlay, PartPoint, VoteMap, PREDICTION_COLOR, TRUTH_COLOR};
 pub use pipeline::{build_report, graph_summary, ImageSet, LocalizationCase, ReportInputs, ReportParams};
 pub use plots::{bar_chart, histogram, sigma_histograms};
 pub use ranking::{rank_nodes, top_nodes, validate_activations, RankedNode};
-pub use screenshot::{find_browser, luminance_variance, screenshot, ScreenshotInfo, ScreenshotParams};
 pub use synthesis::{synthesis_pair, MeanPatches, SynthesisParams};
-pub use write::{save_png, write_atomic, write_folder_atomic};

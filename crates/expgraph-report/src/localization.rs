@@ -19,7 +19,8 @@ impl PartPoint {
     /// From a spec-style point: `(h, w)` in 1-based pixels (e.g. `expgraph localize` output in the
     /// 224 object frame), drawn on an image of that frame.
     pub fn from_hw(name: impl Into<String>, h: f64, w: f64) -> Self {
-        Self { name: name.into(), xy: [w - 1.0, h - 1.0] }
+        let frame = expgraph_geometry::FRAME_SIZE;
+        Self { name: name.into(), xy: expgraph_geometry::PixelPoint::new(h, w).to_frame().to_image_xy(frame, frame) }
     }
 }
 

@@ -100,10 +100,16 @@ pub fn graph_summary(graph: &ExplanatoryGraph) -> Vec<(String, String)> {
     let layers = graph
         .layers
         .iter()
-        .map(|l| format!("{} ({}×{}×{}, K={})", l.info.name, l.info.channels, l.info.height, l.info.width, l.nodes_per_filter))
+        .map(|l| {
+            format!(
+                "{} ({}×{}×{}, K={})",
+                l.info.name, l.info.channels, l.info.height, l.info.width, l.nodes_per_filter
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    let nodes = graph.layers.iter().map(|l| format!("{}: {}", l.info.name, l.num_nodes())).collect::<Vec<_>>().join(", ");
+    let nodes =
+        graph.layers.iter().map(|l| format!("{}: {}", l.info.name, l.num_nodes())).collect::<Vec<_>>().join(", ");
     let edges: usize = graph.layers.iter().map(|l| l.parents.iter().map(Vec::len).sum::<usize>()).sum();
     vec![
         ("backbone".into(), graph.backbone.clone()),
@@ -173,7 +179,12 @@ pub fn build_report(inputs: &ReportInputs<'_>, params: &ReportParams) -> Result<
             let refs: Vec<&RgbImage> = panels.iter().collect();
             let names: Vec<&str> = graph.layers.iter().map(|l| l.info.name.as_str()).collect();
             section.figures.push(Figure {
-                caption: format!("{}{}: crop, {}", act.image_id, if act.flipped { " (mirrored view)" } else { "" }, names.join(", ")),
+                caption: format!(
+                    "{}{}: crop, {}",
+                    act.image_id,
+                    if act.flipped { " (mirrored view)" } else { "" },
+                    names.join(", ")
+                ),
                 image: draw::hstack(&refs, 6, [255, 255, 255]),
             });
         }
@@ -203,11 +214,18 @@ pub fn build_report(inputs: &ReportInputs<'_>, params: &ReportParams) -> Result<
                 let act = &test.activations[*i];
                 let mut panels = vec![];
                 for m in &means {
-                    panels.push(m.synthesize(graph, act, crop.width(), crop.height(), params.synthesis.top_fraction)?);
+                    panels.push(m.synthesize(
+                        graph,
+                        act,
+                        crop.width(),
+                        crop.height(),
+                        params.synthesis.top_fraction,
+                    )?);
                 }
                 let refs: Vec<&RgbImage> = panels.iter().collect();
                 let synth = draw::hstack(&refs, 6, [255, 255, 255]);
-                let names: Vec<&str> = layers.iter().filter_map(|&l| graph.layers.get(l).map(|g| g.info.name.as_str())).collect();
+                let names: Vec<&str> =
+                    layers.iter().filter_map(|&l| graph.layers.get(l).map(|g| g.info.name.as_str())).collect();
                 section.figures.push(Figure {
                     caption: format!("{}: crop, then {}", act.image_id, names.join(", ")),
                     image: synthesis_pair(crop, &synth),
@@ -230,7 +248,12 @@ pub fn build_report(inputs: &ReportInputs<'_>, params: &ReportParams) -> Result<
         if !inputs.part_distances.is_empty() {
             section.figures.push(Figure {
                 caption: "Normalized distance per part".into(),
-                image: bar_chart("Normalized distance per part", "normalized distance", &inputs.part_distances, (640, 360))?,
+                image: bar_chart(
+                    "Normalized distance per part",
+                    "normalized distance",
+                    &inputs.part_distances,
+                    (640, 360),
+                )?,
             });
         }
         for case in &inputs.localization {
@@ -247,7 +270,10 @@ pub fn build_report(inputs: &ReportInputs<'_>, params: &ReportParams) -> Result<
         report.sections.push(Section {
             title: "Node σ per layer".into(),
             text: Some("Learned spatial deviation σ of the nodes, in feature-map units (spec §1.1).".into()),
-            figures: hists.into_iter().map(|(name, image)| Figure { caption: format!("{name}: histogram of σ"), image }).collect(),
+            figures: hists
+                .into_iter()
+                .map(|(name, image)| Figure { caption: format!("{name}: histogram of σ"), image })
+                .collect(),
         });
     }
     Ok(report)

@@ -68,13 +68,20 @@ impl MeanPatches {
         let n = params.patch_px as usize;
         let mut sums: BTreeMap<usize, (Vec<f32>, u32)> = BTreeMap::new();
         for (&image, nodes) in &wanted {
-            let crop = load_crops(crops, [image])?.remove(&image).ok_or_else(|| ReportError::invalid("crops", "lost crop"))?;
+            let crop =
+                load_crops(crops, [image])?.remove(&image).ok_or_else(|| ReportError::invalid("crops", "lost crop"))?;
             let act = &train[image];
             let scale = crop.width() as f64 / graph.input_size as f64;
             let side_px = ((side as f64) * scale).round().max(1.0) as u32;
             for &node in nodes {
                 let p = act.layers[layer].positions[node];
-                let c = node_pixel(&gl.info.geometry, [p[0] as f64, p[1] as f64], act.flipped, graph.input_size, crop.width());
+                let c = node_pixel(
+                    &gl.info.geometry,
+                    [p[0] as f64, p[1] as f64],
+                    act.flipped,
+                    graph.input_size,
+                    crop.width(),
+                );
                 let Some(patch) = unclipped_patch(&crop, c, side_px, params.patch_px) else { continue };
                 let entry = sums.entry(node).or_insert_with(|| (vec![0.0; n * n * 3], 0));
                 for (s, v) in entry.0.iter_mut().zip(patch.as_raw()) {

@@ -1,48 +1,53 @@
 //! Atomic output: files via a temp file + rename, folders via a temp folder + rename.
 
 use crate::error::{ReportError, Result};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    expgraph_io::parent_dir(path)
 }
 
-/// Writes `path` through `fill` into a temp file in the same folder, then renames it into place;
-/// nothing is left behind on error.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let dir = parent_of(path);
-    std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| ReportError::io(&dir, e))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
-        fill(&mut w)?;
-        w.flush().map_err(|e| ReportError::io(path, e))?;
-    }
-    tmp.persist(path).map_err(|e| ReportError::io(path, e.error))?;
-    Ok(())
+/// Writes `path` through `fill` atomically ([`expgraph_io::write_atomic`]); an error of `fill`
+/// comes back as it was.
+pub(crate) fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let mut failure = None;
+    expgraph_io::write_atomic(path, |w| {
+        fill(w).map_err(|e| {
+            let message = e.to_string();
+            failure = Some(e);
+            std::io::Error::other(message)
+        })
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| ReportError::io(path, e)))
 }
 
 /// Builds a folder in a temp folder beside `out` and renames it to `out`. An existing `out` is
 /// replaced only when it holds `marker` (i.e. it is an earlier output of the same kind);
 /// otherwise the call fails and leaves it alone.
-pub fn write_folder_atomic(out: &Path, marker: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub(crate) fn write_folder_atomic(out: &Path, marker: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = parent_of(out);
     std::fs::create_dir_all(&parent).map_err(|e| ReportError::io(&parent, e))?;
     if out.exists() && !out.join(marker).is_file() {
         return Err(ReportError::io(
             out,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("exists and has no {marker}; not replacing it")),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("exists and has no {marker}; not replacing it"),
+            ),
         ));
     }
-    let tmp = tempfile::Builder::new().prefix(".expgraph-report-").tempdir_in(&parent).map_err(|e| ReportError::io(&parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".expgraph-report-")
+        .tempdir_in(&parent)
+        .map_err(|e| ReportError::io(&parent, e))?;
     fill(tmp.path())?;
     let staged = tmp.keep();
     if out.exists() {
-        let old = tempfile::Builder::new().prefix(".expgraph-report-old-").tempdir_in(&parent).map_err(|e| ReportError::io(&parent, e))?;
+        let old = tempfile::Builder::new()
+            .prefix(".expgraph-report-old-")
+            .tempdir_in(&parent)
+            .map_err(|e| ReportError::io(&parent, e))?;
         let old_path = old.keep();
         // rename(dir, existing empty dir) replaces it on Unix
         std::fs::rename(out, &old_path).map_err(|e| ReportError::io(out, e))?;
@@ -60,7 +65,7 @@ pub fn write_folder_atomic(out: &Path, marker: &str, fill: impl FnOnce(&Path) ->
 }
 
 /// Encodes `img` as PNG at `path` (atomically).
-pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
+pub(crate) fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
     write_atomic(path, |w| {
         let mut buf = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)

@@ -39,7 +39,8 @@ fn json_export_round_trips() {
 fn json_export_rejects_other_schemas_and_bad_graphs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.json");
-    std::fs::write(&path, r#"{"schema":"other","schema_version":1,"backbone":"b","input_size":224,"layers":[]}"#).unwrap();
+    std::fs::write(&path, r#"{"schema":"other","schema_version":1,"backbone":"b","input_size":224,"layers":[]}"#)
+        .unwrap();
     let err = GraphExport::read(&path).unwrap_err();
     assert!(err.to_string().contains("x.json"), "{err}");
     std::fs::write(&path, "{not json").unwrap();

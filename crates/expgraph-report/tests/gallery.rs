@@ -74,14 +74,22 @@ fn patches_are_clipped_at_the_border_and_resized() {
     assert_eq!(tile.dimensions(), (96, 96));
     // the top-left of the tile shows the crop's left border
     assert!(tile.get_pixel(0, 0).0[0] < 3);
-    let node = node_pixel(&expgraph_graph::TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 164.0 }, [14.0, 14.0], false, 224, 224);
+    let node = node_pixel(
+        &expgraph_graph::TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 164.0 },
+        [14.0, 14.0],
+        false,
+        224,
+        224,
+    );
     assert_eq!(node, [215.5, 215.5]);
 }
 
 #[test]
 fn crop_errors_and_bad_shapes_are_reported() {
     let (graph, mut acts, _) = fixture(false);
-    let failing = CropFn(|i: usize| -> Result<RgbImage, expgraph_report::CropError> { Err(format!("cannot decode image {i}").into()) });
+    let failing = CropFn(|i: usize| -> Result<RgbImage, expgraph_report::CropError> {
+        Err(format!("cannot decode image {i}").into())
+    });
     let err = node_gallery(&graph, &acts, 0, &failing, &GalleryParams::default()).unwrap_err();
     assert!(matches!(err, ReportError::Crop { .. }), "{err}");
     assert!(failing.crop(1).is_err());

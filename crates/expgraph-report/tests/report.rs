@@ -111,10 +111,12 @@ fn report_folder_is_replaced_atomically_and_foreign_folders_are_kept() {
 
 #[test]
 fn charts_and_overlays_draw_text_and_marks() {
-    let chart = bar_chart("Normalized distance", "distance", &[("head".into(), 0.1), ("wing".into(), 0.3)], (400, 300)).unwrap();
+    let chart = bar_chart("Normalized distance", "distance", &[("head".into(), 0.1), ("wing".into(), 0.3)], (400, 300))
+        .unwrap();
     assert_eq!(chart.dimensions(), (400, 300));
     // the caption (embedded font, no fontconfig) puts dark pixels in the top band
-    let dark_top = (0..400).flat_map(|x| (0..30).map(move |y| (x, y))).filter(|&(x, y)| chart.get_pixel(x, y).0[0] < 100).count();
+    let dark_top =
+        (0..400).flat_map(|x| (0..30).map(move |y| (x, y))).filter(|&(x, y)| chart.get_pixel(x, y).0[0] < 100).count();
     assert!(dark_top > 30, "caption not drawn ({dark_top} dark pixels)");
     assert!(bar_chart("empty", "", &[], (100, 100)).is_err());
     assert!(bar_chart("nan", "", &[("a".into(), f64::NAN)], (100, 100)).is_err());

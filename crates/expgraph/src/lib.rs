@@ -19,4 +19,5 @@ pub use expgraph_localize as localize;
 pub use expgraph_report as report;
 
 pub mod crops;
+pub mod localization;
 pub mod pipeline;

@@ -146,12 +146,5 @@ pub struct WriteError {
 
 /// Write `value` as pretty JSON to `path` atomically (temp file in the same folder, then rename).
 pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> Result<(), WriteError> {
-    let err = |source| WriteError { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let text = serde_json::to_string_pretty(value).map_err(|e| err(std::io::Error::other(e)))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    expgraph_io::write_json(path, value).map_err(|source| WriteError { path: path.to_path_buf(), source })
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+
+use crate::summary::Summary;
 use expgraph_graph::{load_activations, ExplanatoryGraph};
 use expgraph_report::{write_dot, write_graph_json, DotParams};
 
@@ -14,8 +16,8 @@ pub struct Args {
     #[arg(long)]
     pub graph: PathBuf,
     /// Write the whole graph as JSON here (schema `expgraph.graph-export` v1).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[arg(long, short, value_name = "FILE.json")]
+    pub out: Option<PathBuf>,
     /// Write a DOT subgraph here (render with `dot -Tsvg`).
     #[arg(long)]
     pub dot: Option<PathBuf>,
@@ -29,12 +31,13 @@ pub struct Args {
 }
 
 /// Run `expgraph export`.
-pub fn run(args: Args) -> Result<()> {
-    if args.json.is_none() && args.dot.is_none() {
-        bail!("nothing to do: give --json PATH and/or --dot PATH");
+pub fn run(args: Args) -> Result<Summary> {
+    if args.out.is_none() && args.dot.is_none() {
+        bail!("nothing to do: give --out FILE.json and/or --dot FILE.dot");
     }
-    let graph = ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
-    if let Some(path) = &args.json {
+    let graph =
+        ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
+    if let Some(path) = &args.out {
         write_graph_json(&graph, path).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(nodes = graph.num_nodes(), "graph JSON written to {}", path.display());
     }
@@ -47,13 +50,17 @@ pub fn run(args: Args) -> Result<()> {
         write_dot(&graph, acts.as_deref(), &params, path).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!("DOT subgraph written to {}", path.display());
     }
-    Ok(())
+    let written: Vec<&PathBuf> = args.out.iter().chain(&args.dot).collect();
+    let human = written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join("\n");
+    Ok(Summary::new(human, serde_json::json!({"graph_json": args.out, "dot": args.dot, "nodes": graph.num_nodes()})))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use expgraph_report::{ExportEdge, ExportLayer, ExportNode, GraphExport, TapGeometry, GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION};
+    use expgraph_report::{
+        ExportEdge, ExportLayer, ExportNode, GraphExport, TapGeometry, GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION,
+    };
 
     fn layer(index: usize, name: &str, side: usize, parents: usize) -> ExportLayer {
         let nodes = (0..6)
@@ -96,12 +103,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         graph.save(dir.path().join("graph")).unwrap();
         let (json, dot) = (dir.path().join("g.json"), dir.path().join("g.dot"));
-        run(Args { graph: dir.path().join("graph"), json: Some(json.clone()), dot: Some(dot.clone()), dot_nodes: 4, activations: None })
-            .unwrap();
+        run(Args {
+            graph: dir.path().join("graph"),
+            out: Some(json.clone()),
+            dot: Some(dot.clone()),
+            dot_nodes: 4,
+            activations: None,
+        })
+        .unwrap();
         let back = GraphExport::read(&json).unwrap().to_graph().unwrap();
         assert_eq!(back.layers[0].parents, graph.layers[0].parents);
         let text = std::fs::read_to_string(&dot).unwrap();
         assert!(text.starts_with("digraph") && text.contains("L1_"));
-        assert!(run(Args { graph: dir.path().join("graph"), json: None, dot: None, dot_nodes: 4, activations: None }).is_err());
+        assert!(run(Args { graph: dir.path().join("graph"), out: None, dot: None, dot_nodes: 4, activations: None })
+            .is_err());
     }
 }

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use expgraph_backbone::{Preprocess, Vgg16, WeightSource};
+
+use crate::summary::Summary;
 use expgraph_cache::StorageDtype;
 use expgraph_features::{
-    list_images, load_or_compute_norm_stats, objects_from_dir, parse_device, read_boxes, ExtractParams, FlipMode,
+    list_images, load_backbone, load_or_compute_norm_stats, objects_from_dir, read_boxes, ExtractParams, FlipMode,
     NormStatsParams,
 };
 
@@ -27,7 +28,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub negatives: PathBuf,
     /// Output cache folder (created; an interrupted run resumes).
-    #[arg(long, value_name = "CACHE")]
+    #[arg(long, short, value_name = "CACHE")]
     pub out: PathBuf,
     /// Object boxes JSON (see above).
     #[arg(long, value_name = "FILE.json")]
@@ -69,13 +70,7 @@ pub struct Args {
 }
 
 /// Run `expgraph extract`.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
-    let source = WeightSource::parse(&args.weights);
-    let preprocess = match &args.preprocess {
-        Some(p) => Preprocess::from_name(p)?,
-        None => source.default_preprocess(),
-    };
+pub fn run(args: Args) -> anyhow::Result<Summary> {
     let storage = StorageDtype::from_name(&args.storage).context("--storage must be f16 or u8")?;
     let flip = FlipMode::from_name(&args.flip).context("--flip must be real, noop or none")?;
 
@@ -85,15 +80,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.negatives_limit {
         negatives.truncate(n);
     }
-    tracing::info!(images = objects.len(), negatives = negatives.len(), weights = %source, "loading backbone");
-    let backbone = Vgg16::load(&source, &device)?;
+    tracing::info!(images = objects.len(), negatives = negatives.len(), "inputs listed");
+    let loaded = load_backbone(&args.weights, args.preprocess.as_deref(), &args.device)?;
+    let (backbone, preprocess) = (loaded.model, loaded.preprocess);
 
     let stats_params = NormStatsParams {
         layers: args.layers.clone(),
         preprocess,
         input_size: expgraph_backbone::REFERENCE_INPUT_SIZE,
         batch: args.batch.max(1),
-        progress: true,
+        progress: crate::progress::sink(),
     };
     let stats_path = args.stats.clone().unwrap_or_else(|| args.out.join("norm-stats.safetensors"));
     let stats = load_or_compute_norm_stats(&backbone, &stats_params, &negatives, &stats_path)?;
@@ -107,9 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .shard_size(args.shard_size)
         .flip(flip)
         .overwrite(args.overwrite)
+        .progress(crate::progress::sink())
         .check(&backbone, &stats)?
         .run(&objects, &args.out)?;
-    eprintln!(
+    let human = format!(
         "feature cache {}: {} images ({} computed now, {:.0} ms/image)",
         report.dir.display(),
         report.images,
@@ -121,6 +118,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "computed": report.computed, "ms_per_image": report.ms_per_image,
         "norm_stats": stats_path, "norm_stats_digest": stats.digest(),
     });
-    println!("{json}");
-    Ok(())
+    Ok(Summary::new(human, json))
 }

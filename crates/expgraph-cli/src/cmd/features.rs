@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use expgraph_backbone::{Preprocess, Vgg16, WeightSource};
-use expgraph_features::{dump_raw_maps, parse_device, write_raw_maps};
+use crate::summary::Summary;
+
+use expgraph_features::{dump_raw_maps, load_backbone, write_raw_maps};
 
 /// Subcommands of `expgraph features`.
 #[derive(clap::Subcommand, Debug)]
@@ -29,7 +30,7 @@ pub struct DumpArgs {
     #[arg(long, value_delimiter = ',', default_value = "conv4_2,conv4_3,conv5_2,conv5_3")]
     pub layers: Vec<String>,
     /// Output safetensors file.
-    #[arg(long, value_name = "OUT.safetensors")]
+    #[arg(long, short, value_name = "OUT.safetensors")]
     pub out: PathBuf,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -43,24 +44,19 @@ pub struct DumpArgs {
 }
 
 /// Run `expgraph features …`.
-pub fn run(c: FeaturesCommand) -> anyhow::Result<()> {
+pub fn run(c: FeaturesCommand) -> anyhow::Result<Summary> {
     match c {
         FeaturesCommand::Dump(args) => dump(args),
     }
 }
 
-fn dump(args: DumpArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
-    let source = WeightSource::parse(&args.weights);
-    let preprocess = match &args.preprocess {
-        Some(p) => Preprocess::from_name(p)?,
-        None => source.default_preprocess(),
-    };
-    let backbone = Vgg16::load(&source, &device)?;
+fn dump(args: DumpArgs) -> anyhow::Result<Summary> {
+    let loaded = load_backbone(&args.weights, args.preprocess.as_deref(), &args.device)?;
+    let (backbone, preprocess) = (loaded.model, loaded.preprocess);
     let size = expgraph_backbone::REFERENCE_INPUT_SIZE;
     let maps = dump_raw_maps(&backbone, preprocess, &args.layers, &args.images, size, args.no_crop, args.batch)?;
     write_raw_maps(&args.out, &maps)?;
     let shapes: Vec<_> = maps.iter().map(|m| serde_json::json!({"layer": m.layer, "shape": m.shape})).collect();
-    println!("{}", serde_json::json!({"out": args.out, "preprocess": preprocess.name(), "tensors": shapes}));
-    Ok(())
+    let json = serde_json::json!({"out": args.out, "preprocess": preprocess.name(), "tensors": shapes});
+    Ok(Summary::new(format!("{} layers of {} images: {}", maps.len(), args.images.len(), args.out.display()), json))
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+
+use crate::summary::Summary;
 use expgraph_cache::FeatureCache;
 use expgraph_graph::{save_activations, ExplanatoryGraph};
 use expgraph_learn::ViewPolicy;
@@ -15,16 +17,16 @@ pub struct Args {
     #[arg(long, value_name = "GRAPH")]
     pub graph: PathBuf,
     /// Feature cache folder of the images to run on (same backbone and layers as the graph).
-    #[arg(long, value_name = "CACHE")]
-    pub features: PathBuf,
+    #[arg(long, value_name = "CACHE", alias = "features")]
+    pub cache: PathBuf,
     /// Output folder: `activations.json` (ids, layers) + `activations.safetensors`
     /// (`<layer>.positions` map coords, `<layer>.positions_px` pixels of the 224 frame,
     /// `<layer>.scores`, `flips`).
-    #[arg(long, value_name = "ACTIVATIONS")]
+    #[arg(long, short, value_name = "ACTIVATIONS")]
     pub out: PathBuf,
     /// Use only the first N images.
-    #[arg(long, value_name = "N")]
-    pub images: Option<usize>,
+    #[arg(long, value_name = "N", alias = "images")]
+    pub limit: Option<usize>,
     /// Which view of each image: `choose` (the top layer picks the better of the image and its
     /// mirror, spec §1.7), `original` or `mirrored`.
     #[arg(long, value_enum, default_value = "choose")]
@@ -43,16 +45,18 @@ pub enum ViewsArg {
 }
 
 /// Run `expgraph infer`.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let graph = ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
-    let cache = FeatureCache::open(&args.features).with_context(|| format!("opening feature cache {}", args.features.display()))?;
+pub fn run(args: Args) -> anyhow::Result<Summary> {
+    let graph =
+        ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
+    let cache =
+        FeatureCache::open(&args.cache).with_context(|| format!("opening feature cache {}", args.cache.display()))?;
     let started = Instant::now();
     let policy = match args.views {
         ViewsArg::Choose => ViewPolicy::Choose,
         ViewsArg::Original => ViewPolicy::Original,
         ViewsArg::Mirrored => ViewPolicy::Mirrored,
     };
-    let acts = expgraph_learn::infer_views(&graph, &cache, args.images, policy)?;
+    let acts = expgraph_learn::infer_views(&graph, &cache, args.limit, policy)?;
     save_activations(&args.out, &graph, &acts).with_context(|| format!("writing {}", args.out.display()))?;
     let flipped = acts.iter().filter(|a| a.flipped).count();
     tracing::info!(
@@ -63,5 +67,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out = %args.out.display(),
         "activations written"
     );
-    Ok(())
+    Ok(Summary::new(
+        format!("activations of {} images ({flipped} mirrored): {}", acts.len(), args.out.display()),
+        serde_json::json!({"out": args.out, "images": acts.len(), "flipped": flipped, "nodes": graph.num_nodes()}),
+    ))
 }

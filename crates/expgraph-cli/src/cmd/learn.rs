@@ -1,11 +1,12 @@
 //! `expgraph learn`: learn an explanatory graph from a feature cache (spec §2).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context;
+
+use crate::summary::Summary;
 use expgraph_cache::FeatureCache;
 use expgraph_learn::{LearnParams, Progress};
 
@@ -13,10 +14,10 @@ use expgraph_learn::{LearnParams, Progress};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Feature cache folder (written by `expgraph extract`).
-    #[arg(long, value_name = "CACHE")]
-    pub features: PathBuf,
+    #[arg(long, value_name = "CACHE", alias = "features")]
+    pub cache: PathBuf,
     /// Output graph folder (`graph.json` + `graph.safetensors`).
-    #[arg(long, value_name = "GRAPH")]
+    #[arg(long, short, value_name = "GRAPH")]
     pub out: PathBuf,
     /// Graph layers, comma-separated, from the paper's defaults (conv4_2, conv4_3, conv5_2,
     /// conv5_3 with densities 0.05, 0.05, 0.1, 0.1).
@@ -29,8 +30,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use only the first N images.
-    #[arg(long, value_name = "N")]
-    pub images: Option<usize>,
+    #[arg(long, value_name = "N", alias = "images")]
+    pub limit: Option<usize>,
     /// Candidate parents kept per layer (`topM`, clamped to the pool).
     #[arg(long, default_value_t = 600)]
     pub top_m: usize,
@@ -43,24 +44,28 @@ pub struct Args {
 }
 
 /// Run `expgraph learn`.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let cache = FeatureCache::open(&args.features).with_context(|| format!("opening feature cache {}", args.features.display()))?;
+pub fn run(args: Args) -> anyhow::Result<Summary> {
+    let cache =
+        FeatureCache::open(&args.cache).with_context(|| format!("opening feature cache {}", args.cache.display()))?;
     let mut params = LearnParams::default()
         .iterations(args.iterations)
         .seed(args.seed)
-        .max_images(args.images)
+        .max_images(args.limit)
         .top_m(args.top_m)
         .reference_compat(args.reference_compat)
         .use_flips(!args.no_flips);
     if let Some(names) = &args.layers {
         let unknown: Vec<&String> = names.iter().filter(|n| !params.layers.iter().any(|l| &l.name == *n)).collect();
-        anyhow::ensure!(unknown.is_empty(), "unknown graph layers {unknown:?}; known: conv4_2, conv4_3, conv5_2, conv5_3");
+        anyhow::ensure!(
+            unknown.is_empty(),
+            "unknown graph layers {unknown:?}; known: conv4_2, conv4_3, conv5_2, conv5_3"
+        );
         params = params.select_layers(names);
     }
     let params = params.check()?;
-    let n = args.images.map_or(cache.images().len(), |m| m.min(cache.images().len()));
+    let n = args.limit.map_or(cache.images().len(), |m| m.min(cache.images().len()));
     tracing::info!(images = n, layers = ?params.layers.iter().map(|l| &l.name).collect::<Vec<_>>(), iterations = params.iterations, reference_compat = params.reference_compat, "learning");
-    let bar = progress_bar((params.layers.len() * params.iterations) as u64);
+    let bar = crate::progress::bar((params.layers.len() * params.iterations) as u64, "learn");
     let started = Instant::now();
     let last = Mutex::new(Instant::now());
     let on_progress = |p: &Progress| {
@@ -84,17 +89,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ms_per_image_iteration_layer = format!("{:.2}", secs * 1e3 / steps),
         "graph written"
     );
-    Ok(())
-}
-
-/// A progress bar on stderr, hidden when stderr is not a terminal.
-pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})") {
-        bar.set_style(style);
-    }
-    bar
+    Ok(Summary::new(
+        format!(
+            "graph of {} nodes learned on {n} images in {secs:.1} s: {}",
+            out.graph.num_nodes(),
+            args.out.display()
+        ),
+        serde_json::json!({"out": args.out, "images": n, "nodes": out.graph.num_nodes(), "seconds": secs}),
+    ))
 }

@@ -1,19 +1,16 @@
-//! `expgraph localize`: few-shot part localization (paper-spec §4.1) with graph nodes, raw
+//! `expgraph localize`: few-shot part localization (spec §4.1) with graph nodes, raw
 //! filters or the prior mean; writes one prediction per image and part (`PRED.json`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use expgraph_cache::{DiskLayer, FeatureCache, LayerMaps, View};
-use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
-use expgraph_learn::{infer_views, ViewPolicy};
-use expgraph_localize::{
-    filter_argmaxes, FewShotAnnotations, Kernel, LocalizeParams, LocalizeValidParams, PartModel,
-    PartPredictions, Point, PredictionFile, PriorMean, TemplateScore, UnitActivations, UnitLayout,
-    VoteWeight,
-};
+
+use crate::summary::Summary;
+use expgraph::localization::{localize_annotated, prior_predictions, UnitSet};
+use expgraph_cache::FeatureCache;
+use expgraph_graph::{load_activations, ExplanatoryGraph};
+use expgraph_localize::{FewShotAnnotations, Kernel, LocalizeParams, LocalizeValidParams, TemplateScore, VoteWeight};
 
 /// Which units vote.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +58,7 @@ pub struct Args {
     #[arg(long)]
     annotations: PathBuf,
     /// Output predictions (JSON, written atomically).
-    #[arg(long)]
+    #[arg(long, short)]
     out: PathBuf,
     /// Which units vote.
     #[arg(long, value_enum, default_value = "graph")]
@@ -111,35 +108,47 @@ pub struct Args {
 }
 
 /// Run `expgraph localize`.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<Summary> {
     if args.method == Method::Prior && args.save_models.is_some() {
         bail!("--save-models: the prior method fits no part model");
     }
     let text = std::fs::read_to_string(&args.annotations)
         .with_context(|| format!("reading annotations {}", args.annotations.display()))?;
-    let annotations = FewShotAnnotations::from_json(&text)
-        .with_context(|| format!("annotations {}", args.annotations.display()))?;
+    let annotations =
+        FewShotAnnotations::from_json(&text).with_context(|| format!("annotations {}", args.annotations.display()))?;
     let params = build_params(&args)?;
     let (file, models) = match args.method {
-        Method::Graph => run_graph(&args, &annotations, &params)?,
-        Method::Raw => run_raw(&args, &annotations, &params)?,
-        Method::Prior => (run_prior(&args, &annotations)?, BTreeMap::new()),
+        Method::Graph | Method::Raw => {
+            let units = if args.method == Method::Graph { graph_units(&args)? } else { raw_units(&args)? };
+            let bar = crate::progress::bar((annotations.parts.len() * units.templates.len()) as u64, "localize");
+            let outputs = localize_annotated(&units, &annotations, &params, &|_| bar.inc(1))?;
+            bar.finish_and_clear();
+            outputs
+        }
+        Method::Prior => {
+            let input_size = match &args.cache {
+                Some(dir) => open_cache(dir)?.manifest().input_size,
+                None => 224,
+            };
+            (prior_predictions(&annotations, input_size)?, BTreeMap::new())
+        }
     };
-    write_json_atomic(&args.out, &file)?;
+    expgraph_io::write_json(&args.out, &file).with_context(|| format!("writing {}", args.out.display()))?;
     tracing::info!(out = %args.out.display(), parts = file.parts.len(), "predictions written");
     if let Some(path) = &args.save_models {
-        write_json_atomic(path, &models)?;
+        expgraph_io::write_json(path, &models).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    let images = file.parts.values().map(|p| p.predictions.len()).max().unwrap_or(0);
+    Ok(Summary::new(
+        format!("{} parts localized ({}) on {images} images: {}", file.parts.len(), file.method, args.out.display()),
+        serde_json::json!({"out": args.out, "method": file.method, "parts": file.parts.keys().collect::<Vec<_>>(), "images": images}),
+    ))
 }
 
 fn build_params(args: &Args) -> Result<LocalizeValidParams> {
     let kernel = match args.kernel {
         KernelArg::Aog => Kernel::aog(),
-        KernelArg::Gaussian => Kernel::Gaussian {
-            sigma: args.sigma,
-            truncate: 3.0,
-        },
+        KernelArg::Gaussian => Kernel::Gaussian { sigma: args.sigma, truncate: 3.0 },
     };
     let weight = match args.weight {
         WeightArg::Detected => VoteWeight::Detected,
@@ -160,224 +169,39 @@ fn build_params(args: &Args) -> Result<LocalizeValidParams> {
         .check()?)
 }
 
-type Outputs = (PredictionFile, BTreeMap<String, PartModel>);
-
-fn run_graph(
-    args: &Args,
-    ann: &FewShotAnnotations,
-    params: &LocalizeValidParams,
-) -> Result<Outputs> {
-    let graph_dir = args
-        .graph
-        .as_ref()
-        .context("--method graph needs --graph")?;
-    let acts_dir = args
-        .activations
-        .as_ref()
-        .context("--method graph needs --activations")?;
-    let graph = ExplanatoryGraph::load(graph_dir)
-        .with_context(|| format!("loading graph {}", graph_dir.display()))?;
-    let acts = load_activations(acts_dir)
-        .with_context(|| format!("loading activations {}", acts_dir.display()))?;
-    let layout = UnitLayout::for_graph(&graph);
-    if !args.both_views {
-        let views: Vec<Vec<&ImageActivations>> = acts.iter().map(|a| vec![a]).collect();
-        return localize_all("graph", &layout, ann, params, &acts, &views);
-    }
-    // Templates keep the view inference chose for the annotated images; test images get both.
-    let dir = args.cache.as_ref().context("--method graph --both-views needs --cache")?;
-    let cache = FeatureCache::open(dir).with_context(|| format!("opening cache {}", dir.display()))?;
-    if !cache.manifest().views.contains(&View::Flipped) {
-        bail!("--both-views: cache {} has no mirrored view", dir.display());
-    }
-    let infer = |policy| {
-        infer_views(&graph, &cache, None, policy)
-            .with_context(|| format!("inferring the graph on {}", dir.display()))
-    };
-    let (original, mirrored) = (infer(ViewPolicy::Original)?, infer(ViewPolicy::Mirrored)?);
-    let by_id: HashMap<&str, usize> =
-        original.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
-    let views = acts
-        .iter()
-        .map(|a| {
-            let i = *by_id.get(a.image_id.as_str()).with_context(|| {
-                format!("image {} of the activations is not in cache {}", a.image_id, dir.display())
-            })?;
-            Ok(vec![&original[i], &mirrored[i]])
-        })
-        .collect::<Result<Vec<_>>>()?;
-    localize_all("graph", &layout, ann, params, &acts, &views)
+fn open_cache(dir: &Path) -> Result<FeatureCache> {
+    FeatureCache::open(dir).with_context(|| format!("opening cache {}", dir.display()))
 }
 
-fn run_raw(args: &Args, ann: &FewShotAnnotations, params: &LocalizeValidParams) -> Result<Outputs> {
-    let dir = args.cache.as_ref().context("--method raw needs --cache")?;
-    let cache =
-        FeatureCache::open(dir).with_context(|| format!("opening cache {}", dir.display()))?;
-    let names: Vec<String> = if args.layers.is_empty() {
-        cache.layers().iter().map(|l| l.name.clone()).collect()
-    } else {
-        args.layers.clone()
-    };
-    let layers: Vec<DiskLayer> = names
-        .iter()
-        .map(|n| {
-            cache
-                .layer(n)
-                .with_context(|| format!("cache {}: layer {n}", dir.display()))
-        })
-        .collect::<Result<_>>()?;
-    let maps: Vec<&dyn LayerMaps> = layers.iter().map(|l| l as &dyn LayerMaps).collect();
-    let ids: Vec<String> = cache.images().iter().map(|i| i.id.clone()).collect();
-    let infos: Vec<_> = layers.iter().map(|l| l.info().clone()).collect();
-    let layout = UnitLayout::for_filters(cache.manifest().input_size, &infos);
-    let read = |view| {
-        filter_argmaxes(&maps, &ids, view)
-            .with_context(|| format!("reading filter maxima from {}", dir.display()))
-    };
-    let original = read(View::Original)?;
-    let flipped = if args.both_views {
-        if !cache.manifest().views.contains(&View::Flipped) {
-            bail!("--both-views: cache {} has no mirrored view", dir.display());
-        }
-        Some(read(View::Flipped)?)
+fn graph_units(args: &Args) -> Result<UnitSet> {
+    let graph_dir = args.graph.as_ref().context("--method graph needs --graph")?;
+    let acts_dir = args.activations.as_ref().context("--method graph needs --activations")?;
+    let graph = ExplanatoryGraph::load(graph_dir).with_context(|| format!("loading graph {}", graph_dir.display()))?;
+    let acts = load_activations(acts_dir).with_context(|| format!("loading activations {}", acts_dir.display()))?;
+    let cache = if args.both_views {
+        Some(open_cache(args.cache.as_ref().context("--method graph --both-views needs --cache")?)?)
     } else {
         None
     };
-    let views: Vec<Vec<&ImageActivations>> = (0..original.len())
-        .map(|i| {
-            std::iter::once(&original[i])
-                .chain(flipped.as_ref().map(|f| &f[i]))
-                .collect()
-        })
-        .collect();
-    localize_all("raw", &layout, ann, params, &original, &views)
-}
-
-fn run_prior(args: &Args, ann: &FewShotAnnotations) -> Result<PredictionFile> {
-    let mut parts = BTreeMap::new();
-    for (part, examples) in &ann.parts {
-        let points: Vec<Point> = examples.iter().map(|e| e.point).collect();
-        let prior = PriorMean::fit(&points).with_context(|| format!("part {part}"))?;
-        parts.insert(
-            part.clone(),
-            PartPredictions {
-                prior_mean: prior.predict(),
-                predictions: vec![],
-            },
-        );
-    }
-    let input_size = match (&args.activations, &args.cache) {
-        (_, Some(dir)) => FeatureCache::open(dir)?.manifest().input_size,
-        _ => 224,
-    };
-    Ok(PredictionFile {
-        format_version: PredictionFile::FORMAT_VERSION,
-        method: "prior".into(),
-        input_size,
-        parts,
+    UnitSet::graph(&graph, acts, cache.as_ref()).with_context(|| match &args.cache {
+        Some(dir) => format!("graph nodes in both views from cache {}", dir.display()),
+        None => "graph nodes".into(),
     })
 }
 
-/// Fit one model per part on its annotated images, then predict on every image.
-/// `views[i]` holds the view(s) of image `i` to try.
-fn localize_all<U: UnitActivations>(
-    method: &str,
-    layout: &UnitLayout,
-    ann: &FewShotAnnotations,
-    params: &LocalizeValidParams,
-    images: &[U],
-    views: &[Vec<&U>],
-) -> Result<Outputs> {
-    let by_id: HashMap<&str, &U> = images.iter().map(|a| (a.image_id(), a)).collect();
-    let mut parts = BTreeMap::new();
-    let mut models = BTreeMap::new();
-    for (part, examples) in &ann.parts {
-        let annotated = examples
-            .iter()
-            .map(|e| {
-                let acts = by_id.get(e.image_id.as_str()).with_context(|| {
-                    format!(
-                        "part {part}: annotated image {} has no activations",
-                        e.image_id
-                    )
-                })?;
-                Ok((*acts, e.point))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let model = params
-            .fit_units(layout, &annotated)
-            .with_context(|| format!("fitting part {part}"))?;
-        let bar = progress(views.len() as u64, &format!("localize {part}"));
-        let mut predictions = Vec::with_capacity(views.len());
-        for v in views {
-            predictions.push(
-                model
-                    .predict_views(v, false)
-                    .with_context(|| format!("part {part}"))?,
-            );
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let fallbacks = predictions.iter().filter(|p| p.fallback).count();
-        tracing::info!(part, images = predictions.len(), fallbacks, "localized");
-        let prior_mean = model.prior_mean()?.predict();
-        parts.insert(
-            part.clone(),
-            PartPredictions {
-                prior_mean,
-                predictions,
-            },
-        );
-        models.insert(part.clone(), model);
-    }
-    let file = PredictionFile {
-        format_version: PredictionFile::FORMAT_VERSION,
-        method: method.into(),
-        input_size: layout.input_size,
-        parts,
-    };
-    Ok((file, models))
-}
-
-fn progress(len: u64, message: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_message(message.to_string());
-    bar
-}
-
-/// Serialize to `path` through a temp file in the same folder, then rename (no partial output).
-fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, value)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+fn raw_units(args: &Args) -> Result<UnitSet> {
+    let dir = args.cache.as_ref().context("--method raw needs --cache")?;
+    UnitSet::raw(&open_cache(dir)?, &args.layers, args.both_views)
+        .with_context(|| format!("raw filters of cache {}", dir.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use expgraph_cache::View;
+    use expgraph_graph::ImageActivations;
     use expgraph_graph::{save_activations, LayerActivations};
+    use expgraph_localize::{PartModel, Point, PredictionFile};
 
     /// A one-layer graph (conv5_3 geometry, 2 filters × 2 nodes), built through serde so that
     /// fields the graph crate adds with defaults do not break this test.
@@ -407,10 +231,7 @@ mod tests {
             flipped: false,
             layers: vec![LayerActivations {
                 layer: "conv5_3".into(),
-                positions: offsets
-                    .iter()
-                    .map(|o| [to_map(part.0 + o.0), to_map(part.1 + o.1)])
-                    .collect(),
+                positions: offsets.iter().map(|o| [to_map(part.0 + o.0), to_map(part.1 + o.1)]).collect(),
                 scores: vec![2.0, 1.5, 1.0, 0.5],
             }],
         }
@@ -442,18 +263,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = graph();
         g.save(dir.path().join("graph")).unwrap();
-        let parts = [
-            (72.0, 88.0),
-            (104.0, 120.0),
-            (88.0, 104.0),
-            (120.0, 56.0),
-            (56.0, 136.0),
-        ];
-        let acts: Vec<_> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| image(&format!("img{i}"), *p))
-            .collect();
+        let parts = [(72.0, 88.0), (104.0, 120.0), (88.0, 104.0), (120.0, 56.0), (56.0, 136.0)];
+        let acts: Vec<_> = parts.iter().enumerate().map(|(i, p)| image(&format!("img{i}"), *p)).collect();
         save_activations(dir.path().join("acts"), &g, &acts).unwrap();
         let ann = serde_json::json!({ "parts": { "head": [
             { "image_id": "img0", "point": { "h": 72.0, "w": 88.0 } },
@@ -462,10 +273,8 @@ mod tests {
         std::fs::write(dir.path().join("ann.json"), ann.to_string()).unwrap();
 
         run(args(dir.path(), Method::Graph)).unwrap();
-        let out: PredictionFile = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("out/pred.json")).unwrap(),
-        )
-        .unwrap();
+        let out: PredictionFile =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/pred.json")).unwrap()).unwrap();
         assert_eq!(out.method, "graph");
         let head = &out.parts["head"];
         assert_eq!(head.predictions.len(), 5);
@@ -474,37 +283,25 @@ mod tests {
         }
         assert_eq!(head.prior_mean, Point::new(88.0, 104.0));
         let models: BTreeMap<String, PartModel> =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("models.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("models.json")).unwrap()).unwrap();
         assert_eq!(models["head"].templates.len(), 3);
 
         // The prior method: every image gets the mean.
-        assert!(
-            run(args(dir.path(), Method::Prior)).is_err(),
-            "prior has no model to save"
-        );
-        run(Args {
-            save_models: None,
-            ..args(dir.path(), Method::Prior)
-        })
-        .unwrap();
-        let out: PredictionFile = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("out/pred.json")).unwrap(),
-        )
-        .unwrap();
+        assert!(run(args(dir.path(), Method::Prior)).is_err(), "prior has no model to save");
+        run(Args { save_models: None, ..args(dir.path(), Method::Prior) }).unwrap();
+        let out: PredictionFile =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/pred.json")).unwrap()).unwrap();
         assert_eq!(out.parts["head"].prior_mean, Point::new(88.0, 104.0));
         assert!(out.parts["head"].predictions.is_empty());
 
         // An annotated image without activations is a clear error, and no output is replaced.
-        let bad = serde_json::json!({ "parts": { "head": [ { "image_id": "nope", "point": { "h": 1.0, "w": 1.0 } } ] } });
+        let bad =
+            serde_json::json!({ "parts": { "head": [ { "image_id": "nope", "point": { "h": 1.0, "w": 1.0 } } ] } });
         std::fs::write(dir.path().join("ann.json"), bad.to_string()).unwrap();
         let before = std::fs::read(dir.path().join("out/pred.json")).unwrap();
         let err = run(args(dir.path(), Method::Graph)).unwrap_err();
         assert!(format!("{err:#}").contains("nope"), "{err:#}");
-        assert_eq!(
-            std::fs::read(dir.path().join("out/pred.json")).unwrap(),
-            before
-        );
+        assert_eq!(std::fs::read(dir.path().join("out/pred.json")).unwrap(), before);
 
         // Invalid parameters are rejected before any work.
         let mut a = args(dir.path(), Method::Graph);
@@ -522,8 +319,7 @@ mod tests {
     #[test]
     fn raw_method_reads_the_cache() {
         use expgraph_cache::{
-            CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo,
-            TapGeometry,
+            CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, TapGeometry,
         };
         let dir = tempfile::tempdir().unwrap();
         let info = LayerInfo {
@@ -531,11 +327,7 @@ mod tests {
             channels: 3,
             height: 14,
             width: 14,
-            geometry: TapGeometry {
-                stride: 16.0,
-                first_centre: 8.0,
-                receptive_field: 196.0,
-            },
+            geometry: TapGeometry { stride: 16.0, first_centre: 8.0, receptive_field: 196.0 },
         };
         let cells = [(5usize, 6usize), (8, 4), (6, 9), (7, 7)];
         let offsets = [(0i64, 0i64), (2, -1), (-1, 3)];
@@ -567,8 +359,7 @@ mod tests {
                 for (f, &(dr, dc)) in offsets.iter().enumerate() {
                     let (h, w) = ((r as i64 + dr) as usize, (c as i64 + dc) as usize);
                     let w = if view == View::Flipped { 15 - w } else { w };
-                    data[img * info.image_len() + f * info.map_len() + (h - 1) * 14 + (w - 1)] =
-                        1.0 + f as f32;
+                    data[img * info.image_len() + f * info.map_len() + (h - 1) * 14 + (w - 1)] = 1.0 + f as f32;
                 }
             }
             data
@@ -579,37 +370,22 @@ mod tests {
             writer.write_shard(0, "conv5_3", view, &maps(view)).unwrap();
         }
         writer.finish().unwrap();
-        let px =
-            |(r, c): (usize, usize)| (8.0 + (r as f64 - 1.0) * 16.0, 8.0 + (c as f64 - 1.0) * 16.0);
+        let px = |(r, c): (usize, usize)| (8.0 + (r as f64 - 1.0) * 16.0, 8.0 + (c as f64 - 1.0) * 16.0);
         let ann: Vec<_> = (0..3)
             .map(|i| serde_json::json!({ "image_id": format!("img{i}"), "point": { "h": px(cells[i]).0, "w": px(cells[i]).1 } }))
             .collect();
-        std::fs::write(
-            dir.path().join("ann.json"),
-            serde_json::json!({ "parts": { "beak": ann } }).to_string(),
-        )
-        .unwrap();
-        for both_views in [false, true] {
-            let a = Args {
-                cache: Some(cache.clone()),
-                both_views,
-                ..args(dir.path(), Method::Raw)
-            };
-            run(a).unwrap();
-            let out: PredictionFile = serde_json::from_str(
-                &std::fs::read_to_string(dir.path().join("out/pred.json")).unwrap(),
-            )
+        std::fs::write(dir.path().join("ann.json"), serde_json::json!({ "parts": { "beak": ann } }).to_string())
             .unwrap();
+        for both_views in [false, true] {
+            let a = Args { cache: Some(cache.clone()), both_views, ..args(dir.path(), Method::Raw) };
+            run(a).unwrap();
+            let out: PredictionFile =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/pred.json")).unwrap()).unwrap();
             assert_eq!(out.method, "raw");
             let preds = &out.parts["beak"].predictions;
             assert_eq!(preds.len(), 4);
             for (p, cell) in preds.iter().zip(cells) {
-                assert_eq!(
-                    (p.point.h, p.point.w),
-                    px(cell),
-                    "{} (both views: {both_views})",
-                    p.image_id
-                );
+                assert_eq!((p.point.h, p.point.w), px(cell), "{} (both views: {both_views})", p.image_id);
             }
         }
     }

@@ -1,10 +1,10 @@
 //! One module per subcommand.
 
+pub mod export;
 pub mod extract;
 pub mod features;
 pub mod infer;
 pub mod learn;
 pub mod localize;
-pub mod export;
 pub mod report;
 pub mod run;

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::summary::Summary;
 use anyhow::{bail, Context, Result};
+use expgraph::crops::CacheCrops;
 use expgraph_cache::{FeatureCache, ImageEntry};
 use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
-use expgraph::crops::CacheCrops;
 use expgraph_report::{build_report, ImageSet, ReportInputs, ReportParams};
 
 /// Arguments of `expgraph report`.
@@ -62,7 +63,8 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// The crops of `acts` (whose image ids must all be in the cache at `cache_dir`).
 fn cache_crops(cache_dir: &Path, acts: &[ImageActivations], images_root: Option<&Path>) -> Result<CacheCrops> {
-    let cache = FeatureCache::open(cache_dir).with_context(|| format!("opening feature cache {}", cache_dir.display()))?;
+    let cache =
+        FeatureCache::open(cache_dir).with_context(|| format!("opening feature cache {}", cache_dir.display()))?;
     let by_id: HashMap<&str, &ImageEntry> = cache.images().iter().map(|e| (e.id.as_str(), e)).collect();
     let entries = acts
         .iter()
@@ -99,8 +101,9 @@ fn layer_indices(graph: &ExplanatoryGraph, names: &[String]) -> Result<Option<Ve
 }
 
 /// Run `expgraph report`.
-pub fn run(args: Args) -> Result<()> {
-    let graph = ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
+pub fn run(args: Args) -> Result<Summary> {
+    let graph =
+        ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
     let train = load_activations(&args.activations)
         .with_context(|| format!("loading activations {}", args.activations.display()))?;
     if train.is_empty() {
@@ -143,8 +146,10 @@ pub fn run(args: Args) -> Result<()> {
     let report = build_report(&inputs, &params).context("drawing the report")?;
     let written = report.write(&args.out).with_context(|| format!("writing the report to {}", args.out.display()))?;
     tracing::info!(images = written.images.len(), "report written to {}", written.index.display());
-    println!("{}", written.index.display());
-    Ok(())
+    Ok(Summary::new(
+        written.index.display().to_string(),
+        serde_json::json!({"index": written.index, "images": written.images.len()}),
+    ))
 }
 
 #[cfg(test)]
@@ -152,7 +157,9 @@ mod tests {
     use super::*;
     use expgraph_cache::{CacheManifest, CacheWriter, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
     use expgraph_graph::{save_activations, LayerActivations};
-    use expgraph_report::{image, CropSource, RgbImage, ExportLayer, ExportNode, GraphExport, GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION};
+    use expgraph_report::{
+        CropSource, ExportLayer, ExportNode, GraphExport, RgbImage, GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION,
+    };
 
     fn conv5_2() -> LayerInfo {
         LayerInfo {
@@ -210,7 +217,11 @@ mod tests {
             let img = RgbImage::from_fn(300, 200, |x, y| image_pixel(i, x, y));
             let path = root.join("images").join(format!("img{i}.png"));
             img.save(&path).unwrap();
-            entries.push(ImageEntry { id: format!("img{i}"), path: format!("images/img{i}.png"), bbox: [20.0, 10.0, 280.0, 190.0] });
+            entries.push(ImageEntry {
+                id: format!("img{i}"),
+                path: format!("images/img{i}.png"),
+                bbox: [20.0, 10.0, 280.0, 190.0],
+            });
         }
         let manifest = CacheManifest {
             format_version: CacheManifest::FORMAT_VERSION,
@@ -222,7 +233,12 @@ mod tests {
             images: entries,
             views: vec![View::Original],
         };
-        let storage = StorageInfo { dtype: StorageDtype::F16, shard_size: 32, weights_digest: "w".into(), norm_stats_digest: "n".into() };
+        let storage = StorageInfo {
+            dtype: StorageDtype::F16,
+            shard_size: 32,
+            weights_digest: "w".into(),
+            norm_stats_digest: "n".into(),
+        };
         let mut writer = CacheWriter::create(root.join("cache"), manifest, storage, false).unwrap();
         for shard in writer.pending_shards() {
             let n = writer.shard_range(shard).len();

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+use crate::summary::Summary;
 use expgraph::pipeline::{DataSource, PipelineConfig};
 
 /// Arguments of `expgraph run`.
@@ -14,14 +16,14 @@ pub struct Args {
     #[arg(long, default_value = "timm/vgg16.tv_in1k")]
     pub weights: String,
     /// Output folder (feature cache, graph, activations, record.json, report/).
-    #[arg(long, default_value = "expgraph-run")]
+    #[arg(long, short, default_value = "expgraph-run")]
     pub out: PathBuf,
     /// A CUB-format folder (holding `images.txt`) instead of the generated default data set.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Objects to use (generated ones for the default data set).
-    #[arg(long, default_value_t = 80)]
-    pub images: usize,
+    #[arg(long, value_name = "N", default_value_t = 80, alias = "images")]
+    pub limit: usize,
     /// Folder of negative images for the normalization (default: generated scenes).
     #[arg(long)]
     pub negatives: Option<PathBuf>,
@@ -43,10 +45,10 @@ pub struct Args {
 }
 
 /// Run `expgraph run`.
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(a: Args) -> anyhow::Result<Summary> {
     let (name, data) = match a.data {
         Some(dir) => ("cub-200-2011".to_string(), DataSource::Cub { dir }),
-        None => ("synthetic-cub".to_string(), DataSource::Synthetic { images: a.images, seed: a.seed }),
+        None => ("synthetic-cub".to_string(), DataSource::Synthetic { images: a.limit, seed: a.seed }),
     };
     let config = PipelineConfig {
         dataset_name: name,
@@ -55,21 +57,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         preprocess: a.preprocess,
         negatives: a.negatives,
         negatives_limit: a.negatives_limit,
-        max_images: Some(a.images),
+        max_images: Some(a.limit),
         iterations: a.iterations,
         seed: a.seed,
         work_dir: a.out.clone(),
         report: true,
         device: a.device,
+        progress: crate::progress::sink(),
         ..PipelineConfig::default()
     };
     let outcome = expgraph::pipeline::run(&config).context("expgraph run")?;
     let record_path = a.out.join("record.json");
     expgraph::record::write_json(&record_path, &outcome.record)?;
-    println!("{}", outcome.record.markdown_table());
-    println!("record: {}", record_path.display());
-    if let Some(index) = outcome.report_index {
-        println!("report: {}", index.display());
+    let mut human = format!("{}\nrecord: {}", outcome.record.markdown_table(), record_path.display());
+    if let Some(index) = &outcome.report_index {
+        human.push_str(&format!("\nreport: {}", index.display()));
     }
-    Ok(())
+    let json = serde_json::json!({"record": record_path, "report": outcome.report_index, "result": outcome.record});
+    Ok(Summary::new(human, json))
 }

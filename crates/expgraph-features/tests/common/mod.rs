@@ -25,7 +25,9 @@ impl FakeBackbone {
         match tap {
             "p4" => Ok(4),
             "p8" => Ok(8),
-            _ => Err(BackboneError::UnknownTap { name: tap.into(), backbone: "fake".into(), available: "p4, p8".into() }),
+            _ => {
+                Err(BackboneError::UnknownTap { name: tap.into(), backbone: "fake".into(), available: "p4, p8".into() })
+            }
         }
     }
 }

@@ -5,7 +5,15 @@ use expgraph_graph::{ExplanatoryGraph, ImageActivations};
 use expgraph_learn::synthetic::SyntheticData;
 
 /// Systematic error (cells) of node `v` on blob `b`: ‖mean_I (p_V(I) − blob(I))‖.
-pub fn bias(data: &SyntheticData, graph: &ExplanatoryGraph, acts: &[ImageActivations], layer: usize, ch: usize, b: usize, v: usize) -> f64 {
+pub fn bias(
+    data: &SyntheticData,
+    graph: &ExplanatoryGraph,
+    acts: &[ImageActivations],
+    layer: usize,
+    ch: usize,
+    b: usize,
+    v: usize,
+) -> f64 {
     let n = acts.len();
     let mut m = [0.0; 2];
     for i in 0..n {
@@ -18,7 +26,12 @@ pub fn bias(data: &SyntheticData, graph: &ExplanatoryGraph, acts: &[ImageActivat
 }
 
 /// For each planted blob of `layer`: (channel, blob, best node, mean per-image error in cells).
-pub fn blob_nodes(data: &SyntheticData, graph: &ExplanatoryGraph, acts: &[ImageActivations], layer: usize) -> Vec<(usize, usize, usize, f64)> {
+pub fn blob_nodes(
+    data: &SyntheticData,
+    graph: &ExplanatoryGraph,
+    acts: &[ImageActivations],
+    layer: usize,
+) -> Vec<(usize, usize, usize, f64)> {
     let gl = &graph.layers[layer];
     let k = gl.nodes_per_filter;
     let n = acts.len();
@@ -46,7 +59,13 @@ pub fn blob_nodes(data: &SyntheticData, graph: &ExplanatoryGraph, acts: &[ImageA
 }
 
 /// A node's inferred position in image `i`, map coordinates of the original (unmirrored) view.
-pub fn original_frame_map(graph: &ExplanatoryGraph, acts: &[ImageActivations], layer: usize, v: usize, i: usize) -> [f64; 2] {
+pub fn original_frame_map(
+    graph: &ExplanatoryGraph,
+    acts: &[ImageActivations],
+    layer: usize,
+    v: usize,
+    i: usize,
+) -> [f64; 2] {
     let gl = &graph.layers[layer];
     let px = acts[i].position_pixels(gl, layer, v, graph.input_size);
     [gl.info.geometry.pixel_to_map(px[0]), gl.info.geometry.pixel_to_map(px[1])]

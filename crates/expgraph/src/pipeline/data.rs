@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use expgraph_datasets::{
-    generate_synthetic_cub, read_cub, read_ilsvrc_animal_part, read_pascal_part, CubOptions, Dataset,
-    IlsvrcOptions, PascalPartOptions, SynthParams,
+    generate_synthetic_cub, read_cub, read_ilsvrc_animal_part, read_pascal_part, CubOptions, Dataset, IlsvrcOptions,
+    PascalPartOptions, SynthParams,
 };
 
 use super::{DataSource, PipelineConfig, PipelineError};

@@ -6,20 +6,18 @@ use std::collections::BTreeMap;
 use expgraph_cache::{FeatureCache, LayerMaps, View};
 use expgraph_datasets::{Dataset, CUB_PARTS, CUB_STABILITY_LANDMARKS};
 use expgraph_eval::{
-    evaluate_localization, location_instability, raw_filter_tracks, LayerTracks, LocalizationParams,
+    evaluate_localization, location_instability, raw_filter_tracks, Landmarks, LayerTracks, LocalizationParams,
     ObjectResult, Point, StabilityProtocol,
 };
+use expgraph_geometry::PixelPoint;
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
-use expgraph_learn::{infer_views, ViewPolicy};
-use expgraph_localize::{
-    filter_argmaxes, ImageUnits, LocalizeError, LocalizeParams, Point as PartPoint, PriorMean, UnitLayout,
-};
+use expgraph_localize::{LocalizeParams, PriorMean};
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{PipelineConfig, PipelineError};
+use crate::localization::UnitSet;
 use crate::record::{Localization, MethodResult, Stability};
 
 /// The methods every table compares (spec §4.1).
@@ -47,17 +45,6 @@ pub(super) struct PartResult {
 /// Objects per part whose graph vote map is kept for the report.
 pub(super) const VOTE_MAPS: usize = 6;
 
-/// Localization works in 1-based pixels (a pixel's centre is its index, spec §1.3); the
-/// object frame of the metrics is continuous (`x0 → 0`, `x1 → 224`, spec §4.2): centres differ
-/// by half a pixel.
-fn to_frame(p: PartPoint) -> Point {
-    Point::new(p.w - 0.5, p.h - 0.5)
-}
-
-fn from_frame(p: Point) -> PartPoint {
-    PartPoint::new(p.y + 0.5, p.x + 0.5)
-}
-
 /// Localize every requested part with 3 (config.shots) annotated examples chosen by seed among
 /// the objects having the part.
 pub(super) fn localize_parts(
@@ -71,26 +58,12 @@ pub(super) fn localize_parts(
     // One rule for both voters (spec §4.1): the AOG's template score, and every test image tried
     // as is and mirrored, the better template score winning.
     let params = LocalizeParams::default().check()?;
-    let maps: Vec<_> = graph.layers.iter().map(|l| cache.layer(&l.info.name)).collect::<Result<_, _>>()?;
-    let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
-    let ids: Vec<String> = activations.iter().map(|a| a.image_id.clone()).collect();
-    let mirrored = maps.iter().all(|m| m.has_flipped());
-    let infos: Vec<_> = graph.layers.iter().map(|l| l.info.clone()).collect();
-    let raw_layout = UnitLayout::for_filters(graph.input_size, &infos);
-    // Raw-filter templates use the original view.
-    let raw = filter_argmaxes(&refs, &ids, View::Original)?;
-    let raw_views = test_views(
-        &raw_layout,
-        &raw,
-        mirrored.then(|| filter_argmaxes(&refs, &ids, View::Flipped)).transpose()?,
-    )?;
-    // Templates use the view inference chose for each annotated image; test images both views.
-    let n = Some(activations.len());
-    let graph_views = test_views(
-        &UnitLayout::for_graph(graph),
-        &infer_views(graph, cache, n, ViewPolicy::Original)?,
-        mirrored.then(|| infer_views(graph, cache, n, ViewPolicy::Mirrored)).transpose()?,
-    )?;
+    let layers: Vec<String> = graph.layers.iter().map(|l| l.info.name.clone()).collect();
+    let mirrored =
+        layers.iter().map(|l| cache.layer(l)).collect::<Result<Vec<_>, _>>()?.iter().all(|m| m.has_flipped());
+    // Raw-filter templates use the original view, graph templates the view inference chose.
+    let raw = UnitSet::raw(cache, &layers, mirrored)?;
+    let nodes = UnitSet::graph(graph, activations.to_vec(), mirrored.then_some(cache))?;
     let frame = graph.input_size as f64;
 
     let mut out = Vec::new();
@@ -106,57 +79,28 @@ pub(super) fn localize_parts(
         }
         let mut pool = objects.clone();
         pool.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(pi as u64)));
-        let shots: Vec<usize> = pool[..config.shots].to_vec();
-        let points: Vec<PartPoint> = shots
-            .iter()
-            .map(|&i| from_frame(truth[i][0].centre))
-            .collect();
-        let graph_model = params.fit(
-            graph,
-            &shots.iter().zip(&points).map(|(&i, p)| (activations[i].clone(), *p)).collect::<Vec<_>>(),
-        )?;
-        let raw_model =
-            params.fit_units(&raw_layout, &shots.iter().zip(&points).map(|(&i, p)| (&raw[i], *p)).collect::<Vec<_>>())?;
+        let shots: Vec<(usize, PixelPoint)> =
+            pool[..config.shots].iter().map(|&i| (i, truth[i][0].centre.to_pixel())).collect();
+        let points: Vec<PixelPoint> = shots.iter().map(|s| s.1).collect();
+        let graph_model = nodes.fit(&params, &shots)?;
+        let raw_model = raw.fit(&params, &shots)?;
         let prior = PriorMean::fit(&points)?.predict();
+        let g = nodes.predict(&graph_model, &objects, VOTE_MAPS, &|| {})?;
+        let r = raw.predict(&raw_model, &objects, 0, &|| {})?;
+        // Localization works in 1-based pixels, the metrics in the continuous frame (§4.2).
         let mut predictions: BTreeMap<&'static str, Vec<Point>> = BTreeMap::new();
-        let mut vote_maps = Vec::new();
-        // Objects in parallel, collected in order (deterministic for any thread count).
-        let predicted = objects
-            .par_iter()
-            .enumerate()
-            .map(|(k, &i)| {
-                let g = graph_model.predict_unit_views(&graph_views[i], k < VOTE_MAPS)?;
-                let r = raw_model.predict_unit_views(&raw_views[i], false)?;
-                Ok((g, r.point))
-            })
-            .collect::<Result<Vec<_>, PipelineError>>()?;
-        for (g, r) in predicted {
-            vote_maps.extend(g.vote_map);
-            let g = g.point;
-            predictions.entry(METHODS[0]).or_default().push(to_frame(g));
-            predictions.entry(METHODS[1]).or_default().push(to_frame(prior));
-            predictions.entry(METHODS[2]).or_default().push(to_frame(r));
-        }
+        predictions.insert(METHODS[0], g.iter().map(|p| p.point.to_frame()).collect());
+        predictions.insert(METHODS[1], vec![prior.to_frame(); objects.len()]);
+        predictions.insert(METHODS[2], r.iter().map(|p| p.point.to_frame()).collect());
+        let vote_maps = g.into_iter().filter_map(|p| p.vote_map).collect();
         let truth = objects.iter().map(|&i| truth[i][0].centre).collect();
+        let shots = shots.into_iter().map(|s| s.0).collect();
         out.push(PartResult { name: name.clone(), part, shots, objects, truth, predictions, vote_maps });
     }
     if out.is_empty() {
         return Err(PipelineError::Input("no part has enough annotated objects to localize".into()));
     }
     Ok(out)
-}
-
-/// Each image's views to try, in pixels (converted once for all parts): `[original]` or
-/// `[original, mirrored]`.
-fn test_views(
-    layout: &UnitLayout,
-    original: &[ImageActivations],
-    mirrored: Option<Vec<ImageActivations>>,
-) -> Result<Vec<Vec<ImageUnits>>, PipelineError> {
-    let views = |i: usize| std::iter::once(&original[i]).chain(mirrored.as_ref().map(|m| &m[i]));
-    Ok((0..original.len())
-        .map(|i| views(i).map(|a| ImageUnits::from_activations(layout, a)).collect())
-        .collect::<Result<_, LocalizeError>>()?)
 }
 
 /// Mean normalized distance per method and part (spec §4.2).
@@ -201,7 +145,7 @@ pub(super) fn stability(
     activations: &[ImageActivations],
 ) -> Result<Stability, PipelineError> {
     let frame = graph.input_size as f64;
-    let landmarks = dataset.landmarks(&stability_landmarks(dataset), frame)?;
+    let landmarks = Landmarks::new(dataset.landmarks_in_frame(&stability_landmarks(dataset), frame))?;
     let n = activations.len();
     let mut node_tracks = Vec::new();
     let mut raw_tracks = Vec::new();
@@ -213,12 +157,10 @@ pub(super) fn stability(
             let acts = &a.layers[l];
             for u in 0..units {
                 let [h, w] = acts.positions[u];
-                let g = &layer.info.geometry;
-                let mut p = Point::new(g.map_to_pixel(f64::from(w)), g.map_to_pixel(f64::from(h)));
-                if a.flipped {
-                    p = p.mirrored(frame);
-                }
-                positions[u * n + i] = p;
+                let view = View::from_flipped(a.flipped);
+                // 1-based pixels of the original view, as the raw-filter tracks use.
+                let p = layer.info.geometry.map_to_original_pixels([f64::from(h), f64::from(w)], view, frame);
+                positions[u * n + i] = Point::new(p.w, p.h);
                 scores[u * n + i] = f64::from(acts.scores[u]);
             }
         }

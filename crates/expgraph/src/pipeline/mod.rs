@@ -6,15 +6,14 @@
 
 mod data;
 mod evaluate;
-mod progress;
 mod report;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use expgraph_backbone::{Preprocess, Vgg16, WeightSource};
 use expgraph_cache::FeatureCache;
-use expgraph_features::{load_or_compute_norm_stats, parse_device, ExtractParams, NormStatsParams, ObjectImage};
+use expgraph_features::{load_backbone, load_or_compute_norm_stats, ExtractParams, NormStatsParams, ObjectImage};
+use expgraph_io::ProgressSink;
 use expgraph_learn::LearnParams;
 use serde::Serialize;
 
@@ -83,8 +82,9 @@ pub struct PipelineConfig {
     pub report: bool,
     /// `cpu` or `cuda:N`.
     pub device: String,
-    /// Show progress bars (on a terminal).
-    pub progress: bool,
+    /// Where progress goes (stages `negatives`, `extract`, `learn <layer>`).
+    #[serde(skip)]
+    pub progress: ProgressSink,
 }
 
 impl Default for PipelineConfig {
@@ -104,7 +104,7 @@ impl Default for PipelineConfig {
             work_dir: PathBuf::from("expgraph-run"),
             report: true,
             device: "cpu".into(),
-            progress: true,
+            progress: ProgressSink::none(),
         }
     }
 }
@@ -175,13 +175,8 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     let clock = Instant::now();
     let dataset = data::load_dataset(config)?;
     tracing::info!(dataset = %dataset.name, objects = dataset.objects.len(), "data set ready");
-    let device = parse_device(&config.device)?;
-    let source = WeightSource::parse(&config.weights);
-    let preprocess = match &config.preprocess {
-        Some(p) => Preprocess::from_name(p)?,
-        None => source.default_preprocess(),
-    };
-    let backbone = Vgg16::load(&source, &device)?;
+    let loaded = load_backbone(&config.weights, config.preprocess.as_deref(), &config.device)?;
+    let (backbone, preprocess) = (loaded.model, loaded.preprocess);
     let layers: Vec<String> = PAPER_LAYERS.map(String::from).to_vec();
     let negatives = data::negatives(config)?;
     let stats_params = NormStatsParams {
@@ -189,7 +184,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
         preprocess,
         input_size: 224,
         batch: 4,
-        progress: config.progress,
+        progress: config.progress.clone(),
     };
     let stats_path = config.work_dir.join("norm-stats.safetensors");
     let stats = load_or_compute_norm_stats(&backbone, &stats_params, &negatives, &stats_path)?;
@@ -206,7 +201,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     ExtractParams::new()
         .layers(layers)
         .preprocess(preprocess)
-        .progress(config.progress)
+        .progress(config.progress.clone())
         .overwrite(true)
         .check(&backbone, &stats)?
         .run(&objects, &cache_dir)?;
@@ -217,9 +212,14 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     let clock = Instant::now();
     let cache = FeatureCache::open(&cache_dir)?;
     let learn = LearnParams::default().iterations(config.iterations).seed(config.seed).check()?;
-    let bar = progress::LearnBar::new(config.progress);
-    let learned = learn.fit_with(&cache, None, &|p| bar.update(p))?;
-    bar.finish();
+    let learned = learn.fit_with(&cache, None, &|p| {
+        let steps = |layers: usize, iterations: usize| (layers * p.iterations + iterations) as u64;
+        let stage = format!("learn {}", p.layer);
+        config.progress.report(&stage, steps(p.layers_done, p.iteration), steps(p.num_layers, 0));
+        if p.iteration == p.iterations {
+            tracing::info!(layer = %p.layer, "layer learned");
+        }
+    })?;
     let graph = learned.graph;
     graph.save(config.work_dir.join("graph"))?;
     timings.learn = clock.elapsed().as_secs_f64();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use expgraph_cache::FeatureCache;
 use expgraph_datasets::Dataset;
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
-use expgraph_report::{build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, ReportInputs, ReportParams, VoteMap};
+use expgraph_report::{
+    build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, ReportInputs, ReportParams, VoteMap,
+};
 
 use super::evaluate::PartResult;
 use super::{PipelineConfig, PipelineError};
@@ -35,7 +37,10 @@ pub(super) fn write(
         ("seed".to_string(), config.seed.to_string()),
         (
             "timings".to_string(),
-            format!("extract {:.1} s, learn {:.1} s, localize {:.1} s, eval {:.1} s", t.extract, t.learn, t.localize, t.eval),
+            format!(
+                "extract {:.1} s, learn {:.1} s, localize {:.1} s, eval {:.1} s",
+                t.extract, t.learn, t.localize, t.eval
+            ),
         ),
         ("peak memory".to_string(), format!("{} MiB", record.peak_rss_mb)),
     ];
@@ -90,11 +95,16 @@ fn tables(record: &BenchRecord) -> Vec<MetricTable> {
 
 /// Predicted (graph) and true points of every part, and the graph's vote map of the first part,
 /// on the first objects of the first part.
-fn overlays(dataset: &Dataset, parts: &[PartResult], crops: &CacheCrops) -> Result<Vec<LocalizationCase>, PipelineError> {
+fn overlays(
+    dataset: &Dataset,
+    parts: &[PartResult],
+    crops: &CacheCrops,
+) -> Result<Vec<LocalizationCase>, PipelineError> {
     let Some(first) = parts.first() else { return Ok(Vec::new()) };
     let mut cases = Vec::new();
     for (k, &object) in first.objects.iter().enumerate().take(OVERLAYS) {
-        let image = crops.crop(object).map_err(|source| expgraph_report::ReportError::Crop { index: object, source })?;
+        let image =
+            crops.crop(object).map_err(|source| expgraph_report::ReportError::Crop { index: object, source })?;
         let mut predicted = Vec::new();
         let mut truth = Vec::new();
         for p in parts {
@@ -106,7 +116,8 @@ fn overlays(dataset: &Dataset, parts: &[PartResult], crops: &CacheCrops) -> Resu
                 }
             }
         }
-        let vote_map = first.vote_maps.get(k).map(|m| VoteMap { width: m.size, height: m.size, values: m.values.clone() });
+        let vote_map =
+            first.vote_maps.get(k).map(|m| VoteMap { width: m.size, height: m.size, values: m.values.clone() });
         let id = &dataset.objects[object].id;
         let caption = if first.shots.contains(&object) {
             format!("{id} (annotated example of {}; vote map of {})", first.name, first.name)

@@ -1,9 +1,9 @@
-//! Screenshots of a report page in headless Chromium (used by `cargo xtask screenshot` and the
-//! screenshot test). Spawns the browser with networking, GPU, sync and first-run features off and
-//! a throw-away profile; nothing is fetched.
+//! The headless-Chromium driver of `cargo xtask screenshot` and of the report screenshot test.
+//! Spawns the browser with networking, GPU, sync and first-run features off and a throw-away
+//! profile; nothing is fetched.
 
-use crate::error::{ReportError, Result};
-use image::RgbImage;
+use anyhow::{anyhow, Context, Result};
+use expgraph::report::RgbImage;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,10 +71,6 @@ fn file_url(path: &Path) -> String {
     url
 }
 
-fn browser_err(detail: impl Into<String>) -> ReportError {
-    ReportError::invalid("screenshot", detail)
-}
-
 /// Opens `page` (an HTML file) in headless Chromium and saves a PNG of the window at `out`
 /// (atomically: the browser writes a temp file that is renamed).
 pub fn screenshot(page: &Path, out: &Path, params: &ScreenshotParams) -> Result<ScreenshotInfo> {
@@ -82,22 +78,22 @@ pub fn screenshot(page: &Path, out: &Path, params: &ScreenshotParams) -> Result<
         .browser
         .clone()
         .or_else(find_browser)
-        .ok_or_else(|| browser_err("no Chromium found (apt-get install chromium, or set EXPGRAPH_CHROMIUM)"))?;
-    let page = page.canonicalize().map_err(|e| ReportError::io(page, e))?;
+        .ok_or_else(|| anyhow!("no Chromium found (apt-get install chromium, or set EXPGRAPH_CHROMIUM)"))?;
+    let page = page.canonicalize().with_context(|| page.display().to_string())?;
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&out_dir).map_err(|e| ReportError::io(&out_dir, e))?;
-    let profile = tempfile::tempdir().map_err(|e| ReportError::io(std::env::temp_dir(), e))?;
+    std::fs::create_dir_all(&out_dir).with_context(|| out_dir.display().to_string())?;
+    let profile = tempfile::tempdir().with_context(|| std::env::temp_dir().display().to_string())?;
     let staged = tempfile::Builder::new()
         .prefix(".screenshot-")
         .suffix(".png")
         .tempfile_in(&out_dir)
-        .map_err(|e| ReportError::io(&out_dir, e))?
+        .with_context(|| out_dir.display().to_string())?
         .into_temp_path();
     let log_path = profile.path().join("browser.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| ReportError::io(&log_path, e))?;
+    let log = std::fs::File::create(&log_path).with_context(|| log_path.display().to_string())?;
     let mut child = Command::new(&browser)
         .args([
             "--headless",
@@ -117,15 +113,15 @@ pub fn screenshot(page: &Path, out: &Path, params: &ScreenshotParams) -> Result<
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| ReportError::io(&browser, e))?;
+        .with_context(|| browser.display().to_string())?;
     let start = Instant::now();
     let status = loop {
-        match child.try_wait().map_err(|e| ReportError::io(&browser, e))? {
+        match child.try_wait().with_context(|| browser.display().to_string())? {
             Some(status) => break status,
             None if start.elapsed() > params.timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(browser_err(format!("{} did not finish within {:?}", browser.display(), params.timeout)));
+                return Err(anyhow!("{} did not finish within {:?}", browser.display(), params.timeout));
             }
             None => std::thread::sleep(Duration::from_millis(100)),
         }
@@ -133,12 +129,60 @@ pub fn screenshot(page: &Path, out: &Path, params: &ScreenshotParams) -> Result<
     let shot = std::fs::read(&staged).unwrap_or_default();
     if !status.success() || shot.is_empty() {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail: String = log.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        return Err(browser_err(format!("{} failed ({status}), no screenshot; log tail:\n{tail}", browser.display())));
+        let tail: String =
+            log.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(anyhow!("{} failed ({status}), no screenshot; log tail:\n{tail}", browser.display()));
     }
     let img = image::load_from_memory(&shot)
-        .map_err(|source| ReportError::Png { path: staged.to_path_buf(), source })?
+        .with_context(|| format!("decoding the screenshot {}", staged.display()))?
         .to_rgb8();
-    staged.persist(out).map_err(|e| ReportError::io(out, e.error))?;
+    staged.persist(out).map_err(|e| e.error).with_context(|| out.display().to_string())?;
     Ok(ScreenshotInfo { width: img.width(), height: img.height(), luminance_variance: luminance_variance(&img) })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The report in headless Chromium: the screenshot is not blank. Skipped when no Chromium is
+    //! installed (CI installs Debian's `chromium`).
+    use super::*;
+    use expgraph::report::{build_report, ImageSet, ReportInputs, ReportParams};
+    use expgraph_report::testing::{synthetic_activations, synthetic_crops, synthetic_graph};
+
+    #[test]
+    fn blank_images_have_zero_variance() {
+        assert_eq!(luminance_variance(&RgbImage::from_pixel(10, 10, image::Rgb([200, 200, 200]))), 0.0);
+        let stripes = RgbImage::from_fn(10, 10, |x, _| image::Rgb(if x % 2 == 0 { [0; 3] } else { [255; 3] }));
+        assert!(luminance_variance(&stripes) > 10_000.0);
+    }
+
+    #[test]
+    fn report_screenshot_is_not_blank() {
+        if find_browser().is_none() {
+            eprintln!("skipping: no Chromium on PATH (apt-get install chromium)");
+            return;
+        }
+        let graph = synthetic_graph(4, 3, 51).unwrap();
+        let acts = synthetic_activations(&graph, 6, 52);
+        let crops = synthetic_crops(6, 224, 53);
+        let inputs = ReportInputs {
+            title: "Screenshot test".into(),
+            summary: vec![],
+            tables: vec![],
+            graph: &graph,
+            train: Some(ImageSet { activations: &acts, crops: &crops }),
+            test: None,
+            part_distances: vec![],
+            localization: vec![],
+        };
+        let params = ReportParams { heatmap_images: 1, synthesis_images: 1, ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let written = build_report(&inputs, &params).unwrap().write(&dir.path().join("report")).unwrap();
+        let png = dir.path().join("shot.png");
+        let info =
+            screenshot(&written.index, &png, &ScreenshotParams { width: 1000, height: 1400, ..Default::default() })
+                .unwrap();
+        assert_eq!((info.width, info.height), (1000, 1400));
+        assert!(info.luminance_variance > 100.0, "blank screenshot (variance {})", info.luminance_variance);
+        assert!(image::open(&png).is_ok());
+    }
 }
