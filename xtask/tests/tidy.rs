@@ -260,7 +260,7 @@ fn every_crate_has_a_readme() {
 }
 
 #[test]
-fn one_atomic_writer_and_one_mirror_formula() {
+fn one_atomic_writer_one_safetensors_encoder_and_one_mirror_formula() {
     // Files that may rename or persist: the writer itself, whole-folder swaps, downloads.
     let rename_ok = [
         "expgraph-io/src/lib.rs",
@@ -278,6 +278,9 @@ fn one_atomic_writer_and_one_mirror_formula() {
         let code = non_test(&text);
         if (code.contains("fs::rename(") || code.contains(".persist(")) && !rename_ok.iter().any(|ok| p.ends_with(ok)) {
             bad.push(format!("{p}: renames a file itself; use expgraph_io::write_atomic"));
+        }
+        if code.contains("safetensors::serialize(") && !p.ends_with("expgraph-cache/src/owned.rs") {
+            bad.push(format!("{p}: serializes safetensors itself; use expgraph_cache::serialize_safetensors (byte-deterministic)"));
         }
         if !p.contains("expgraph-geometry/") && (code.contains("+ 1.0 - ") || code.contains("225.0 - ")) {
             bad.push(format!("{p}: writes the mirror formula; use expgraph_geometry::mirror"));

@@ -1,6 +1,7 @@
 //! Small file helpers: atomic writes and the on-disk `manifest.json` wrapper.
 
 use std::fs;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -10,12 +11,27 @@ use crate::{CacheError, CacheManifest, StorageInfo};
 /// Name of the manifest file in a cache folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// `manifest.json`: the [`CacheManifest`] fields plus `"storage"`.
+/// `manifest.json`: the [`CacheManifest`] fields plus `"storage"` and `"checksums"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ManifestFile {
     #[serde(flatten)]
     pub manifest: CacheManifest,
     pub storage: StorageInfo,
+    /// blake3 of every shard file, by path relative to the cache folder (empty in caches
+    /// written before checksums existed: then nothing is verified).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// The manifest's name for a shard file: its path relative to the cache folder, `/`-separated.
+pub(crate) fn checksum_key(dir: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// The content checksum of a shard file's bytes.
+pub(crate) fn checksum(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 /// Only the fields needed to recognize a cache (tolerates other format versions).

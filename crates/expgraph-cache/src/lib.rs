@@ -47,7 +47,7 @@ pub use files::MANIFEST_FILE;
 pub use key::compute_cache_key;
 pub use layer::{InMemoryLayer, LayerMaps};
 pub use manifest::{CacheManifest, ImageEntry, LayerInfo, TapGeometry, View};
-pub use owned::OwnedTensor;
+pub use owned::{serialize_safetensors, EncodeError, OwnedTensor};
 pub use reader::{DiskLayer, FeatureCache};
 pub use storage::{StorageDtype, StorageInfo};
 pub use writer::CacheWriter;
@@ -80,7 +80,7 @@ pub enum CacheError {
     /// The folder holds a cache computed from other inputs.
     #[error(
         "{} already holds a feature cache with another key ({found}; this run: {expected}); \
-         use another folder or overwrite it",
+         use another folder, or pass --overwrite to replace it",
         dir.display()
     )]
     KeyMismatch { dir: PathBuf, found: String, expected: String },

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::files::{io_err, map_file, ManifestFile, ManifestProbe, MANIFEST_FILE};
+use crate::files::{checksum, checksum_key, io_err, map_file, ManifestFile, ManifestProbe, MANIFEST_FILE};
 use crate::shard::{self, ShardHeader};
 use crate::{CacheError, CacheManifest, ImageEntry, LayerInfo, LayerMaps, StorageInfo, View};
 
@@ -83,8 +83,9 @@ impl FeatureCache {
         let mut original = Vec::new();
         let mut flipped = None;
         for view in &self.file.manifest.views {
-            let shards =
-                (0..self.num_shards()).map(|s| self.open_shard(&info, *view, s)).collect::<Result<Vec<_>, _>>()?;
+            let shards = (0..self.num_shards())
+                .map(|s| self.open_shard(&info, *view, s, true))
+                .collect::<Result<Vec<_>, _>>()?;
             match view {
                 View::Original => original = shards,
                 View::Flipped => flipped = Some(shards),
@@ -107,12 +108,30 @@ impl FeatureCache {
         self.file.manifest.images.len().div_ceil(self.file.storage.shard_size.max(1))
     }
 
-    fn open_shard(&self, info: &LayerInfo, view: View, index: usize) -> Result<MappedShard, CacheError> {
+    /// Map a shard file and check its header; with `verify`, also its content checksum (a full
+    /// read of the file, done when a layer is opened for reading).
+    fn open_shard(&self, info: &LayerInfo, view: View, index: usize, verify: bool) -> Result<MappedShard, CacheError> {
         let path = shard::shard_path(&self.dir, &info.name, view, index);
         if !path.exists() {
             return Err(CacheError::Missing { path, what: "shard file listed by the manifest is missing" });
         }
         let map = map_file(&path)?;
+        if verify && !self.file.checksums.is_empty() {
+            let expected = self.file.checksums.get(&checksum_key(&self.dir, &path));
+            let found = checksum(&map);
+            if expected != Some(&found) {
+                return Err(CacheError::Format {
+                    path,
+                    what: match expected {
+                        Some(e) => format!(
+                            "content checksum mismatch: the file was changed or corrupted after it was written \
+                             (manifest blake3 {e}, file {found}); re-run `expgraph extract`"
+                        ),
+                        None => "the manifest lists no checksum for this shard".into(),
+                    },
+                });
+            }
+        }
         let header = shard::read_header(&path, &map)?;
         let n = self.shard_len(index);
         let want = [n, info.channels, info.height, info.width];
@@ -150,7 +169,7 @@ impl FeatureCache {
         for info in &m.layers {
             for view in &m.views {
                 for s in 0..self.num_shards() {
-                    self.open_shard(info, *view, s)?;
+                    self.open_shard(info, *view, s, false)?;
                 }
             }
         }

@@ -158,7 +158,7 @@ pub(crate) fn encode(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    safetensors::serialize(tensors.iter().map(|(k, t)| (*k, t)), Some(header))
+    crate::serialize_safetensors(tensors.iter().map(|(k, t)| (*k, t)), header)
         .map_err(|e| CacheError::Encode { layer: info.name.clone(), what: e.to_string() })
 }
 

@@ -6,7 +6,7 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::files::{io_err, write_atomic, ManifestFile, ManifestProbe, MANIFEST_FILE};
+use crate::files::{checksum, checksum_key, io_err, write_atomic, ManifestFile, ManifestProbe, MANIFEST_FILE};
 use crate::shard::{self, ShardMeta};
 use crate::{compute_cache_key, CacheError, CacheManifest, LayerInfo, StorageInfo, View};
 
@@ -33,6 +33,8 @@ pub struct CacheWriter {
     file: ManifestFile,
     /// `done[shard][file]`, file = layer index * views + view index.
     done: Vec<Vec<bool>>,
+    /// Held while writing: a second writer of the folder fails at once.
+    _lock: expgraph_io::DirLock,
 }
 
 impl CacheWriter {
@@ -52,6 +54,7 @@ impl CacheWriter {
         validate(&manifest, &storage)?;
         manifest.key = compute_cache_key(&manifest, &storage);
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let lock = expgraph_io::DirLock::acquire(&dir).map_err(|e| io_err(&dir, e))?;
         let found = existing_key(&dir)?;
         if let Some(found) = found.filter(|k| *k != manifest.key) {
             if !overwrite {
@@ -62,8 +65,12 @@ impl CacheWriter {
         }
         let num_shards = manifest.images.len().div_ceil(storage.shard_size);
         let files = manifest.layers.len() * manifest.views.len();
-        let mut writer =
-            Self { dir, file: ManifestFile { manifest, storage }, done: vec![vec![false; files]; num_shards] };
+        let mut writer = Self {
+            dir,
+            file: ManifestFile { manifest, storage, checksums: Default::default() },
+            done: vec![vec![false; files]; num_shards],
+            _lock: lock,
+        };
         writer.scan_existing(overwrite)?;
         Ok(writer)
     }
@@ -135,7 +142,9 @@ impl CacheWriter {
         let bytes = shard::encode(&meta, info, self.file.storage.dtype, maps)?;
         let layer_dir = self.dir.join(layer);
         fs::create_dir_all(&layer_dir).map_err(|e| io_err(&layer_dir, e))?;
-        write_atomic(&shard::shard_path(&self.dir, layer, view, shard), &bytes)?;
+        let path = shard::shard_path(&self.dir, layer, view, shard);
+        write_atomic(&path, &bytes)?;
+        self.file.checksums.insert(checksum_key(&self.dir, &path), checksum(&bytes));
         self.done[shard][slot] = true;
         Ok(())
     }
@@ -179,9 +188,12 @@ impl CacheWriter {
                     }
                     let expected = self.shard_range(shard).len();
                     match existing_shard_ok(&path, &self.file, layer, expected) {
-                        Ok(true) => self.done[shard][li * views.len() + vi] = true,
-                        Ok(false) if overwrite => {}
-                        Ok(false) => {
+                        Ok(Some(sum)) => {
+                            self.done[shard][li * views.len() + vi] = true;
+                            self.file.checksums.insert(checksum_key(&self.dir, &path), sum);
+                        }
+                        Ok(None) if overwrite => {}
+                        Ok(None) => {
                             return Err(CacheError::Format {
                                 path,
                                 what: "existing shard has the right key but the wrong shape; \
@@ -204,12 +216,19 @@ impl CacheWriter {
     }
 }
 
-fn existing_shard_ok(path: &Path, file: &ManifestFile, layer: &LayerInfo, n: usize) -> Result<bool, CacheError> {
+/// The checksum of an existing shard file that fits this cache, `None` when it does not.
+fn existing_shard_ok(
+    path: &Path,
+    file: &ManifestFile,
+    layer: &LayerInfo,
+    n: usize,
+) -> Result<Option<String>, CacheError> {
     let bytes = crate::files::map_file(path)?;
     let header = shard::read_header(path, &bytes)?;
-    Ok(header.key == file.manifest.key
+    let fits = header.key == file.manifest.key
         && header.dtype == file.storage.dtype
-        && header.shape == [n, layer.channels, layer.height, layer.width])
+        && header.shape == [n, layer.channels, layer.height, layer.width];
+    Ok(fits.then(|| checksum(&bytes)))
 }
 
 fn validate(m: &CacheManifest, s: &StorageInfo) -> Result<(), CacheError> {

@@ -216,3 +216,54 @@ fn key_depends_on_inputs() {
     assert_ne!(a, expgraph_cache::compute_cache_key(&m, &st));
     assert_eq!(a, expgraph_cache::compute_cache_key(&m, &storage(StorageDtype::F16, 2)));
 }
+
+#[test]
+fn a_changed_shard_fails_its_checksum_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 5, storage(StorageDtype::F16, 2), None).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["checksums"].as_object().unwrap().len(), 2 * 2 * 3, "layers x views x shards");
+    FeatureCache::open(dir.path()).unwrap().layer("b").unwrap();
+    // Overwrite the last value of a shard with another finite f16 (1.0): shape, header and
+    // dtype stay valid, only the content changed.
+    let shard = dir.path().join("b/original-00001.safetensors");
+    let mut bytes = fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&half_one());
+    fs::write(&shard, &bytes).unwrap();
+    let cache = FeatureCache::open(dir.path()).unwrap();
+    let err = cache.layer("b").unwrap_err().to_string();
+    assert!(err.contains("checksum") && err.contains("original-00001"), "{err}");
+    // Other layers are unaffected.
+    cache.layer("a").unwrap();
+}
+
+/// 1.0 as little-endian f16.
+fn half_one() -> [u8; 2] {
+    0x3C00u16.to_le_bytes()
+}
+
+#[test]
+fn resumed_shards_keep_their_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = storage(StorageDtype::F16, 2);
+    write_all(dir.path(), 5, st.clone(), Some(1)).unwrap();
+    write_all(dir.path(), 5, st, None).unwrap();
+    let cache = FeatureCache::open(dir.path()).unwrap();
+    for layer in ["a", "b"] {
+        cache.layer(layer).unwrap();
+    }
+}
+
+#[test]
+fn a_second_writer_of_the_folder_fails_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = storage(StorageDtype::F16, 2);
+    let first = CacheWriter::create(dir.path(), manifest(3), st.clone(), false).unwrap();
+    let err = CacheWriter::create(dir.path(), manifest(3), st.clone(), false).unwrap_err().to_string();
+    assert!(err.contains("in use by pid"), "{err}");
+    drop(first);
+    write_all(dir.path(), 3, st, None).unwrap();
+    FeatureCache::open(dir.path()).unwrap();
+}

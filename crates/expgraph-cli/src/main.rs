@@ -39,6 +39,8 @@ enum Command {
     Report(cmd::report::Args),
     /// Export the graph as versioned JSON and/or a Graphviz DOT subgraph.
     Export(cmd::export::Args),
+    /// List the backbone architectures (`--backbone`) with their taps, channels and geometry.
+    Backbones(cmd::backbones::Args),
 }
 
 /// Usage errors exit 2 (clap), other failures 1 with the error chain on one line.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Localize(args) => cmd::localize::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::Backbones(args) => cmd::backbones::run(args),
     };
     match result {
         Ok(summary) => {
@@ -61,10 +64,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, `: `-separated; a cause whose text the previous
+/// message already ends with (an error that prints its source and also returns it) is said once.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Logs go to stderr through `tracing` (without breaking progress bars); `RUST_LOG` filters

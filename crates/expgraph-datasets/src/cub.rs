@@ -74,6 +74,15 @@ impl CubOptions {
 /// empty boxes are errors naming the file and line).
 pub fn read_cub(dir: &Path, options: &CubOptions) -> Result<Dataset, DatasetError> {
     let images = read_id_map(&dir.join("images.txt"), "path")?;
+    // Image paths stay inside `DIR/images/`: no absolute path, no `..`.
+    if let Some((_, (n, rel))) = images.iter().find(|(_, (_, rel))| {
+        !Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+    }) {
+        let path = dir.join("images.txt");
+        return Err(DatasetError::Parse { path, line: *n, message: format!("image path {rel:?} leaves images/") });
+    }
     let boxes = read_boxes(&dir.join("bounding_boxes.txt"), &images)?;
     let parts = read_id_map(&dir.join("parts").join("parts.txt"), "part name")?;
     let part_index: HashMap<u32, usize> = parts.keys().enumerate().map(|(i, &id)| (id, i)).collect();
@@ -200,6 +209,12 @@ fn read_boxes(path: &Path, images: &IdMap) -> Result<HashMap<u32, [f64; 4]>, Dat
         ];
         if b[2] <= 0.0 || b[3] <= 0.0 {
             return Err(file.parse_error(n, format!("empty box: width {} height {}", b[2], b[3])));
+        }
+        // The corners `x + width`, `y + height` must be finite and past `x`, `y` (huge values
+        // overflow to infinity or round back to `x`).
+        let (x1, y1) = (b[0] + b[2], b[1] + b[3]);
+        if !(x1.is_finite() && y1.is_finite() && x1 > b[0] && y1 > b[1]) {
+            return Err(file.parse_error(n, format!("box {b:?} overflows or is empty once added up")));
         }
         if boxes.insert(id, b).is_some() {
             return Err(file.parse_error(n, format!("second box for image {id}")));

@@ -17,6 +17,11 @@ use hdf5_pure as h5;
 
 use crate::DatasetError;
 
+/// Most bytes one array of an annotation file may decode to. The real files hold a few thousand
+/// numbers per array at most; hdf5-pure allocates a dataset's declared size (shape × element
+/// size) before it reads, so a damaged or hostile file declaring a huge shape is refused first.
+const MAX_ARRAY_BYTES: u64 = 16 << 20;
+
 /// An open MATLAB v7.3 file.
 pub(crate) struct MatFile {
     file: h5::File,
@@ -112,6 +117,21 @@ impl MatFile {
         }
     }
 
+    /// The dataset of `node`, once its declared size (shape × element size) is known to be at
+    /// most [`MAX_ARRAY_BYTES`]: the bound on what reading it allocates.
+    fn data_to_read<'a>(&self, node: &'a Node, ctx: &str) -> Result<&'a h5::Dataset, DatasetError> {
+        let d = self.data(node, ctx)?;
+        let shape = d.shape().map_err(|e| self.err(ctx, format!("unreadable shape: {e}")))?;
+        let element = d.element_size().map_err(|e| self.err(ctx, format!("unreadable element type: {e}")))?;
+        match shape.iter().try_fold(element, |acc, &n| acc.checked_mul(n)) {
+            Some(bytes) if bytes <= MAX_ARRAY_BYTES => Ok(d),
+            _ => Err(self.err(
+                ctx,
+                format!("array of shape {shape:?} ({element}-byte elements) exceeds {MAX_ARRAY_BYTES} bytes"),
+            )),
+        }
+    }
+
     /// The `MATLAB_class` attribute, when present.
     pub fn class(&self, node: &Node) -> Option<String> {
         match &node.obj {
@@ -143,7 +163,7 @@ impl MatFile {
     /// The objects a dataset of object references points at, in storage order.
     fn deref_all(&self, node: &Node, ctx: &str) -> Result<Vec<Obj>, DatasetError> {
         let objects =
-            self.data(node, ctx)?.dereference().map_err(|e| self.err(ctx, format!("broken reference: {e}")))?;
+            self.data_to_read(node, ctx)?.dereference().map_err(|e| self.err(ctx, format!("broken reference: {e}")))?;
         objects
             .into_iter()
             .map(|o| match o {
@@ -212,7 +232,7 @@ impl MatFile {
                 .map(|t| t.parse::<f64>().map_err(|_| self.err(ctx, format!("text {s:?} is not a number"))))
                 .collect();
         }
-        let d = self.data(node, ctx)?;
+        let d = self.data_to_read(node, ctx)?;
         let v = d.read_f64().map_err(|e| self.err(ctx, format!("not a numeric array: {e}")))?;
         if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
             return Err(self.err(ctx, format!("non-finite value {bad}")));
@@ -236,7 +256,8 @@ impl MatFile {
         if self.class(node).as_deref() != Some("char") {
             return Err(self.err(ctx, format!("expected text, found class {:?}", self.class(node))));
         }
-        let units = self.data(node, ctx)?.read_u16().map_err(|e| self.err(ctx, format!("not a char array: {e}")))?;
+        let units =
+            self.data_to_read(node, ctx)?.read_u16().map_err(|e| self.err(ctx, format!("not a char array: {e}")))?;
         String::from_utf16(&units).map_err(|_| self.err(ctx, "invalid UTF-16 text"))
     }
 }

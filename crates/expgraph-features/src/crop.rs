@@ -1,9 +1,13 @@
 //! Image decoding, object-box cropping, resizing and mirroring (spec §3).
 
+use std::io::Cursor;
 use std::path::Path;
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::FeaturesError;
 
@@ -22,24 +26,117 @@ fn image_err(path: &Path, what: impl std::fmt::Display) -> FeaturesError {
     FeaturesError::Image { path: path.to_path_buf(), what: what.to_string() }
 }
 
-/// Width and height of an image file, reading only its header.
+/// An image reader on `bytes`, its format guessed from the content (the extension of `path` when
+/// the content says nothing).
+fn reader<'a>(bytes: &'a [u8], path: &Path) -> Result<ImageReader<Cursor<&'a [u8]>>, FeaturesError> {
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| image_err(path, e))?;
+    if reader.format().is_none() {
+        if let Ok(format) = ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+    }
+    Ok(reader)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, FeaturesError> {
+    if !path.is_file() {
+        return Err(image_err(path, "file not found"));
+    }
+    std::fs::read(path).map_err(|e| image_err(path, e))
+}
+
+/// Whether `orientation` turns the image by a quarter turn (width and height swap).
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    )
+}
+
+/// Width and height of an image file as [`load_rgb`] returns it (after its EXIF orientation),
+/// without decoding the pixels.
 pub fn image_size(path: &Path) -> Result<(u32, u32), FeaturesError> {
     if !path.is_file() {
         return Err(image_err(path, "file not found"));
     }
-    image::image_dimensions(path).map_err(|e| image_err(path, e))
+    let reader = ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| image_err(path, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| image_err(path, e))?;
+    let (w, h) = decoder.dimensions();
+    let orientation = decoder.orientation().map_err(|e| image_err(path, format!("cannot read orientation: {e}")))?;
+    Ok(if swaps_sides(orientation) { (h, w) } else { (w, h) })
 }
 
 /// Decode a JPEG or PNG file to RGB; gray images are replicated to 3 channels, alpha dropped.
+///
+/// The image comes upright, as image viewers show it: its EXIF orientation (JPEG, PNG `eXIf`) is
+/// applied, so width and height swap for a quarter turn ([`image_size`] says the same). A JPEG
+/// whose data end before its end-of-image marker (a truncated file, which the decoder would
+/// otherwise complete with gray) is an error, as is a PNG that the decoder finds cut short.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, FeaturesError> {
-    if !path.is_file() {
-        return Err(image_err(path, "file not found"));
+    let bytes = read_file(path)?;
+    let reader = reader(&bytes, path)?;
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        check_jpeg_complete(&bytes).map_err(|what| image_err(path, what))?;
     }
-    let reader =
-        image::ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| image_err(path, e))?;
-    let decoded = reader.decode().map_err(|e| image_err(path, format!("cannot decode: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| image_err(path, format!("cannot decode: {e}")))?;
+    let orientation = decoder.orientation().map_err(|e| image_err(path, format!("cannot read orientation: {e}")))?;
+    let mut decoded =
+        DynamicImage::from_decoder(decoder).map_err(|e| image_err(path, format!("cannot decode: {e}")))?;
+    decoded.apply_orientation(orientation);
     let rgb = decoded.to_rgb8();
     Ok(RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
+}
+
+/// Check that a JPEG's data run to its end-of-image marker (`FF D9`).
+///
+/// Walks the marker segments by their lengths (so an `FF D9` inside a segment, e.g. the EXIF
+/// thumbnail, does not count) and the entropy-coded data between them (where `FF 00` is a stuffed
+/// byte and `FF D0`..`FF D7` are restart markers), up to the first EOI. Bytes after that EOI
+/// (padding, appended data such as MPF secondary images) are allowed; stray bytes between
+/// segments are skipped as decoders do. A file that ends before the EOI (or inside a segment)
+/// is truncated: the decoder would fill the missing part with gray without an error.
+pub(crate) fn check_jpeg_complete(data: &[u8]) -> Result<(), String> {
+    let n = data.len();
+    let truncated = |at: &str| {
+        format!(
+            "truncated JPEG: the data ({n} bytes) end {at}, before the end-of-image marker FF D9 \
+             (premature end of file)"
+        )
+    };
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return Err("not a JPEG: no start-of-image marker FF D8".into());
+    }
+    let mut i = 2;
+    loop {
+        // next marker: skip data (entropy-coded or stray) up to an FF, then fill bytes FF
+        match data[i..].iter().position(|&b| b == 0xFF) {
+            Some(k) => i += k,
+            None => return Err(truncated("in image data")),
+        }
+        while i < n && data[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = data.get(i) else { return Err(truncated("in image data")) };
+        i += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            // stuffed byte, TEM, SOI, restart markers: no length follows
+            0x00 | 0x01 | 0xD0..=0xD8 => {}
+            _ => {
+                let Some(len) = data.get(i..i + 2) else {
+                    return Err(truncated(&format!("in marker FF {marker:02X}")));
+                };
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if len < 2 {
+                    return Err(format!("corrupt JPEG: segment FF {marker:02X} at byte {} has length {len}", i - 2));
+                }
+                i += len;
+                if i > n {
+                    return Err(truncated(&format!("inside segment FF {marker:02X}")));
+                }
+            }
+        }
+    }
 }
 
 /// Clip an object box `[x0, y0, x1, y1]` (source pixels, 0-based, `x1`/`y1` exclusive) to a
@@ -141,6 +238,27 @@ mod tests {
     fn identity_crop_is_exact() {
         let img = ramp(6, 6);
         assert_eq!(crop_resize(&img, [0.0, 0.0, 6.0, 6.0], 6).unwrap(), img.pixels);
+    }
+
+    #[test]
+    fn jpeg_walk_finds_the_end_marker_past_segments_and_scan_data() {
+        // SOI, APP0 holding FF D9, SOS header, scan data with a stuffed FF 00 and a restart
+        // marker, fill bytes, EOI
+        let whole: &[u8] = &[
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00, 0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02, 0x12, 0xFF,
+            0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xFF, 0xD9,
+        ];
+        assert_eq!(check_jpeg_complete(whole), Ok(()));
+        let mut tail = whole.to_vec();
+        tail.extend_from_slice(b"\0\0 anything");
+        assert_eq!(check_jpeg_complete(&tail), Ok(()));
+        for cut in 0..whole.len() {
+            assert!(check_jpeg_complete(&whole[..cut]).is_err(), "cut at {cut}");
+        }
+        // a segment length under 2 is corrupt
+        assert!(check_jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x01, 0xFF, 0xD9])
+            .unwrap_err()
+            .contains("corrupt"));
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Raw (pre-ReLU, unnormalized) maps of whole images, for debugging and golden tests.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use expgraph_backbone::{Backbone, Preprocess};
-use safetensors::tensor::{Dtype, TensorView};
+use expgraph_cache::{serialize_safetensors, OwnedTensor};
 
 use crate::crop::{crop_resize, load_rgb};
 use crate::forward::forward_crops;
@@ -73,14 +72,10 @@ pub fn dump_raw_maps(
 
 /// Write maps as f32 safetensors tensors named by layer (atomically).
 pub fn write_raw_maps(path: &Path, maps: &[RawMaps]) -> Result<(), FeaturesError> {
-    let bytes: Vec<Vec<u8>> = maps.iter().map(|m| m.values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
-    let views = maps
-        .iter()
-        .zip(&bytes)
-        .map(|(m, b)| TensorView::new(Dtype::F32, m.shape.to_vec(), b).map(|v| (m.layer.clone(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| FeaturesError::file(path, e))?;
-    let header = HashMap::from([("content".to_string(), "pre-ReLU unnormalized maps, NCHW f32".to_string())]);
-    let data = safetensors::serialize(views, Some(header)).map_err(|e| FeaturesError::file(path, e))?;
+    let tensors: Vec<(&str, OwnedTensor)> =
+        maps.iter().map(|m| (m.layer.as_str(), OwnedTensor::f32(m.shape.to_vec(), m.values.iter().copied()))).collect();
+    let header = [("content", "pre-ReLU unnormalized maps, NCHW f32")];
+    let data =
+        serialize_safetensors(tensors.iter().map(|(n, t)| (n, t)), header).map_err(|e| FeaturesError::file(path, e))?;
     write_atomic(path, &data)
 }

@@ -8,7 +8,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::{FeaturesError, ObjectImage};
 
@@ -31,8 +31,14 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, FeaturesError> {
 /// Read a boxes file (see the module docs).
 pub fn read_boxes(path: &Path) -> Result<BTreeMap<String, [f64; 4]>, FeaturesError> {
     let text = std::fs::read(path).map_err(|e| FeaturesError::file(path, e))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| FeaturesError::file(path, format!("expected {{\"file.jpg\": [x0, y0, x1, y1], ...}}: {e}")))
+    let boxes: BTreeMap<String, [f64; 4]> = serde_json::from_slice(&text)
+        .map_err(|e| FeaturesError::file(path, format!("expected {{\"file.jpg\": [x0, y0, x1, y1], ...}}: {e}")))?;
+    // Names stay inside the images folder: no absolute path, no `..`.
+    let leaves = |k: &String| !Path::new(k).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if let Some(k) = boxes.keys().find(|k| leaves(k)) {
+        return Err(FeaturesError::file(path, format!("image name {k:?} leaves the images folder")));
+    }
+    Ok(boxes)
 }
 
 /// The objects of an images folder: every image in name order (whole image as the box), or,

@@ -3,8 +3,9 @@
 //! Images + object boxes → the normalized, ReLU'd feature maps of paper-spec §3, written to an
 //! [`expgraph_cache`] feature cache.
 //!
-//! Pipeline per object: decode (JPEG/PNG, gray → RGB) → crop the object box (clipped to the
-//! image) → anisotropic bilinear+antialias resize to 224×224 → a second, really mirrored view
+//! Pipeline per object: decode (JPEG/PNG, turned upright by its EXIF orientation, gray → RGB; a
+//! truncated file is an error) → crop the object box (clipped to the image) → anisotropic
+//! bilinear+antialias resize to 224×224 → a second, really mirrored view
 //! (spec §7 #1) → backbone forward (pre-ReLU taps) → divide by the per-unit std over negative
 //! images ([`NormStats`], with the ε guard of spec §7 #16), values ≤ 0 → 0 → [`CacheWriter`]
 //! shards (resumable).
@@ -30,6 +31,7 @@
 //!
 //! [`CacheWriter`]: expgraph_cache::CacheWriter
 
+mod check;
 mod crop;
 mod device;
 mod dump;
@@ -41,6 +43,7 @@ mod progress;
 mod setup;
 mod stats;
 
+pub use check::check_image_files;
 pub use crop::{clip_box, crop_resize, image_size, load_rgb, mirror, RgbImage};
 pub use device::parse_device;
 pub use dump::{dump_raw_maps, write_raw_maps, RawMaps};
@@ -48,7 +51,7 @@ pub use error::FeaturesError;
 pub use extract::{ExtractParams, ExtractReport, Extractor, FlipMode, ObjectImage};
 pub use forward::{forward_crops, TapOutput};
 pub use inputs::{list_images, objects_from_dir, read_boxes};
-pub use setup::{load_backbone, LoadedBackbone};
+pub use setup::{default_layers, load_backbone, Architecture, LoadedBackbone, TapDescription, BACKBONE_CHOICES};
 pub use stats::{
     compute_norm_stats, expected_meta, files_digest, load_or_compute_norm_stats, normalize_in_place, LayerStd,
     NormStats, NormStatsMeta, NormStatsParams, StdAccumulator, NORMALIZED_EPS_FRACTION, NORMALIZED_MAX,

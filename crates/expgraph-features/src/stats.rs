@@ -5,11 +5,11 @@
 //! are divided by it, with `ε = 1e-6 · mean std` added and the result clamped to
 //! [`NORMALIZED_MAX`]; values `≤ 0` become 0.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use expgraph_backbone::{Backbone, Preprocess};
-use safetensors::tensor::{Dtype, TensorView};
+use expgraph_cache::{serialize_safetensors, OwnedTensor};
+use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::crop::{crop_resize, load_rgb};
@@ -178,21 +178,14 @@ impl NormStats {
     /// small `<path>.json` sidecar with the meta and digest; both written atomically.
     pub fn save(&self, path: &Path) -> Result<(), FeaturesError> {
         let meta_json = serde_json::to_string(&self.meta).map_err(|e| FeaturesError::file(path, e))?;
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+        let tensors: Vec<(&str, OwnedTensor)> = self
             .layers
             .iter()
-            .map(|l| (l.name.clone(), l.std.iter().flat_map(|v| v.to_le_bytes()).collect(), l.shape.to_vec()))
+            .map(|l| (l.name.as_str(), OwnedTensor::f32(l.shape.to_vec(), l.std.iter().copied())))
             .collect();
-        let views = bytes
-            .iter()
-            .map(|(n, b, s)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
-            .collect::<Result<Vec<_>, _>>()
+        let header = [("expgraph_norm_stats", meta_json), ("digest", self.digest.clone())];
+        let data = serialize_safetensors(tensors.iter().map(|(n, t)| (n, t)), header)
             .map_err(|e| FeaturesError::file(path, e))?;
-        let header = HashMap::from([
-            ("expgraph_norm_stats".to_string(), meta_json),
-            ("digest".to_string(), self.digest.clone()),
-        ]);
-        let data = safetensors::serialize(views, Some(header)).map_err(|e| FeaturesError::file(path, e))?;
         write_atomic(path, &data)?;
         let sidecar = sidecar_path(path);
         let side = serde_json::json!({ "meta": self.meta, "digest": self.digest, "stats_file": path.file_name().map(|n| n.to_string_lossy().to_string()) });
@@ -440,5 +433,43 @@ mod tests {
         std::fs::write(&path, b"junk").unwrap();
         let e = NormStats::load(&path).unwrap_err().to_string();
         assert!(e.contains("s.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn stats_and_raw_map_files_are_byte_identical_for_the_same_content() {
+        let meta = NormStatsMeta {
+            backbone: "b".into(),
+            weights_digest: "w".into(),
+            preprocess: "caffe".into(),
+            input_size: 16,
+            layers: vec!["z".into(), "a".into()],
+            num_negatives: 3,
+            negatives_digest: "n".into(),
+        };
+        let layers = vec![
+            LayerStd { name: "z".into(), shape: [1, 1, 2], std: vec![1.0, 2.0] },
+            LayerStd { name: "a".into(), shape: [1, 1, 1], std: vec![0.25] },
+        ];
+        let stats = NormStats::new(meta, layers).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("s0.safetensors");
+        stats.save(&first).unwrap();
+        let want = std::fs::read(&first).unwrap();
+        for i in 1..12 {
+            let p = dir.path().join(format!("s{i}.safetensors"));
+            stats.save(&p).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), want, "save #{i}");
+        }
+        let maps = vec![
+            crate::RawMaps { layer: "conv5_3".into(), shape: [1, 2, 1, 1], values: vec![1.0, -2.0] },
+            crate::RawMaps { layer: "conv4_3".into(), shape: [1, 1, 1, 2], values: vec![0.5, 3.0] },
+        ];
+        let (a, b) = (dir.path().join("r0.safetensors"), dir.path().join("r1.safetensors"));
+        crate::write_raw_maps(&a, &maps).unwrap();
+        crate::write_raw_maps(&b, &maps).unwrap();
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(bytes, std::fs::read(&b).unwrap());
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("conv4_3").unwrap().shape(), [1, 1, 1, 2]);
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{format_err, io_err, GraphError};
-use crate::tensors::{pairs, serialize, write_atomic, OwnedTensor, TensorReader};
+use crate::tensors::{arrays_file, pairs, serialize, write_atomic, OwnedTensor, TensorReader};
 use crate::{ExplanatoryGraph, ImageActivations, LayerActivations};
 
 /// Metadata file inside an activations folder.
@@ -102,6 +102,9 @@ pub fn save_activations(
     };
     let json_path = dir.join(ACTIVATIONS_JSON);
     let json = serde_json::to_vec_pretty(&file).map_err(|e| format_err(&json_path, e.to_string()))?;
+    for path in [&arrays_path, &json_path] {
+        expgraph_io::remove_stale_temps(path).map_err(|e| io_err(path, e))?;
+    }
     write_atomic(&arrays_path, &bytes)?;
     write_atomic(&json_path, &json)
 }
@@ -123,7 +126,7 @@ pub fn load_activations(dir: impl AsRef<Path>) -> Result<Vec<ImageActivations>, 
             supported: ACTIVATIONS_FORMAT_VERSION,
         });
     }
-    let arrays_path = dir.join(&file.arrays);
+    let arrays_path = arrays_file(dir, &json_path, &file.arrays)?;
     let bytes = fs::read(&arrays_path).map_err(|e| io_err(&arrays_path, e))?;
     if blake3::hash(&bytes).to_hex().as_str() != file.blake3 {
         return Err(format_err(&arrays_path, "content hash differs from activations.json: corrupt or half-written"));

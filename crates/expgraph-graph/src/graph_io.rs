@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{format_err, io_err, GraphError};
-use crate::tensors::{pairs, serialize, write_atomic, OwnedTensor, TensorReader};
+use crate::tensors::{arrays_file, pairs, serialize, write_atomic, OwnedTensor, TensorReader};
 use crate::{ExplanatoryGraph, GraphLayer, LayerInfo, Parent};
 
 /// Metadata file inside a graph folder.
@@ -68,7 +68,7 @@ impl ExplanatoryGraph {
         for (l, layer) in self.layers.iter().enumerate() {
             let n = layer.num_nodes();
             let name = &layer.info.name;
-            if layer.nodes_per_filter == 0 || n != layer.info.channels * layer.nodes_per_filter {
+            if layer.nodes_per_filter == 0 || Some(n) != layer.info.channels.checked_mul(layer.nodes_per_filter) {
                 return Err(bad(format!(
                     "layer {name}: {n} nodes is not {} channels x {} nodes per filter",
                     layer.info.channels, layer.nodes_per_filter
@@ -140,6 +140,10 @@ impl ExplanatoryGraph {
         };
         let json_path = dir.join(GRAPH_JSON);
         let json = serde_json::to_vec_pretty(&file).map_err(|e| format_err(&json_path, e.to_string()))?;
+        // Temp files of an earlier, killed save of this folder.
+        for path in [&arrays_path, &json_path] {
+            expgraph_io::remove_stale_temps(path).map_err(|e| io_err(path, e))?;
+        }
         write_atomic(&arrays_path, &bytes)?;
         write_atomic(&json_path, &json)
     }
@@ -162,7 +166,7 @@ impl ExplanatoryGraph {
             });
         }
         let file: GraphFile = serde_json::from_slice(&text).map_err(|e| format_err(&json_path, e.to_string()))?;
-        let arrays_path = dir.join(&file.arrays.file);
+        let arrays_path = arrays_file(dir, &json_path, &file.arrays.file)?;
         let bytes = fs::read(&arrays_path).map_err(|e| io_err(&arrays_path, e))?;
         if blake3::hash(&bytes).to_hex().as_str() != file.arrays.blake3 {
             return Err(format_err(
@@ -174,6 +178,8 @@ impl ExplanatoryGraph {
         let mut layers = Vec::with_capacity(file.layers.len());
         for meta in file.layers {
             let (n, m, name) = (meta.num_nodes, meta.max_parents, meta.info.name.clone());
+            // `mu` first: its shape check bounds `n` by the file before anything is sized by it.
+            let mu = pairs(&reader.f64(&format!("{name}.mu"), &[n, 2])?);
             let parents = if m == 0 {
                 vec![Vec::new(); n]
             } else {
@@ -191,7 +197,7 @@ impl ExplanatoryGraph {
                     .collect()
             };
             layers.push(GraphLayer {
-                mu: pairs(&reader.f64(&format!("{name}.mu"), &[n, 2])?),
+                mu,
                 sigma: reader.f64(&format!("{name}.sigma"), &[n])?,
                 mean_position: pairs(&reader.f64(&format!("{name}.mean_position"), &[n, 2])?),
                 parents,

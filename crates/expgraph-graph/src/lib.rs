@@ -26,6 +26,7 @@ mod activations_io;
 mod error;
 mod graph_io;
 mod model;
+mod provenance;
 mod tensors;
 
 pub use activations_io::{
@@ -35,6 +36,7 @@ pub use error::GraphError;
 pub use expgraph_cache::LayerInfo;
 pub use expgraph_geometry::TapGeometry;
 pub use graph_io::{GRAPH_ARRAYS, GRAPH_JSON};
+pub use provenance::{graph_digest, FeatureOrigin, Provenance, PROVENANCE_JSON};
 pub use model::{ExplanatoryGraph, GraphLayer, ImageActivations, LayerActivations, NodeRef, Parent};
 
 #[cfg(test)]

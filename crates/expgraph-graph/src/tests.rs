@@ -120,3 +120,20 @@ fn activations_round_trip_with_pixel_positions() {
     wrong[0].layers[1].scores.pop();
     assert!(matches!(save_activations(dir.path(), &g, &wrong), Err(GraphError::Invalid { .. })));
 }
+
+#[test]
+fn a_save_removes_the_temp_files_of_a_killed_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = sample_graph();
+    g.save(dir.path()).unwrap();
+    // what a save killed between its two renames leaves: a temp file of each
+    for name in [".graph.safetensors.Ab12Cd.tmp", ".graph.json.Xy98Zw.tmp"] {
+        std::fs::write(dir.path().join(name), b"half").unwrap();
+    }
+    g.save(dir.path()).unwrap();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["graph.json", "graph.safetensors"]);
+    assert_eq!(ExplanatoryGraph::load(dir.path()).unwrap(), g);
+}

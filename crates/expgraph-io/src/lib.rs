@@ -19,8 +19,10 @@
 //! assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\n  1,\n  2,\n  3\n]\n");
 //! ```
 
+mod lock;
 mod progress;
 
+pub use lock::{DirLock, LOCK_FILE};
 pub use progress::{Progress, ProgressSink};
 
 use std::io::{self, BufWriter, Write};
@@ -58,6 +60,13 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(&dir);
     Ok(())
+}
+
+/// Fail early, before long work, when `dir` cannot take output: it is created if missing and a
+/// probe file is written into it and removed.
+pub fn check_writable(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::Builder::new().prefix(".expgraph-probe.").tempfile_in(dir).map(drop)
 }
 
 /// [`write_atomic`] of a byte slice.

@@ -39,5 +39,5 @@ pub mod synthetic;
 pub use error::LearnError;
 pub use infer::{check_compatible, infer, infer_views, ViewPolicy};
 pub use learner::{LayerRecord, LearnOutput, Progress};
-pub use params::{CheckedLearnParams, LayerSpec, LearnParams};
+pub use params::{CheckedLearnParams, LayerSpec, LearnParams, PAPER_RESNET_LAYERS, PAPER_VGG16_LAYERS};
 pub use source::{FeatureSource, InMemoryFeatures};

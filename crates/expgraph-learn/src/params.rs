@@ -62,11 +62,32 @@ pub struct LearnParams {
     pub chunk_size: usize,
 }
 
+/// The paper's VGG-16 graph layers and node densities (spec §1.2): maps 28, 28, 14, 14 at a 224
+/// input, so K = 40, 40, 20, 20 nodes per filter.
+pub const PAPER_VGG16_LAYERS: [(&str, f64); 4] =
+    [("conv4_2", 0.05), ("conv4_3", 0.05), ("conv5_2", 0.1), ("conv5_3", 0.1)];
+
+/// The paper's ResNet graph layers (paper-spec §1.2, `getConvNet_ResNet_VAEGAN(conf,[28,14,7],…)`):
+/// the outputs of the conv3_x, conv4_x and conv5_x stages, torchvision's `layer2`, `layer3`,
+/// `layer4` (maps 28, 14, 7), with densities 0.05, 0.1, 0.2, so K = 40, 20, 10 nodes per filter.
+/// Every other hyper-parameter is the VGG-16 one (paper-spec §2.6); `topN = 15` and `topM = 600`
+/// as for VGG-16 (the reference's `[15,15,0]`/`[600,600,0]`: the top layer has no parents).
+/// A cache may hold a stage as `layerN.pre_relu` (what `expgraph extract` stores by default) or
+/// as `layerN`; see [`LearnParams::paper_layers`].
+pub const PAPER_RESNET_LAYERS: [(&str, f64); 3] = [("layer2", 0.05), ("layer3", 0.1), ("layer4", 0.2)];
+
+/// A torchvision/timm ResNet name: `resnet` and a depth (`resnet18`, `resnet50`, …).
+fn is_resnet(backbone: &str) -> bool {
+    backbone.strip_prefix("resnet").is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+}
+
 impl Default for LearnParams {
     fn default() -> Self {
-        let l = |name: &str, density| LayerSpec { name: name.into(), density };
         Self {
-            layers: vec![l("conv4_2", 0.05), l("conv4_3", 0.05), l("conv5_2", 0.1), l("conv5_3", 0.1)],
+            layers: PAPER_VGG16_LAYERS
+                .iter()
+                .map(|&(name, density)| LayerSpec { name: name.into(), density })
+                .collect(),
             iterations: 20,
             seed: 0,
             max_images: None,
@@ -99,6 +120,55 @@ macro_rules! setter {
 }
 
 impl LearnParams {
+    /// The paper's graph layers for features of `backbone` (a cache manifest's `backbone`):
+    /// [`PAPER_VGG16_LAYERS`] for `vgg16`; [`PAPER_RESNET_LAYERS`] for `resnet18` … `resnet152`,
+    /// each stage named as the cache has it (`available`: its layer names): `layerN.pre_relu`
+    /// when present, else `layerN` when present, else `layerN.pre_relu`. `None` for another backbone.
+    pub fn paper_layers(backbone: &str, available: &[&str]) -> Option<Vec<LayerSpec>> {
+        if backbone == "vgg16" {
+            return Some(
+                PAPER_VGG16_LAYERS.iter().map(|&(n, density)| LayerSpec { name: n.into(), density }).collect(),
+            );
+        }
+        if !is_resnet(backbone) {
+            return None;
+        }
+        let layers = PAPER_RESNET_LAYERS
+            .iter()
+            .map(|&(stage, density)| {
+                let pre = format!("{stage}.pre_relu");
+                let name =
+                    if !available.contains(&pre.as_str()) && available.contains(&stage) { stage.into() } else { pre };
+                LayerSpec { name, density }
+            })
+            .collect();
+        Some(layers)
+    }
+
+    /// The paper's node density of graph layer `name` for `backbone`: the VGG-16 layers for
+    /// `vgg16` and for any backbone that is no ResNet; for a ResNet, `layerN` or `layerN.pre_relu`
+    /// of stages 2–4. `None` for a layer the paper does not use.
+    pub fn paper_density(backbone: &str, name: &str) -> Option<f64> {
+        if is_resnet(backbone) {
+            let stage = name.strip_suffix(".pre_relu").unwrap_or(name);
+            PAPER_RESNET_LAYERS.iter().find(|(n, _)| *n == stage).map(|&(_, d)| d)
+        } else {
+            PAPER_VGG16_LAYERS.iter().find(|(n, _)| *n == name).map(|&(_, d)| d)
+        }
+    }
+
+    /// [`LearnParams::default`] with the paper's graph layers for the cache described by
+    /// `manifest` ([`LearnParams::paper_layers`] of its backbone and layers); a cache of another
+    /// backbone keeps the VGG-16 layers.
+    pub fn paper_preset(manifest: &expgraph_cache::CacheManifest) -> Self {
+        let available: Vec<&str> = manifest.layers.iter().map(|l| l.name.as_str()).collect();
+        let mut params = Self::default();
+        if let Some(layers) = Self::paper_layers(&manifest.backbone, &available) {
+            params.layers = layers;
+        }
+        params
+    }
+
     /// Graph layers `(name, density)`, shallowest first.
     pub fn layers(mut self, layers: &[(&str, f64)]) -> Self {
         self.layers = layers.iter().map(|(n, d)| LayerSpec { name: (*n).into(), density: *d }).collect();
@@ -213,5 +283,79 @@ impl std::ops::Deref for CheckedLearnParams {
     type Target = LearnParams;
     fn deref(&self) -> &LearnParams {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(layers: &[LayerSpec]) -> Vec<(&str, f64)> {
+        layers.iter().map(|l| (l.name.as_str(), l.density)).collect()
+    }
+
+    #[test]
+    fn preset_by_backbone_name() {
+        let vgg = LearnParams::paper_layers("vgg16", &[]).unwrap();
+        assert_eq!(names(&vgg), PAPER_VGG16_LAYERS);
+        assert_eq!(vgg, LearnParams::default().layers);
+        for depth in ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"] {
+            let pre =
+                LearnParams::paper_layers(depth, &["layer1", "layer2.pre_relu", "layer3.pre_relu", "layer4.pre_relu"]);
+            assert_eq!(
+                names(&pre.unwrap()),
+                [("layer2.pre_relu", 0.05), ("layer3.pre_relu", 0.1), ("layer4.pre_relu", 0.2)],
+                "{depth}"
+            );
+        }
+        // Post-ReLU stage outputs when that is what the cache holds; pre-ReLU preferred when both are.
+        let post = LearnParams::paper_layers("resnet50", &["layer2", "layer3", "layer4"]).unwrap();
+        assert_eq!(names(&post), PAPER_RESNET_LAYERS);
+        let both = LearnParams::paper_layers("resnet50", &["layer2", "layer2.pre_relu", "layer3", "layer4"]).unwrap();
+        assert_eq!(names(&both), [("layer2.pre_relu", 0.05), ("layer3", 0.1), ("layer4", 0.2)]);
+        for other in ["alexnet", "resnet", "resnetx", "vgg19", ""] {
+            assert_eq!(LearnParams::paper_layers(other, &["layer2"]), None, "{other}");
+        }
+        // K = ceil(H·W·density): 40, 20, 10 nodes per filter on 28, 14, 7 maps (spec §1.2).
+        let k: Vec<usize> = PAPER_RESNET_LAYERS
+            .iter()
+            .zip([28.0, 14.0, 7.0])
+            .map(|(&(_, d), side): (&(&str, f64), f64)| (side * side * d).ceil() as usize)
+            .collect();
+        assert_eq!(k, [40, 20, 10]);
+        assert_eq!(LearnParams::paper_density("resnet101", "layer4.pre_relu"), Some(0.2));
+        assert_eq!(LearnParams::paper_density("resnet101", "layer3"), Some(0.1));
+        assert_eq!(LearnParams::paper_density("resnet101", "layer1"), None);
+        assert_eq!(LearnParams::paper_density("resnet101", "conv5_3"), None);
+        assert_eq!(LearnParams::paper_density("vgg16", "conv5_3"), Some(0.1));
+        assert_eq!(LearnParams::paper_density("synthetic", "conv4_2"), Some(0.05));
+    }
+
+    #[test]
+    fn preset_from_a_cache_manifest() {
+        use expgraph_cache::{CacheManifest, LayerInfo, TapGeometry};
+        let layer = |name: &str, side: usize| LayerInfo {
+            name: name.into(),
+            channels: 2,
+            height: side,
+            width: side,
+            geometry: TapGeometry { stride: 8.0, first_centre: 1.0, receptive_field: 91.0 },
+        };
+        let manifest = |backbone: &str, layers: Vec<LayerInfo>| CacheManifest {
+            format_version: CacheManifest::FORMAT_VERSION,
+            key: String::new(),
+            backbone: backbone.into(),
+            preprocess: "torchvision".into(),
+            input_size: 224,
+            layers,
+            images: Vec::new(),
+            views: Vec::new(),
+        };
+        let resnet = manifest("resnet50", vec![layer("layer2", 28), layer("layer3", 14), layer("layer4", 7)]);
+        assert_eq!(names(&LearnParams::paper_preset(&resnet).layers), PAPER_RESNET_LAYERS);
+        let vgg = manifest("vgg16", vec![layer("conv5_3", 14)]);
+        assert_eq!(LearnParams::paper_preset(&vgg), LearnParams::default());
+        let other = manifest("planted", vec![layer("conv5_3", 14)]);
+        assert_eq!(LearnParams::paper_preset(&other), LearnParams::default());
     }
 }

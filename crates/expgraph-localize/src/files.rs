@@ -49,9 +49,12 @@ impl FewShotAnnotations {
             if examples.is_empty() {
                 return Err(LocalizeError::Empty(format!("part {part} has no annotated example")));
             }
-            for (i, e) in examples.iter().enumerate() {
+            // a hash set, not a scan of the earlier examples: a file from elsewhere may hold
+            // very many examples
+            let mut seen = std::collections::HashSet::with_capacity(examples.len());
+            for e in examples {
                 crate::units::check_finite(&e.point, &e.image_id)?;
-                if examples[..i].iter().any(|o| o.image_id == e.image_id) {
+                if !seen.insert(e.image_id.as_str()) {
                     return Err(LocalizeError::Shape {
                         image: e.image_id.clone(),
                         what: format!("annotated twice for part {part}"),

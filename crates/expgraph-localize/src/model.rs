@@ -63,6 +63,16 @@ impl LocalizeValidParams {
         let mut first_empty = None;
         for (acts, point) in annotated {
             crate::units::check_finite(point, acts.image_id())?;
+            let edge = layout.input_size as f64 + 0.5;
+            if !(0.5..=edge).contains(&point.h) || !(0.5..=edge).contains(&point.w) {
+                return Err(LocalizeError::Shape {
+                    image: acts.image_id().to_string(),
+                    what: format!(
+                        "annotated point (h {}, w {}) lies outside the {}×{} input frame (1-based pixels)",
+                        point.h, point.w, layout.input_size, layout.input_size
+                    ),
+                });
+            }
             let units = ImageUnits::from_activations(layout, acts)?;
             match self.fit_template(&units, *point, &included) {
                 Ok(t) => templates.push(t),
@@ -213,5 +223,33 @@ mod tests {
         assert_eq!(top_units(&scores, 0.41), vec![1, 2, 4]);
         assert_eq!(top_units(&scores, 1.0), vec![1, 2, 4, 0, 3]);
         assert!(top_units(&[], 0.5).is_empty());
+    }
+
+    #[test]
+    fn an_annotated_point_outside_the_frame_is_an_error_naming_the_image() {
+        use expgraph_graph::{ImageActivations, LayerActivations};
+        let info = expgraph_cache::LayerInfo {
+            name: "conv5_3".into(),
+            channels: 2,
+            height: 14,
+            width: 14,
+            geometry: crate::TapGeometry { stride: 16.0, first_centre: 8.0, receptive_field: 196.0 },
+        };
+        let layout = UnitLayout::for_filters(224, &[info]);
+        let acts = ImageActivations {
+            image_id: "img7".into(),
+            flipped: false,
+            layers: vec![LayerActivations {
+                layer: "conv5_3".into(),
+                positions: vec![[5.0, 5.0], [6.0, 6.0]],
+                scores: vec![1.0, 1.0],
+            }],
+        };
+        let params = crate::LocalizeParams::default().top_fraction(1.0).check().unwrap();
+        params.fit_units(&layout, &[(&acts, Point::new(80.0, 80.0))]).unwrap();
+        for bad in [Point::new(80.0, 300.0), Point::new(-4.0, 80.0)] {
+            let err = params.fit_units(&layout, &[(&acts, bad)]).unwrap_err().to_string();
+            assert!(err.contains("img7") && err.contains("outside"), "{err}");
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! The self-contained HTML report: one folder with `index.html` and PNGs, no script, no network.
 
 use crate::error::{ReportError, Result};
-use crate::write::{save_png, write_atomic, write_folder_atomic};
+use crate::write::{check_report_folder, save_png, write_atomic, write_report_folder};
 use image::RgbImage;
 use minijinja::{context, AutoEscape, Environment};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const TEMPLATE: &str = include_str!("../templates/index.html");
@@ -155,17 +156,40 @@ impl Report {
         Ok(html)
     }
 
-    /// Writes the report folder `out` atomically (built beside it, then renamed). An existing
-    /// `out` is replaced only if it holds an `index.html` (an earlier report).
+    /// The manifest every report folder holds: format name and version, and every file the report
+    /// wrote (relative path, size, BLAKE3 hash). It is how a later write knows which files it
+    /// may replace.
+    pub const MANIFEST: &'static str = crate::write::MANIFEST;
+    /// `format` of the manifest.
+    pub const MANIFEST_FORMAT: &'static str = crate::write::FORMAT;
+    /// `format_version` of the manifest.
+    pub const MANIFEST_VERSION: u32 = crate::write::FORMAT_VERSION;
+
+    /// Writes the report folder `out` (`index.html`, PNGs and the manifest [`Report::MANIFEST`])
+    /// atomically: built in a temp folder beside `out`, then renamed into place.
+    ///
+    /// `out` may be absent, an empty folder, or exactly an earlier report (its manifest lists
+    /// every entry, none changed), which is then replaced in one step. Anything else (a user's
+    /// file, a folder without a manifest, a changed report file) is refused with an error that
+    /// names the folder and the first entry in the way, and nothing is touched. The temp folder
+    /// is removed on every error.
     pub fn write(&self, out: &Path) -> Result<WrittenReport> {
-        let files: Vec<Vec<String>> = self
-            .sections
-            .iter()
-            .enumerate()
-            .map(|(s, sec)| (0..sec.figures.len()).map(|f| format!("s{s:02}-f{f:03}.png")).collect())
-            .collect();
+        self.write_with(out, false)
+    }
+
+    /// [`Report::write`], or with `overwrite` the overwrite mode: where `out` holds more than an
+    /// earlier report, the report is written into it file by file (each atomically), the earlier
+    /// report's files (listed in its manifest, changed or not; for a report written before
+    /// manifests, its `index.html` and the figures it links) are replaced or removed, and every
+    /// other file and folder stays as it is. A file that no report wrote is never replaced, moved
+    /// or deleted: if one has the name of a file the report writes (`index.html`,
+    /// `sNN-fNNN.png`, the manifest), the write is refused.
+    pub fn write_with(&self, out: &Path, overwrite: bool) -> Result<WrittenReport> {
+        let files = self.figure_files();
         let html = self.render(&files)?;
-        write_folder_atomic(out, "index.html", |dir| {
+        let mut planned: BTreeSet<String> = files.iter().flatten().cloned().collect();
+        planned.insert("index.html".to_string());
+        write_report_folder(out, &planned, overwrite, |dir| {
             for (sec, names) in self.sections.iter().zip(&files) {
                 for (fig, name) in sec.figures.iter().zip(names) {
                     save_png(&fig.image, &dir.join(name))?;
@@ -179,5 +203,22 @@ impl Report {
             index: out.join("index.html"),
             images: files.iter().flatten().map(|n| out.join(n)).collect(),
         })
+    }
+
+    /// Checks, without writing anything, whether a report may be written to `out`
+    /// ([`Report::write_with`] with the same `overwrite`); the error is the one the write would
+    /// give. Lets a caller refuse before long work. (A report with figures also writes
+    /// `sNN-fNNN.png`; in overwrite mode a user's file of such a name is only found by the write.)
+    pub fn check_output(out: &Path, overwrite: bool) -> Result<()> {
+        check_report_folder(out, &BTreeSet::from(["index.html".to_string()]), overwrite)
+    }
+
+    /// The figure file names, per section.
+    fn figure_files(&self) -> Vec<Vec<String>> {
+        self.sections
+            .iter()
+            .enumerate()
+            .map(|(s, sec)| (0..sec.figures.len()).map(|f| format!("s{s:02}-f{f:03}.png")).collect())
+            .collect()
     }
 }

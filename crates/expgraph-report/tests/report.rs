@@ -1,5 +1,5 @@
 //! The HTML report folder: valid HTML, no broken links, PNGs of the announced sizes, escaping,
-//! atomic replacement.
+//! atomic replacement that never deletes a user's file (more in `output_folder.rs`).
 
 use expgraph_report::testing::{synthetic_activations, synthetic_crops, synthetic_graph};
 use expgraph_report::{
@@ -107,6 +107,78 @@ fn report_folder_is_replaced_atomically_and_foreign_folders_are_kept() {
     let err = build_report(&inputs, &ReportParams::default()).unwrap().write(&foreign).unwrap_err();
     assert!(err.to_string().contains("data"), "{err}");
     assert!(foreign.join("keep.txt").is_file());
+}
+
+/// A small report through the plain `write` (the API before manifests existed, so that these
+/// regression tests of issue 11 item 1 also run against the old code).
+fn write_small(out: &Path, title: &str) -> expgraph_report::Result<expgraph_report::WrittenReport> {
+    let mut report = expgraph_report::Report::new(title);
+    report.sections.push(expgraph_report::Section {
+        title: "s".into(),
+        text: None,
+        figures: vec![expgraph_report::Figure { caption: "f".into(), image: RgbImage::new(4, 4) }],
+    });
+    report.write(out)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// `report -o d` over d/{index.html, notes.txt, sub/} used to delete the whole folder.
+#[test]
+fn a_folder_with_an_index_html_and_user_files_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("index.html"), "x").unwrap();
+    std::fs::write(d.join("notes.txt"), "keep").unwrap();
+    let err = write_small(&d, "new").unwrap_err().to_string();
+    assert!(err.contains("index.html") && err.contains(&d.display().to_string()), "{err}");
+    assert_eq!(entries(&d), ["index.html", "notes.txt", "sub"]);
+    assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "keep");
+    assert_eq!(std::fs::read_to_string(d.join("index.html")).unwrap(), "x");
+    assert_eq!(entries(dir.path()), ["d"], "temp folders left");
+}
+
+/// A file added into an earlier report makes it more than a report: not replaced.
+#[test]
+fn a_user_file_inside_an_earlier_report_blocks_its_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    write_small(&out, "first").unwrap();
+    write_small(&out, "second").unwrap();
+    assert!(std::fs::read_to_string(out.join("index.html")).unwrap().contains("second"));
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let err = write_small(&out, "third").unwrap_err().to_string();
+    assert!(err.contains("notes.txt"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert!(std::fs::read_to_string(out.join("index.html")).unwrap().contains("second"));
+    assert_eq!(entries(dir.path()), ["report"], "temp folders left");
+}
+
+/// `-o .` (here `project/.`, the process cwd is not changed): refused while the folder holds
+/// other files, replaced when it is an earlier report, and no temp folder is left either way.
+#[test]
+fn the_current_folder_is_refused_or_replaced_without_leftovers() {
+    let parent = tempfile::tempdir().unwrap();
+    let cwd = parent.path().join("project");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::write(cwd.join("index.html"), "my page").unwrap();
+    std::fs::write(cwd.join("Cargo.toml"), "[package]").unwrap();
+    assert!(write_small(&cwd.join("."), "here").is_err());
+    assert_eq!(entries(&cwd), ["Cargo.toml", "index.html"]);
+    assert_eq!(entries(parent.path()), ["project"], "temp folders left");
+
+    let report = parent.path().join("report");
+    write_small(&report, "first").unwrap();
+    write_small(&report.join("."), "second").unwrap();
+    assert!(std::fs::read_to_string(report.join("index.html")).unwrap().contains("second"));
+    assert_eq!(entries(parent.path()), ["project", "report"], "temp folders left");
+    assert!(entries(&report).iter().all(|n| !n.starts_with(".expgraph-report-")));
 }
 
 #[test]

@@ -103,6 +103,10 @@ pub struct BenchRecord {
     pub localization: Localization,
     /// Location instability.
     pub stability: Stability,
+    /// The inputs the numbers come from: the feature cache's key and feature space, and the
+    /// digest of the graph (see `expgraph_graph::Provenance`).
+    #[serde(default)]
+    pub provenance: expgraph_graph::Provenance,
 }
 
 impl BenchRecord {

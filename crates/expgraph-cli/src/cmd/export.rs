@@ -43,7 +43,10 @@ pub fn run(args: Args) -> Result<Summary> {
     }
     if let Some(path) = &args.dot {
         let acts = match &args.activations {
-            Some(dir) => Some(load_activations(dir).with_context(|| format!("loading activations {}", dir.display()))?),
+            Some(dir) => {
+                expgraph::provenance::check_activations(dir, Some(&args.graph), None)?;
+                Some(load_activations(dir).with_context(|| format!("loading activations {}", dir.display()))?)
+            }
             None => None,
         };
         let params = DotParams { nodes_per_layer: args.dot_nodes, ..DotParams::default() };

@@ -7,7 +7,7 @@ use anyhow::Context;
 use crate::summary::Summary;
 use expgraph_cache::StorageDtype;
 use expgraph_features::{
-    list_images, load_backbone, load_or_compute_norm_stats, objects_from_dir, read_boxes, ExtractParams, FlipMode,
+    check_image_files, list_images, load_backbone, load_or_compute_norm_stats, objects_from_dir, read_boxes, ExtractParams, FlipMode,
     NormStatsParams,
 };
 
@@ -21,9 +21,14 @@ pub struct Args {
     /// Folder of JPEG/PNG images.
     #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
-    /// Weights: a .safetensors file, or a hub repo id such as `timm/vgg16.tv_in1k`.
+    /// Weights: a .safetensors file, or a hub repo id such as `timm/vgg16.tv_in1k` or
+    /// `timm/resnet50.a1_in1k`.
     #[arg(long, value_name = "FILE|REPO")]
     pub weights: String,
+    /// Architecture of the weights; `auto` tells it from the tensor names (`expgraph backbones`
+    /// lists them with their layers).
+    #[arg(long, default_value = "auto", value_parser = expgraph_features::BACKBONE_CHOICES)]
+    pub backbone: String,
     /// Folder of negative images for the per-unit std (spec §3); at least 2.
     #[arg(long, value_name = "DIR")]
     pub negatives: PathBuf,
@@ -33,9 +38,10 @@ pub struct Args {
     /// Object boxes JSON (see above).
     #[arg(long, value_name = "FILE.json")]
     pub boxes: Option<PathBuf>,
-    /// Layers to store, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "conv4_2,conv4_3,conv5_2,conv5_3")]
-    pub layers: Vec<String>,
+    /// Layers to store, comma-separated; default by backbone: the paper's graph layers
+    /// (vgg16: conv4_2,conv4_3,conv5_2,conv5_3; resnet*: layer2.pre_relu,layer3.pre_relu,layer4.pre_relu).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
     /// Use only the first N images.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -43,7 +49,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub negatives_limit: Option<usize>,
     /// Objects per forward pass (each also runs its mirrored view).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     pub batch: usize,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
@@ -55,7 +61,7 @@ pub struct Args {
     #[arg(long, default_value = "f16", value_parser = ["f16", "u8"])]
     pub storage: String,
     /// Images per shard file.
-    #[arg(long, default_value_t = expgraph_cache::StorageInfo::DEFAULT_SHARD_SIZE)]
+    #[arg(long, default_value_t = expgraph_cache::StorageInfo::DEFAULT_SHARD_SIZE, value_parser = at_least_one)]
     pub shard_size: usize,
     /// Second view: `real` mirror (default), `noop` (the reference code's bug: a copy), `none`.
     #[arg(long, default_value = "real", value_parser = ["real", "noop", "none"])]
@@ -69,6 +75,15 @@ pub struct Args {
     pub overwrite: bool,
 }
 
+/// A count of at least 1 (clap names the flag when it is not).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Run `expgraph extract`.
 pub fn run(args: Args) -> anyhow::Result<Summary> {
     let storage = StorageDtype::from_name(&args.storage).context("--storage must be f16 or u8")?;
@@ -80,22 +95,28 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     if let Some(n) = args.negatives_limit {
         negatives.truncate(n);
     }
-    tracing::info!(images = objects.len(), negatives = negatives.len(), "inputs listed");
-    let loaded = load_backbone(&args.weights, args.preprocess.as_deref(), &args.device)?;
+    // Fail before the expensive work: unreadable inputs, an output folder we cannot write.
+    check_image_files(objects.iter().map(|o| o.path.as_path()), "image")?;
+    check_image_files(negatives.iter().map(|p| p.as_path()), "negative")?;
+    expgraph_io::check_writable(&args.out).with_context(|| format!("--out {}: cannot write there", args.out.display()))?;
+    drop(expgraph_io::DirLock::acquire(&args.out).with_context(|| format!("--out {}", args.out.display()))?);
+    tracing::info!(images = objects.len(), negatives = negatives.len(), "inputs checked");
+    let loaded = load_backbone(&args.weights, &args.backbone, args.preprocess.as_deref(), &args.device)?;
     let (backbone, preprocess) = (loaded.model, loaded.preprocess);
+    let layers = args.layers.clone().unwrap_or_else(|| loaded.architecture.default_layers());
 
     let stats_params = NormStatsParams {
-        layers: args.layers.clone(),
+        layers: layers.clone(),
         preprocess,
         input_size: expgraph_backbone::REFERENCE_INPUT_SIZE,
         batch: args.batch.max(1),
         progress: crate::progress::sink(),
     };
     let stats_path = args.stats.clone().unwrap_or_else(|| args.out.join("norm-stats.safetensors"));
-    let stats = load_or_compute_norm_stats(&backbone, &stats_params, &negatives, &stats_path)?;
+    let stats = load_or_compute_norm_stats(backbone.as_ref(), &stats_params, &negatives, &stats_path)?;
 
     let report = ExtractParams::new()
-        .layers(args.layers)
+        .layers(layers)
         .preprocess(preprocess)
         .input_size(expgraph_backbone::REFERENCE_INPUT_SIZE)
         .batch(args.batch)
@@ -104,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .flip(flip)
         .overwrite(args.overwrite)
         .progress(crate::progress::sink())
-        .check(&backbone, &stats)?
+        .check(backbone.as_ref(), &stats)?
         .run(&objects, &args.out)?;
     let human = format!(
         "feature cache {}: {} images ({} computed now, {:.0} ms/image)",
@@ -114,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         report.ms_per_image
     );
     let json = serde_json::json!({
-        "cache": report.dir, "key": report.key, "images": report.images,
+        "cache": report.dir, "key": report.key, "backbone": loaded.architecture.name(), "images": report.images,
         "computed": report.computed, "ms_per_image": report.ms_per_image,
         "norm_stats": stats_path, "norm_stats_digest": stats.digest(),
     });

@@ -50,6 +50,9 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
     let cache =
         FeatureCache::open(&args.cache).with_context(|| format!("opening feature cache {}", args.cache.display()))?;
+    expgraph::provenance::check_graph_fits_cache(&args.graph, &cache)?;
+    let _lock = expgraph_io::DirLock::acquire(&args.out)
+        .with_context(|| format!("--out {}: cannot write activations there", args.out.display()))?;
     let started = Instant::now();
     let policy = match args.views {
         ViewsArg::Choose => ViewPolicy::Choose,
@@ -58,6 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     };
     let acts = expgraph_learn::infer_views(&graph, &cache, args.limit, policy)?;
     save_activations(&args.out, &graph, &acts).with_context(|| format!("writing {}", args.out.display()))?;
+    expgraph_graph::Provenance::of_cache(&cache)
+        .with_graph(expgraph_graph::graph_digest(&args.graph)?)
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     let flipped = acts.iter().filter(|a| a.flipped).count();
     tracing::info!(
         images = acts.len(),

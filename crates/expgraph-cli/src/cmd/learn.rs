@@ -19,8 +19,10 @@ pub struct Args {
     /// Output graph folder (`graph.json` + `graph.safetensors`).
     #[arg(long, short, value_name = "GRAPH")]
     pub out: PathBuf,
-    /// Graph layers, comma-separated, from the paper's defaults (conv4_2, conv4_3, conv5_2,
-    /// conv5_3 with densities 0.05, 0.05, 0.1, 0.1).
+    /// Graph layers, comma-separated, from the paper's layers of the cache's backbone (with their
+    /// densities): vgg16 conv4_2, conv4_3, conv5_2, conv5_3 (0.05, 0.05, 0.1, 0.1); resnet*
+    /// layer2, layer3, layer4, each also as `.pre_relu` (0.05, 0.1, 0.2). Default: all of them,
+    /// as the cache names them.
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
     /// EM iterations per layer.
@@ -45,9 +47,13 @@ pub struct Args {
 
 /// Run `expgraph learn`.
 pub fn run(args: Args) -> anyhow::Result<Summary> {
+    // Fail before the expensive work: the output folder must be ours alone and writable.
+    let _lock = expgraph_io::DirLock::acquire(&args.out)
+        .with_context(|| format!("--out {}: cannot write the graph there", args.out.display()))?;
     let cache =
         FeatureCache::open(&args.cache).with_context(|| format!("opening feature cache {}", args.cache.display()))?;
-    let mut params = LearnParams::default()
+    let backbone = cache.manifest().backbone.clone();
+    let mut params = LearnParams::paper_preset(cache.manifest())
         .iterations(args.iterations)
         .seed(args.seed)
         .max_images(args.limit)
@@ -55,12 +61,26 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .reference_compat(args.reference_compat)
         .use_flips(!args.no_flips);
     if let Some(names) = &args.layers {
-        let unknown: Vec<&String> = names.iter().filter(|n| !params.layers.iter().any(|l| &l.name == *n)).collect();
+        let unknown: Vec<&String> =
+            names.iter().filter(|n| LearnParams::paper_density(&backbone, n).is_none()).collect();
+        let known: Vec<&str> = params.layers.iter().map(|l| l.name.as_str()).collect();
         anyhow::ensure!(
             unknown.is_empty(),
-            "unknown graph layers {unknown:?}; known: conv4_2, conv4_3, conv5_2, conv5_3"
+            "unknown graph layers {unknown:?} for backbone {backbone}; known: {}",
+            known.join(", ")
         );
-        params = params.select_layers(names);
+        // Shallowest first, in the cache's (the backbone's) order.
+        let depth = |name: &str| cache.layers().iter().position(|l| l.name == name).unwrap_or(usize::MAX);
+        let mut layers: Vec<expgraph_learn::LayerSpec> = names
+            .iter()
+            .filter_map(|n| {
+                LearnParams::paper_density(&backbone, n)
+                    .map(|density| expgraph_learn::LayerSpec { name: n.clone(), density })
+            })
+            .collect();
+        layers.sort_by_key(|l| depth(&l.name));
+        layers.dedup_by(|a, b| a.name == b.name);
+        params.layers = layers;
     }
     let params = params.check()?;
     let n = args.limit.map_or(cache.images().len(), |m| m.min(cache.images().len()));
@@ -80,6 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     let out = params.fit_with(&cache, None, &on_progress)?;
     bar.finish_and_clear();
     out.graph.save(&args.out).with_context(|| format!("saving graph to {}", args.out.display()))?;
+    expgraph_graph::Provenance::of_cache(&cache)
+        .save(&args.out)
+        .with_context(|| format!("saving graph to {}", args.out.display()))?;
     let secs = started.elapsed().as_secs_f64();
     let steps = (params.layers.len() * params.iterations * n).max(1) as f64;
     tracing::info!(

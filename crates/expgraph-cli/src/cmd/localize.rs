@@ -183,6 +183,7 @@ fn graph_units(args: &Args) -> Result<UnitSet> {
     } else {
         None
     };
+    expgraph::provenance::check_activations(acts_dir, Some(graph_dir), cache.as_ref())?;
     UnitSet::graph(&graph, acts, cache.as_ref()).with_context(|| match &args.cache {
         Some(dir) => format!("graph nodes in both views from cache {}", dir.display()),
         None => "graph nodes".into(),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod backbones;
 pub mod export;
 pub mod extract;
 pub mod features;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use expgraph::crops::CacheCrops;
 use expgraph_cache::{FeatureCache, ImageEntry};
 use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
-use expgraph_report::{build_report, ImageSet, ReportInputs, ReportParams};
+use expgraph_report::{build_report, ImageSet, Report, ReportInputs, ReportParams};
 
 /// Arguments of `expgraph report`.
 #[derive(clap::Args, Debug)]
@@ -33,9 +33,19 @@ pub struct Args {
     /// current folder, then the cache's parent folder).
     #[arg(long)]
     pub images_root: Option<PathBuf>,
-    /// Output folder (index.html + PNGs); replaced if it holds an earlier report.
+    /// Output folder (index.html + PNGs + .expgraph-report.json, the list of files the report
+    /// wrote). An existing folder is replaced only when it is exactly an earlier report (its
+    /// manifest lists every entry, none changed); otherwise the command refuses and changes
+    /// nothing.
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Write into an output folder that holds more than an earlier report: the earlier report's
+    /// files (listed in its manifest, even if changed; for a report without a manifest, its
+    /// index.html and the figures it links) are replaced or removed, and every other file and
+    /// folder is kept. A file that no report wrote is never replaced or deleted: if one is named
+    /// like a report file (index.html, sNN-fNNN.png, .expgraph-report.json), the command refuses.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Page title.
     #[arg(long, default_value = "Explanatory graph report")]
     pub title: String,
@@ -100,10 +110,37 @@ fn layer_indices(graph: &ExplanatoryGraph, names: &[String]) -> Result<Option<Ve
         .map(Some)
 }
 
+/// Refuses, before any work, an output folder that the report may not be written to, with a
+/// hint whether `--overwrite` would help.
+fn check_output(out: &Path, overwrite: bool) -> Result<()> {
+    let Err(refused) = Report::check_output(out, overwrite) else { return Ok(()) };
+    if overwrite {
+        return Err(refused.into());
+    }
+    match Report::check_output(out, true) {
+        Ok(()) => bail!(
+            "{refused}; pass --overwrite to write the report into {} anyway: it replaces the earlier report's \
+             files there and keeps every file and folder that no report wrote",
+            out.display()
+        ),
+        Err(still) => {
+            let why = match &still {
+                expgraph_report::ReportError::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            bail!("{refused}; --overwrite would not help: {why}")
+        }
+    }
+}
+
 /// Run `expgraph report`.
 pub fn run(args: Args) -> Result<Summary> {
+    check_output(&args.out, args.overwrite)?;
     let graph =
         ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
+    let train_cache = expgraph_cache::FeatureCache::open(&args.cache)
+        .with_context(|| format!("opening feature cache {}", args.cache.display()))?;
+    expgraph::provenance::check_activations(&args.activations, Some(&args.graph), Some(&train_cache))?;
     let train = load_activations(&args.activations)
         .with_context(|| format!("loading activations {}", args.activations.display()))?;
     if train.is_empty() {
@@ -144,7 +181,9 @@ pub fn run(args: Args) -> Result<Summary> {
     };
     params.gallery.nodes = args.gallery_nodes;
     let report = build_report(&inputs, &params).context("drawing the report")?;
-    let written = report.write(&args.out).with_context(|| format!("writing the report to {}", args.out.display()))?;
+    let written = report
+        .write_with(&args.out, args.overwrite)
+        .with_context(|| format!("writing the report to {}", args.out.display()))?;
     tracing::info!(images = written.images.len(), "report written to {}", written.index.display());
     Ok(Summary::new(
         written.index.display().to_string(),
@@ -206,11 +245,9 @@ mod tests {
         export.to_graph().unwrap()
     }
 
-    /// Source images on disk → a feature cache (zero maps) → graph + activations → `report`.
-    #[test]
-    fn report_command_draws_crops_from_the_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+    /// Source images on disk → a feature cache (zero maps) → graph + activations under `root`;
+    /// returns the activations.
+    fn fixture(root: &Path) -> Vec<ImageActivations> {
         std::fs::create_dir(root.join("images")).unwrap();
         let mut entries = vec![];
         for i in 0..3u8 {
@@ -262,24 +299,36 @@ mod tests {
             })
             .collect();
         save_activations(root.join("acts"), &graph, &acts).unwrap();
+        acts
+    }
 
-        let out = root.join("report");
-        let args = Args {
+    /// `expgraph report` arguments for the [`fixture`] under `root`.
+    fn args(root: &Path, out: &Path, overwrite: bool) -> Args {
+        Args {
             graph: root.join("graph"),
             activations: root.join("acts"),
             cache: root.join("cache"),
             test_activations: None,
             test_cache: None,
             images_root: Some(root.to_path_buf()),
-            out: out.clone(),
+            out: out.to_path_buf(),
             title: "CLI test".into(),
             summary: vec![("learning time".into(), "1 s".into())],
             gallery_nodes: 3,
             gallery_layers: vec!["conv5_2".into()],
             heatmap_images: 2,
             synthesis_images: 1,
-        };
-        run(args).unwrap();
+            overwrite,
+        }
+    }
+
+    #[test]
+    fn report_command_draws_crops_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let acts = fixture(root);
+        let out = root.join("report");
+        run(args(root, &out, false)).unwrap();
         let html = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(html.contains("CLI test") && html.contains("learning time"));
         let gallery = image::open(out.join("s00-f000.png")).unwrap();
@@ -297,6 +346,47 @@ mod tests {
         let bad = [ImageActivations { image_id: "nope".into(), flipped: false, layers: vec![] }];
         let err = cache_crops(&root.join("cache"), &bad, None).err().unwrap();
         assert!(err.to_string().contains("nope"));
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Issue 11 item 1: `report -o d` over d/{index.html, notes.txt, sub/} deleted all of it.
+    #[test]
+    fn report_command_never_deletes_user_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fixture(root);
+        let d = root.join("d");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("index.html"), "x").unwrap();
+        std::fs::write(d.join("notes.txt"), "keep").unwrap();
+        for overwrite in [false, true] {
+            let err = format!("{:#}", run(args(root, &d, overwrite)).unwrap_err());
+            assert!(err.contains(&d.display().to_string()) && err.contains("`index.html`"), "{err}");
+            assert!(err.contains(if overwrite { "even in overwrite mode" } else { "--overwrite" }), "{err}");
+            assert_eq!(entries(&d), ["index.html", "notes.txt", "sub"]);
+            assert_eq!(std::fs::read_to_string(d.join("index.html")).unwrap(), "x");
+        }
+        // without the user's index.html, --overwrite writes the report beside the rest
+        std::fs::remove_file(d.join("index.html")).unwrap();
+        let err = format!("{:#}", run(args(root, &d, false)).unwrap_err());
+        assert!(err.contains("`notes.txt`") && err.contains("pass --overwrite"), "{err}");
+        run(args(root, &d, true)).unwrap();
+        let have = entries(&d);
+        assert!(["notes.txt", "sub", "index.html", ".expgraph-report.json"]
+            .iter()
+            .all(|n| have.contains(&n.to_string())));
+        assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "keep");
+        assert!(entries(root).iter().all(|n| !n.starts_with(".expgraph-report-")), "{:?}", entries(root));
+        // an earlier report alone is replaced without --overwrite
+        let out = root.join("report");
+        run(args(root, &out, false)).unwrap();
+        run(args(root, &out, false)).unwrap();
     }
 
     fn image_pixel(i: u8, x: u32, y: u32) -> image::Rgb<u8> {

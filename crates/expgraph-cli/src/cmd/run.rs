@@ -11,10 +11,14 @@ use expgraph::pipeline::{DataSource, PipelineConfig};
 /// Arguments of `expgraph run`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// VGG-16 weights: a local `.safetensors` file or a Hugging Face repo id (fetched into the
+    /// Backbone weights (VGG-16 or a ResNet): a local `.safetensors` file or a Hugging Face repo id (fetched into the
     /// standard hub cache; `HF_HUB_OFFLINE=1` uses the cache only).
     #[arg(long, default_value = "timm/vgg16.tv_in1k")]
     pub weights: String,
+    /// Architecture of the weights (`auto`: from the tensor names); it also picks the graph
+    /// layers (`expgraph backbones` lists them).
+    #[arg(long, default_value = "auto", value_parser = expgraph_features::BACKBONE_CHOICES)]
+    pub backbone: String,
     /// Output folder (feature cache, graph, activations, record.json, report/).
     #[arg(long, short, default_value = "expgraph-run")]
     pub out: PathBuf,
@@ -54,6 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<Summary> {
         dataset_name: name,
         data,
         weights: a.weights,
+        backbone: a.backbone,
         preprocess: a.preprocess,
         negatives: a.negatives,
         negatives_limit: a.negatives_limit,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use expgraph_cache::FeatureCache;
-use expgraph_features::{load_backbone, load_or_compute_norm_stats, ExtractParams, NormStatsParams, ObjectImage};
+use expgraph_features::{check_image_files, load_backbone, load_or_compute_norm_stats, ExtractParams, NormStatsParams, ObjectImage};
 use expgraph_io::ProgressSink;
 use expgraph_learn::LearnParams;
 use serde::Serialize;
@@ -60,6 +60,10 @@ pub struct PipelineConfig {
     pub data: DataSource,
     /// Backbone weights: a `.safetensors` path or a Hugging Face repo id.
     pub weights: String,
+    /// Backbone architecture: `auto` (from the weights' tensor names), `vgg16`, `resnet18` …
+    /// `resnet152` (see [`expgraph_features::BACKBONE_CHOICES`]). It picks the layers too
+    /// ([`expgraph_features::default_layers`], [`LearnParams::paper_preset`]).
+    pub backbone: String,
     /// Preprocessing preset (`caffe`, `torchvision`); `None` = the weight source's default.
     pub preprocess: Option<String>,
     /// Folder of negatives for the normalization; `None` = generated synthetic scenes.
@@ -93,6 +97,7 @@ impl Default for PipelineConfig {
             dataset_name: "synthetic-cub".into(),
             data: DataSource::Synthetic { images: 300, seed: 0 },
             weights: String::new(),
+            backbone: "auto".into(),
             preprocess: None,
             negatives: None,
             negatives_limit: 200,
@@ -124,6 +129,9 @@ pub enum PipelineError {
     /// Bad settings or data.
     #[error("{0}")]
     Input(String),
+    /// Files of different runs (see [`crate::provenance`]).
+    #[error("{0}")]
+    Provenance(String),
     /// Reading the data set.
     #[error(transparent)]
     Dataset(#[from] expgraph_datasets::DatasetError),
@@ -159,13 +167,17 @@ impl From<expgraph_backbone::BackboneError> for PipelineError {
     }
 }
 
-/// The VGG-16 layers of the paper (spec §1.2).
+/// The VGG-16 layers of the paper (spec §1.2). The pipeline takes the layers of the backbone it
+/// loads from [`expgraph_features::default_layers`] (these for `vgg16`).
 pub const PAPER_LAYERS: [&str; 4] = ["conv4_2", "conv4_3", "conv5_2", "conv5_3"];
 
 /// Run the whole pipeline.
 pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     if config.shots == 0 || config.iterations == 0 {
         return Err(PipelineError::Input("shots and iterations must be ≥ 1".into()));
+    }
+    if config.report {
+        report::check(config)?; // refuse a report folder holding user files before any work
     }
     let mut timings = Timings::default();
     std::fs::create_dir_all(&config.work_dir)
@@ -175,19 +187,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     let clock = Instant::now();
     let dataset = data::load_dataset(config)?;
     tracing::info!(dataset = %dataset.name, objects = dataset.objects.len(), "data set ready");
-    let loaded = load_backbone(&config.weights, config.preprocess.as_deref(), &config.device)?;
-    let (backbone, preprocess) = (loaded.model, loaded.preprocess);
-    let layers: Vec<String> = PAPER_LAYERS.map(String::from).to_vec();
     let negatives = data::negatives(config)?;
-    let stats_params = NormStatsParams {
-        layers: layers.clone(),
-        preprocess,
-        input_size: 224,
-        batch: 4,
-        progress: config.progress.clone(),
-    };
-    let stats_path = config.work_dir.join("norm-stats.safetensors");
-    let stats = load_or_compute_norm_stats(&backbone, &stats_params, &negatives, &stats_path)?;
     let objects: Vec<ObjectImage> = dataset
         .objects
         .iter()
@@ -197,13 +197,28 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
             bbox: Some(o.crop_box(dataset.images[o.image].size)),
         })
         .collect();
+    // Fail before the expensive work on an unreadable image.
+    check_image_files(objects.iter().map(|o| o.path.as_path()), "image")?;
+    check_image_files(negatives.iter().map(|p| p.as_path()), "negative")?;
+    let loaded = load_backbone(&config.weights, &config.backbone, config.preprocess.as_deref(), &config.device)?;
+    let (backbone, preprocess) = (loaded.model, loaded.preprocess);
+    let layers: Vec<String> = loaded.architecture.default_layers();
+    let stats_params = NormStatsParams {
+        layers: layers.clone(),
+        preprocess,
+        input_size: 224,
+        batch: 4,
+        progress: config.progress.clone(),
+    };
+    let stats_path = config.work_dir.join("norm-stats.safetensors");
+    let stats = load_or_compute_norm_stats(backbone.as_ref(), &stats_params, &negatives, &stats_path)?;
     let cache_dir = config.work_dir.join("cache");
     ExtractParams::new()
         .layers(layers)
         .preprocess(preprocess)
         .progress(config.progress.clone())
         .overwrite(true)
-        .check(&backbone, &stats)?
+        .check(backbone.as_ref(), &stats)?
         .run(&objects, &cache_dir)?;
     drop(backbone);
     timings.extract = clock.elapsed().as_secs_f64();
@@ -211,7 +226,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     // Stage 2: learn the graph.
     let clock = Instant::now();
     let cache = FeatureCache::open(&cache_dir)?;
-    let learn = LearnParams::default().iterations(config.iterations).seed(config.seed).check()?;
+    let learn = LearnParams::paper_preset(cache.manifest()).iterations(config.iterations).seed(config.seed).check()?;
     let learned = learn.fit_with(&cache, None, &|p| {
         let steps = |layers: usize, iterations: usize| (layers * p.iterations + iterations) as u64;
         let stage = format!("learn {}", p.layer);
@@ -221,13 +236,17 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
         }
     })?;
     let graph = learned.graph;
-    graph.save(config.work_dir.join("graph"))?;
+    let graph_dir = config.work_dir.join("graph");
+    graph.save(&graph_dir)?;
+    expgraph_graph::Provenance::of_cache(&cache).save(&graph_dir)?;
     timings.learn = clock.elapsed().as_secs_f64();
 
     // Stage 3: inference and part localization.
     let clock = Instant::now();
     let activations = expgraph_learn::infer(&graph, &cache, None)?;
-    expgraph_graph::save_activations(config.work_dir.join("activations"), &graph, &activations)?;
+    let acts_dir = config.work_dir.join("activations");
+    expgraph_graph::save_activations(&acts_dir, &graph, &activations)?;
+    expgraph_graph::Provenance::of_cache(&cache).with_graph(expgraph_graph::graph_digest(&graph_dir)?).save(&acts_dir)?;
     let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, &activations)?;
     timings.localize = clock.elapsed().as_secs_f64();
 
@@ -248,6 +267,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
         peak_rss_mb: peak_rss_mb(),
         localization,
         stability,
+        provenance: expgraph_graph::Provenance::of_cache(&cache).with_graph(expgraph_graph::graph_digest(&graph_dir)?),
     };
     let report_index = if config.report {
         Some(report::write(config, &dataset, &cache, &graph, &activations, &localized, &record)?)

@@ -6,7 +6,8 @@ use expgraph_cache::FeatureCache;
 use expgraph_datasets::Dataset;
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
 use expgraph_report::{
-    build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, ReportInputs, ReportParams, VoteMap,
+    build_report, CropSource, ImageSet, LocalizationCase, MetricTable, PartPoint, Report, ReportInputs, ReportParams,
+    VoteMap,
 };
 
 use super::evaluate::PartResult;
@@ -16,6 +17,24 @@ use crate::record::BenchRecord;
 
 /// Objects drawn with their localization overlays.
 const OVERLAYS: usize = super::evaluate::VOTE_MAPS;
+
+/// The report folder of a run.
+fn report_dir(config: &PipelineConfig) -> PathBuf {
+    config.work_dir.join("report")
+}
+
+/// Refuses, before any work, a `work_dir/report` that the report may not replace: one that holds
+/// files no report wrote, or an earlier report without a manifest or with changed files. The
+/// pipeline never deletes such files; the error names the first one.
+pub(super) fn check(config: &PipelineConfig) -> Result<(), PipelineError> {
+    Report::check_output(&report_dir(config), false).map_err(refused)
+}
+
+fn refused(e: expgraph_report::ReportError) -> PipelineError {
+    PipelineError::Input(format!(
+        "{e}; the pipeline never deletes files that no report wrote: move them away or choose another output folder"
+    ))
+}
 
 /// Write the report to `work_dir/report` and return its `index.html`.
 pub(super) fn write(
@@ -60,7 +79,12 @@ pub(super) fn write(
         localization: overlays(dataset, parts, &crops)?,
     };
     let report = build_report(&inputs, &ReportParams::default())?;
-    let written = report.write(&config.work_dir.join("report"))?;
+    let written = report.write(&report_dir(config)).map_err(|e| match &e {
+        expgraph_report::ReportError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            refused(e)
+        }
+        _ => PipelineError::Report(e),
+    })?;
     Ok(written.index)
 }
 
@@ -127,4 +151,36 @@ fn overlays(
         cases.push(LocalizationCase { caption, image, predicted, truth, vote_map });
     }
     Ok(cases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{run, PipelineConfig, PipelineError};
+
+    /// Issue 11 item 1: a user file in `out/report` stops the run before any work, and nothing
+    /// of the folder is deleted.
+    #[test]
+    fn a_user_file_in_the_report_folder_stops_the_run_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report");
+        std::fs::create_dir_all(report.join("sub")).unwrap();
+        std::fs::write(report.join("index.html"), "x").unwrap();
+        std::fs::write(report.join("notes.txt"), "keep").unwrap();
+        let config = PipelineConfig {
+            work_dir: dir.path().to_path_buf(),
+            weights: "/no/such/weights.safetensors".into(),
+            ..PipelineConfig::default()
+        };
+        let err = run(&config).unwrap_err();
+        assert!(matches!(err, PipelineError::Input(_)), "refused before loading anything: {err}");
+        let text = err.to_string();
+        assert!(text.contains("`index.html`") && text.contains(&report.display().to_string()), "{text}");
+        let mut left: Vec<String> = std::fs::read_dir(&report)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["index.html", "notes.txt", "sub"]);
+        assert_eq!(std::fs::read_to_string(report.join("notes.txt")).unwrap(), "keep");
+    }
 }

@@ -1,0 +1,1105 @@
+//! ResNet-18/34/50/101/152 (He et al.; torchvision "v1.5" layout: in the first bottleneck of a
+//! stage the stride sits on the 3×3 convolution) in eval mode, with every BatchNorm (running
+//! statistics, eps 1e-5) folded into the convolution before it when the weights are loaded.
+//!
+//! Taps: `layerN` (N = 1…4, the stage output after the last block's final ReLU) and
+//! `layerN.pre_relu` (that block's residual sum before the ReLU). A forward pass stops after the
+//! deepest requested stage.
+//!
+//! **Geometry of residual blocks.** A block has two paths: the main path (1×1 → 3×3 → 1×1 or
+//! 3×3 → 3×3) and the shortcut (identity, or a 1×1 stride-s "downsample" conv). Both paths have the
+//! same stride and the same first centre (a 1×1 conv with padding 0 and a 3×3 conv with padding 1
+//! are both centred on their input cell), and the shortcut's field is contained in the main path's,
+//! so the receptive field of the sum is the maximum over the paths, i.e. the main path's. The
+//! recursion of [`crate::geometry::tap_geometry`] therefore runs over the stem (7×7/2 conv, 3×3/2
+//! max-pool) and the main-path convolutions of every block; map sizes agree on both paths too
+//! (`⌊(n − 1)/s⌋ + 1` for both the 3×3 pad-1 and the 1×1 pad-0 conv).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::geometry::{map_size, tap_geometry, LayerShape};
+use crate::weights::WeightFile;
+use crate::{nhwc, resolve_weights, Backbone, BackboneError, ConvImpl, TapInfo, WeightSource};
+
+/// BatchNorm epsilon of torchvision's ResNets.
+pub const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// The five standard depths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResNetDepth {
+    /// Basic blocks `[2, 2, 2, 2]`.
+    R18,
+    /// Basic blocks `[3, 4, 6, 3]`.
+    R34,
+    /// Bottleneck blocks `[3, 4, 6, 3]`.
+    R50,
+    /// Bottleneck blocks `[3, 4, 23, 3]`.
+    R101,
+    /// Bottleneck blocks `[3, 8, 36, 3]`.
+    R152,
+}
+
+impl ResNetDepth {
+    /// All depths, shallow to deep.
+    pub const ALL: [ResNetDepth; 5] =
+        [ResNetDepth::R18, ResNetDepth::R34, ResNetDepth::R50, ResNetDepth::R101, ResNetDepth::R152];
+
+    /// The depth called `n` (18, 34, 50, 101, 152).
+    pub fn from_layers(n: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.layers() == n)
+    }
+
+    /// The number in the name (18, 34, 50, 101, 152).
+    pub fn layers(self) -> usize {
+        match self {
+            ResNetDepth::R18 => 18,
+            ResNetDepth::R34 => 34,
+            ResNetDepth::R50 => 50,
+            ResNetDepth::R101 => 101,
+            ResNetDepth::R152 => 152,
+        }
+    }
+
+    /// Blocks per stage.
+    pub fn blocks(self) -> [usize; 4] {
+        match self {
+            ResNetDepth::R18 => [2, 2, 2, 2],
+            ResNetDepth::R34 | ResNetDepth::R50 => [3, 4, 6, 3],
+            ResNetDepth::R101 => [3, 4, 23, 3],
+            ResNetDepth::R152 => [3, 8, 36, 3],
+        }
+    }
+
+    /// Bottleneck (1×1, 3×3, 1×1; expansion 4) rather than basic (3×3, 3×3) blocks.
+    pub fn bottleneck(self) -> bool {
+        matches!(self, ResNetDepth::R50 | ResNetDepth::R101 | ResNetDepth::R152)
+    }
+
+    /// Architecture name, e.g. `resnet50`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResNetDepth::R18 => "resnet18",
+            ResNetDepth::R34 => "resnet34",
+            ResNetDepth::R50 => "resnet50",
+            ResNetDepth::R101 => "resnet101",
+            ResNetDepth::R152 => "resnet152",
+        }
+    }
+
+    /// Output channels of stage `stage` (0-based) at full width.
+    pub fn stage_channels(self, stage: usize) -> usize {
+        (64 << stage) * if self.bottleneck() { 4 } else { 1 }
+    }
+
+    /// Spatial shapes of the main path from the input through the last block of `stage` (0-based).
+    fn main_path_through(self, stage: usize) -> Vec<LayerShape> {
+        let mut shapes =
+            vec![LayerShape { kernel: 7, stride: 2, padding: 3 }, LayerShape { kernel: 3, stride: 2, padding: 1 }];
+        let one = LayerShape { kernel: 1, stride: 1, padding: 0 };
+        for (s, &blocks) in self.blocks().iter().enumerate().take(stage + 1) {
+            for b in 0..blocks {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                let three = LayerShape { kernel: 3, stride, padding: 1 };
+                if self.bottleneck() {
+                    shapes.extend([one, three, one]);
+                } else {
+                    shapes.extend([three, LayerShape::CONV3_PAD1]);
+                }
+            }
+        }
+        shapes
+    }
+}
+
+impl std::fmt::Display for ResNetDepth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A convolution with its BatchNorm folded in: `conv(x, W·γ/σ) + (β − μ·γ/σ)`, σ = √(var + eps).
+struct FoldedConv {
+    /// `[C_out, C_in, k, k]`.
+    weight: Tensor,
+    /// `[C_out]`.
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    /// `[k·k·C_in, C_out]` in (kh, kw, cin) row order, for [`ConvImpl::Im2colNhwc`].
+    gemm_weight: Option<Tensor>,
+}
+
+impl FoldedConv {
+    fn c_out(&self) -> usize {
+        self.bias.dims()[0]
+    }
+
+    fn prepare(&mut self, conv_impl: ConvImpl) -> Result<(), BackboneError> {
+        if conv_impl == ConvImpl::Im2colNhwc && self.gemm_weight.is_none() {
+            let (c_out, c_in, kh, kw) = self.weight.dims4()?;
+            let w = self.weight.permute((2, 3, 1, 0))?.reshape((kh * kw * c_in, c_out))?.contiguous()?;
+            self.gemm_weight = Some(w);
+        }
+        Ok(())
+    }
+
+    /// NCHW in, NCHW out (no activation).
+    fn forward_nchw(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
+        let c_out = self.c_out();
+        Ok(x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            .broadcast_add(&self.bias.reshape((1, c_out, 1, 1))?)?)
+    }
+
+    /// NHWC in, NHWC out (no activation).
+    fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
+        let Some(w) = &self.gemm_weight else {
+            return Err(BackboneError::Input("im2col weights were not prepared".into()));
+        };
+        let (n, h, wd, c) = x.dims4()?;
+        let c_out = self.c_out();
+        let y = match (self.kernel, self.stride, self.padding) {
+            (3, 1, 1) => nhwc::conv3x3(x, w, &self.bias, false)?,
+            (1, 1, 0) => {
+                x.reshape((n * h * wd, c))?.matmul(w)?.broadcast_add(&self.bias)?.reshape((n, h, wd, c_out))?
+            }
+            (kernel, stride, padding) => {
+                let op = Im2colNhwc { kernel, stride, padding };
+                let (oh, ow) = (op.out_size(h)?, op.out_size(wd)?);
+                x.apply_op1_no_bwd(&op)?.matmul(w)?.broadcast_add(&self.bias)?.reshape((n, oh, ow, c_out))?
+            }
+        };
+        Ok(y)
+    }
+}
+
+/// Folds BatchNorm statistics into a bias-free convolution (computed in f64, stored in f32).
+/// `gamma`, `beta`, `mean`, `var` have `C_out` entries; `weight` is OIHW, flattened.
+fn fold_batch_norm(
+    weight: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let c_out = gamma.len();
+    let per_out = weight.len() / c_out.max(1);
+    let scale: Vec<f64> = gamma.iter().zip(var).map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt()).collect();
+    let w = weight
+        .chunks(per_out)
+        .zip(&scale)
+        .flat_map(|(row, &s)| row.iter().map(move |&x| (x as f64 * s) as f32))
+        .collect();
+    let b = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| (b as f64 - m as f64 * s) as f32).collect();
+    (w, b)
+}
+
+/// How the builder gets a tensor: name and expected shape → an f32 CPU tensor of that shape.
+type Fetch<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor, BackboneError> + 'a;
+
+/// Errors about the value range of a loaded tensor (negative variance).
+type RangeError<'a> = dyn Fn(&str, &str) -> BackboneError + 'a;
+
+fn values(t: &Tensor) -> Result<Vec<f32>, BackboneError> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Loads `{conv}.weight` and the BatchNorm `{bn}.{weight,bias,running_mean,running_var}` and folds them.
+#[allow(clippy::too_many_arguments)]
+fn load_conv_bn(
+    fetch: &mut Fetch<'_>,
+    range_error: &RangeError<'_>,
+    conv: &str,
+    bn: &str,
+    shape: [usize; 4],
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Result<FoldedConv, BackboneError> {
+    let c_out = shape[0];
+    let weight = values(&fetch(&format!("{conv}.weight"), &shape)?)?;
+    let gamma = values(&fetch(&format!("{bn}.weight"), &[c_out])?)?;
+    let beta = values(&fetch(&format!("{bn}.bias"), &[c_out])?)?;
+    let mean = values(&fetch(&format!("{bn}.running_mean"), &[c_out])?)?;
+    let var_name = format!("{bn}.running_var");
+    let var = values(&fetch(&var_name, &[c_out])?)?;
+    if var.iter().any(|&v| v < 0.0) {
+        return Err(range_error(&var_name, "has negative values (a variance must be ≥ 0)"));
+    }
+    let (w, b) = fold_batch_norm(&weight, &gamma, &beta, &mean, &var, BATCH_NORM_EPS);
+    Ok(FoldedConv {
+        weight: Tensor::from_vec(w, &shape, device)?,
+        bias: Tensor::from_vec(b, c_out, device)?,
+        kernel: shape[2],
+        stride,
+        padding,
+        gemm_weight: None,
+    })
+}
+
+/// One residual block: main-path convs (2 or 3) and the optional downsample shortcut.
+struct Block {
+    convs: Vec<FoldedConv>,
+    downsample: Option<FoldedConv>,
+}
+
+impl Block {
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut FoldedConv> {
+        self.convs.iter_mut().chain(self.downsample.as_mut())
+    }
+
+    /// Returns the residual sum before the final ReLU. `x` is post-ReLU.
+    fn forward_nchw(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
+        let mut y = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, conv) in self.convs.iter().enumerate() {
+            y = conv.forward_nchw(&y)?;
+            if i < last {
+                y = y.relu()?;
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward_nchw(x)?,
+            None => x.clone(),
+        };
+        Ok((y + shortcut)?)
+    }
+
+    fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
+        let mut y = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, conv) in self.convs.iter().enumerate() {
+            y = conv.forward_nhwc(&y)?;
+            if i < last {
+                y = y.relu()?;
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward_nhwc(x)?,
+            None => x.clone(),
+        };
+        Ok((y + shortcut)?)
+    }
+}
+
+/// A torchvision ResNet (v1.5) with folded BatchNorm, returning stage outputs `layer1` … `layer4`
+/// and their pre-ReLU residual sums `layerN.pre_relu`.
+pub struct ResNet {
+    depth: ResNetDepth,
+    stem: FoldedConv,
+    stages: Vec<Vec<Block>>,
+    taps: Vec<TapInfo>,
+    device: Device,
+    digest: String,
+    conv_impl: ConvImpl,
+}
+
+/// Tap names, shallow to deep: `layer1.pre_relu`, `layer1`, …, `layer4`. Tap `i` belongs to stage `i / 2`.
+const TAP_NAMES: [&str; 8] = [
+    "layer1.pre_relu",
+    "layer1",
+    "layer2.pre_relu",
+    "layer2",
+    "layer3.pre_relu",
+    "layer3",
+    "layer4.pre_relu",
+    "layer4",
+];
+
+impl ResNet {
+    /// Loads a ResNet of `depth` from `source` (see [`resolve_weights`]) onto `device`, using
+    /// [`ConvImpl::default_for`] the device.
+    pub fn load(depth: ResNetDepth, source: &WeightSource, device: &Device) -> Result<Self, BackboneError> {
+        Self::load_file(depth, &resolve_weights(source)?, device)
+    }
+
+    /// Loads `source` after detecting its depth from the tensor names ([`ResNet::detect_depth`]).
+    /// Reads the file twice (once for the names).
+    pub fn load_auto(source: &WeightSource, device: &Device) -> Result<Self, BackboneError> {
+        let path = resolve_weights(source)?;
+        let depth = Self::detect_depth_file(&path)?;
+        Self::load_file(depth, &path, device)
+    }
+
+    /// Loads a safetensors file with torchvision/timm names (`conv1.weight`, `bn1.*`,
+    /// `layerS.B.convK.weight`, `layerS.B.bnK.{weight,bias,running_mean,running_var}`,
+    /// `layerS.0.downsample.{0,1}.*`), all f32; `fc.*`, `num_batches_tracked` and any other
+    /// tensors are ignored. BatchNorm is folded into the convolutions here.
+    pub fn load_file(depth: ResNetDepth, path: &Path, device: &Device) -> Result<Self, BackboneError> {
+        let file = WeightFile::read(path)?;
+        let tensors = file.tensors()?;
+        let mut fetch = |name: &str, shape: &[usize]| tensors.f32(name, shape, &Device::Cpu);
+        let range_error = |tensor: &str, what: &str| BackboneError::InvalidWeightFile {
+            path: path.to_path_buf(),
+            message: format!("tensor `{tensor}` {what}"),
+        };
+        let conv_impl = ConvImpl::default_for(device);
+        let model = Self::build(depth, 1, &mut fetch, &range_error, file.digest().to_string(), device, conv_impl)?;
+        tracing::info!(path = %path.display(), depth = depth.name(), ?conv_impl, "loaded ResNet weights");
+        Ok(model)
+    }
+
+    /// A ResNet of `depth` with random weights and BatchNorm statistics (seeded) and every width
+    /// divided by `width_divisor` (at least 1 channel), for tests and benchmarks. Its digest names
+    /// the depth, divisor and seed.
+    pub fn random(depth: ResNetDepth, width_divisor: usize, seed: u64, device: &Device) -> Result<Self, BackboneError> {
+        if width_divisor == 0 {
+            return Err(BackboneError::Input("width divisor must be at least 1".into()));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut fetch = |name: &str, shape: &[usize]| -> Result<Tensor, BackboneError> {
+            let len: usize = shape.iter().product();
+            let v: Vec<f32> = if shape.len() > 1 {
+                let fan_in: usize = shape[1..].iter().product();
+                let bound = (6.0 / fan_in as f32).sqrt();
+                (0..len).map(|_| rng.random_range(-bound..bound)).collect()
+            } else if name.ends_with(".weight") {
+                (0..len).map(|_| rng.random_range(0.5..1.0)).collect()
+            } else if name.ends_with(".running_var") {
+                (0..len).map(|_| rng.random_range(0.5..1.5)).collect()
+            } else {
+                (0..len).map(|_| rng.random_range(-0.1..0.1)).collect()
+            };
+            Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+        };
+        let range_error = |tensor: &str, what: &str| BackboneError::Input(format!("tensor `{tensor}` {what}"));
+        let digest = blake3::hash(format!("{depth}-random/divisor={width_divisor}/seed={seed}").as_bytes());
+        let conv_impl = ConvImpl::default_for(device);
+        Self::build(depth, width_divisor, &mut fetch, &range_error, digest.to_hex().to_string(), device, conv_impl)
+    }
+
+    fn build(
+        depth: ResNetDepth,
+        width_divisor: usize,
+        fetch: &mut Fetch<'_>,
+        range_error: &RangeError<'_>,
+        digest: String,
+        device: &Device,
+        conv_impl: ConvImpl,
+    ) -> Result<Self, BackboneError> {
+        let width = |c: usize| (c / width_divisor).max(1);
+        let stem_c = width(64);
+        let mut stem = load_conv_bn(fetch, range_error, "conv1", "bn1", [stem_c, 3, 7, 7], 2, 3, device)?;
+        stem.prepare(conv_impl)?;
+        let expansion = if depth.bottleneck() { 4 } else { 1 };
+        let mut c_in = stem_c;
+        let mut stages = Vec::with_capacity(4);
+        for (s, &blocks) in depth.blocks().iter().enumerate() {
+            let planes = width(64 << s);
+            let c_out = planes * expansion;
+            let mut stage = Vec::with_capacity(blocks);
+            for b in 0..blocks {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                let p = format!("layer{}.{b}", s + 1);
+                let convs = if depth.bottleneck() {
+                    vec![
+                        load_conv_bn(
+                            fetch,
+                            range_error,
+                            &format!("{p}.conv1"),
+                            &format!("{p}.bn1"),
+                            [planes, c_in, 1, 1],
+                            1,
+                            0,
+                            device,
+                        )?,
+                        load_conv_bn(
+                            fetch,
+                            range_error,
+                            &format!("{p}.conv2"),
+                            &format!("{p}.bn2"),
+                            [planes, planes, 3, 3],
+                            stride,
+                            1,
+                            device,
+                        )?,
+                        load_conv_bn(
+                            fetch,
+                            range_error,
+                            &format!("{p}.conv3"),
+                            &format!("{p}.bn3"),
+                            [c_out, planes, 1, 1],
+                            1,
+                            0,
+                            device,
+                        )?,
+                    ]
+                } else {
+                    vec![
+                        load_conv_bn(
+                            fetch,
+                            range_error,
+                            &format!("{p}.conv1"),
+                            &format!("{p}.bn1"),
+                            [planes, c_in, 3, 3],
+                            stride,
+                            1,
+                            device,
+                        )?,
+                        load_conv_bn(
+                            fetch,
+                            range_error,
+                            &format!("{p}.conv2"),
+                            &format!("{p}.bn2"),
+                            [c_out, planes, 3, 3],
+                            1,
+                            1,
+                            device,
+                        )?,
+                    ]
+                };
+                let downsample = if stride != 1 || c_in != c_out {
+                    Some(load_conv_bn(
+                        fetch,
+                        range_error,
+                        &format!("{p}.downsample.0"),
+                        &format!("{p}.downsample.1"),
+                        [c_out, c_in, 1, 1],
+                        stride,
+                        0,
+                        device,
+                    )?)
+                } else {
+                    None
+                };
+                let mut block = Block { convs, downsample };
+                for conv in block.convs_mut() {
+                    conv.prepare(conv_impl)?;
+                }
+                stage.push(block);
+                c_in = c_out;
+            }
+            stages.push(stage);
+        }
+        let taps = TAP_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let stage = i / 2;
+                TapInfo {
+                    name: name.to_string(),
+                    channels: width(64 << stage) * expansion,
+                    geometry: tap_geometry(&depth.main_path_through(stage)),
+                }
+            })
+            .collect();
+        Ok(ResNet { depth, stem, stages, taps, device: device.clone(), digest, conv_impl })
+    }
+
+    /// Which standard ResNet a state dict describes, from its tensor names and shapes: blocks per
+    /// stage (`layerS.B.*`), and basic vs bottleneck blocks (`layer1.0.conv3.weight` present).
+    /// Other tensors (`fc.*`, …) are ignored. An error names what was found when it is no
+    /// standard depth.
+    pub fn detect_depth<'a, I>(tensors: I) -> Result<ResNetDepth, BackboneError>
+    where
+        I: IntoIterator<Item = (&'a str, &'a [usize])>,
+    {
+        let mut blocks = [0usize; 4];
+        let mut has_conv3 = false;
+        let mut has_conv1 = false;
+        let mut conv1_shape = Vec::new();
+        for (name, shape) in tensors {
+            if name == "conv1.weight" {
+                has_conv1 = true;
+                conv1_shape = shape.to_vec();
+            }
+            if name == "layer1.0.conv3.weight" {
+                has_conv3 = true;
+            }
+            let Some(rest) = name.strip_prefix("layer") else { continue };
+            let mut parts = rest.split('.');
+            let (Some(stage), Some(block)) = (parts.next(), parts.next()) else { continue };
+            let (Ok(stage), Ok(block)) = (stage.parse::<usize>(), block.parse::<usize>()) else { continue };
+            if (1..=4).contains(&stage) {
+                blocks[stage - 1] = blocks[stage - 1].max(block + 1);
+            }
+        }
+        let found = ResNetDepth::ALL.into_iter().find(|d| d.blocks() == blocks && d.bottleneck() == has_conv3);
+        match found {
+            Some(depth) if has_conv1 && conv1_shape.len() == 4 => Ok(depth),
+            _ => Err(BackboneError::Input(format!(
+                "not a torchvision ResNet state dict: conv1.weight {}, blocks per stage {blocks:?}, {} blocks \
+                 (known: resnet18/34 basic [2,2,2,2]/[3,4,6,3]; resnet50/101/152 bottleneck [3,4,6,3]/[3,4,23,3]/[3,8,36,3])",
+                if has_conv1 { format!("{conv1_shape:?}") } else { "missing".into() },
+                if has_conv3 { "bottleneck" } else { "basic" }
+            ))),
+        }
+    }
+
+    /// [`ResNet::detect_depth`] on the tensors of a safetensors file.
+    pub fn detect_depth_file(path: &Path) -> Result<ResNetDepth, BackboneError> {
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => BackboneError::MissingFile { path: path.to_path_buf() },
+            _ => BackboneError::Io { path: path.to_path_buf(), source },
+        })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| BackboneError::InvalidWeightFile { path: path.to_path_buf(), message: e.to_string() })?;
+        let tensors = st.tensors();
+        Self::detect_depth(tensors.iter().map(|(n, v)| (n.as_str(), v.shape()))).map_err(|e| match e {
+            BackboneError::Input(message) => BackboneError::InvalidWeightFile { path: path.to_path_buf(), message },
+            other => other,
+        })
+    }
+
+    /// The depth of this network.
+    pub fn depth(&self) -> ResNetDepth {
+        self.depth
+    }
+
+    /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device.
+    pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
+        if conv_impl == ConvImpl::Im2colNhwc && !self.device.is_cpu() {
+            return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
+        }
+        self.stem.prepare(conv_impl)?;
+        for block in self.stages.iter_mut().flatten() {
+            for conv in block.convs_mut() {
+                conv.prepare(conv_impl)?;
+            }
+        }
+        self.conv_impl = conv_impl;
+        Ok(self)
+    }
+
+    /// The convolution implementation in use.
+    pub fn conv_impl(&self) -> ConvImpl {
+        self.conv_impl
+    }
+
+    fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
+        TAP_NAMES.iter().position(|t| *t == name).ok_or_else(|| BackboneError::UnknownTap {
+            name: name.into(),
+            backbone: self.depth.name().into(),
+            available: TAP_NAMES.join(", "),
+        })
+    }
+
+    fn checked_input(&self, input: &Tensor, stage: usize) -> Result<Tensor, BackboneError> {
+        let Ok((n, c, h, w)) = input.dims4() else {
+            return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
+        };
+        if c != 3 || n == 0 {
+            return Err(BackboneError::Input(format!(
+                "expected an [N, 3, H, W] tensor with N ≥ 1, got {:?}",
+                input.dims()
+            )));
+        }
+        if input.dtype() != DType::F32 {
+            return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
+        }
+        let shapes = self.depth.main_path_through(stage);
+        if map_size(&shapes, h).is_none() || map_size(&shapes, w).is_none() {
+            return Err(BackboneError::Input(format!("input {h}×{w} is too small to reach layer{}", stage + 1)));
+        }
+        Ok(input.to_device(&self.device)?)
+    }
+
+    /// Runs stages `0..=last_stage`; returns, per tap index `0..2·(last_stage+1)`, the NCHW map if wanted.
+    fn run(&self, input: &Tensor, wanted: &[bool]) -> Result<Vec<Option<Tensor>>, BackboneError> {
+        match self.conv_impl {
+            ConvImpl::Candle => self.run_one(input.clone(), wanted, false),
+            ConvImpl::Im2colNhwc => {
+                let mut per_tap: Vec<Vec<Tensor>> = vec![Vec::new(); wanted.len()];
+                for i in 0..input.dim(0)? {
+                    let x = input.narrow(0, i, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
+                    for (acc, out) in per_tap.iter_mut().zip(self.run_one(x, wanted, true)?) {
+                        acc.extend(out);
+                    }
+                }
+                per_tap
+                    .into_iter()
+                    .map(|maps| if maps.is_empty() { Ok(None) } else { Ok(Some(Tensor::cat(&maps, 0)?)) })
+                    .collect()
+            }
+        }
+    }
+
+    /// One pass, NCHW (`nhwc == false`) or NHWC; outputs are NCHW either way.
+    fn run_one(&self, x: Tensor, wanted: &[bool], nhwc: bool) -> Result<Vec<Option<Tensor>>, BackboneError> {
+        let last_stage = wanted.len() / 2 - 1;
+        let to_nchw = |t: &Tensor| -> Result<Tensor, BackboneError> {
+            Ok(if nhwc { t.permute((0, 3, 1, 2))?.contiguous()? } else { t.clone() })
+        };
+        let mut outs = vec![None; wanted.len()];
+        let mut x = if nhwc {
+            self.stem.forward_nhwc(&x)?.relu()?.apply_op1_no_bwd(&MaxPool3x3s2)?
+        } else {
+            // After the ReLU every value is ≥ 0, so zero padding equals PyTorch's −∞ padding.
+            let y = self.stem.forward_nchw(&x)?.relu()?;
+            y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?
+        };
+        for (s, stage) in self.stages.iter().enumerate().take(last_stage + 1) {
+            let mut pre = None;
+            for block in stage {
+                let sum = if nhwc { block.forward_nhwc(&x)? } else { block.forward_nchw(&x)? };
+                x = sum.relu()?;
+                pre = Some(sum);
+            }
+            if wanted[2 * s] {
+                if let Some(pre) = &pre {
+                    outs[2 * s] = Some(to_nchw(pre)?);
+                }
+            }
+            if wanted[2 * s + 1] {
+                outs[2 * s + 1] = Some(to_nchw(&x)?);
+            }
+        }
+        Ok(outs)
+    }
+}
+
+impl std::fmt::Debug for ResNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResNet")
+            .field("depth", &self.depth)
+            .field("device", &self.device)
+            .field("digest", &self.digest)
+            .field("conv_impl", &self.conv_impl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backbone for ResNet {
+    fn name(&self) -> &str {
+        self.depth.name()
+    }
+
+    fn taps(&self) -> &[TapInfo] {
+        &self.taps
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn weights_digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
+        let stage = self.tap_index(tap)? / 2;
+        map_size(&self.depth.main_path_through(stage), input_size)
+            .ok_or_else(|| BackboneError::Input(format!("input side {input_size} is too small to reach {tap}")))
+    }
+
+    fn forward_taps(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>, BackboneError> {
+        let indices = taps.iter().map(|t| self.tap_index(t)).collect::<Result<Vec<_>, _>>()?;
+        let Some(&last) = indices.iter().max() else {
+            return Ok(Vec::new());
+        };
+        let last_stage = last / 2;
+        let input = self.checked_input(input, last_stage)?;
+        let mut wanted = vec![false; 2 * (last_stage + 1)];
+        indices.iter().for_each(|&i| wanted[i] = true);
+        let outs = self.run(&input, &wanted)?;
+        indices
+            .iter()
+            .map(|&i| {
+                outs[i].clone().ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", TAP_NAMES[i])))
+            })
+            .collect()
+    }
+}
+
+/// Borrow the contiguous `f32` data of a CPU storage.
+fn contiguous_f32<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: only f32 tensors are supported, got {:?}", storage.dtype())
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: the input must be contiguous")
+    };
+    Ok(&data[start..end])
+}
+
+/// im2col of an NHWC `[N, H, W, C]` tensor for a square `kernel`, `stride`, zero `padding`
+/// convolution: output `[N·OH·OW, k·k·C]`, rows in (ky, kx, c) order.
+struct Im2colNhwc {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Im2colNhwc {
+    fn out_size(&self, n: usize) -> candle_core::Result<usize> {
+        match (n + 2 * self.padding).checked_sub(self.kernel) {
+            Some(d) => Ok(d / self.stride + 1),
+            None => candle_core::bail!("im2col: input side {n} smaller than the kernel {}", self.kernel),
+        }
+    }
+}
+
+impl CustomOp1 for Im2colNhwc {
+    fn name(&self) -> &'static str {
+        "im2col-nhwc"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = contiguous_f32(self.name(), storage, layout)?;
+        let (n, h, w, c) = layout.shape().dims4()?;
+        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let row = k * k * c;
+        let mut out = vec![0f32; n * oh * ow * row];
+        if !out.is_empty() {
+            out.par_chunks_mut(ow * row).enumerate().for_each(|(out_row, chunk)| {
+                let (b, oy) = (out_row / oh, out_row % oh);
+                for ox in 0..ow {
+                    let patch = &mut chunk[ox * row..(ox + 1) * row];
+                    for ky in 0..k {
+                        let Some(sy) = (oy * s + ky).checked_sub(p).filter(|&sy| sy < h) else { continue };
+                        for kx in 0..k {
+                            let Some(sx) = (ox * s + kx).checked_sub(p).filter(|&sx| sx < w) else { continue };
+                            let src = &src[((b * h + sy) * w + sx) * c..][..c];
+                            patch[(ky * k + kx) * c..][..c].copy_from_slice(src);
+                        }
+                    }
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n * oh * ow, row))))
+    }
+}
+
+/// 3×3, stride-2, pad-1 max-pool of an NHWC tensor (padding ignored, as PyTorch's −∞ padding).
+struct MaxPool3x3s2;
+
+impl CustomOp1 for MaxPool3x3s2 {
+    fn name(&self) -> &'static str {
+        "maxpool3x3s2-nhwc"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = contiguous_f32(self.name(), storage, layout)?;
+        let (n, h, w, c) = layout.shape().dims4()?;
+        let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+        let mut out = vec![f32::NEG_INFINITY; n * oh * ow * c];
+        if !out.is_empty() {
+            out.par_chunks_mut(ow * c).enumerate().for_each(|(out_row, chunk)| {
+                let (b, oy) = (out_row / oh, out_row % oh);
+                for ox in 0..ow {
+                    let d = &mut chunk[ox * c..(ox + 1) * c];
+                    for sy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
+                        for sx in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
+                            let s = &src[((b * h + sy) * w + sx) * c..][..c];
+                            d.iter_mut().zip(s).for_each(|(d, &s)| *d = d.max(s));
+                        }
+                    }
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
+impl ResNetDepth {
+    /// Names and shapes of the f32 tensors the loader reads from a torchvision state dict of this
+    /// depth (full width; `fc.*` and `num_batches_tracked` not included). Useful to build test files.
+    pub fn state_dict_shapes(self) -> BTreeMap<String, Vec<usize>> {
+        let depth = self;
+        let mut out = BTreeMap::new();
+        let mut conv_bn = |conv: String, bn: String, shape: Vec<usize>| {
+            let c = shape[0];
+            out.insert(format!("{conv}.weight"), shape);
+            for field in ["weight", "bias", "running_mean", "running_var"] {
+                out.insert(format!("{bn}.{field}"), vec![c]);
+            }
+        };
+        conv_bn("conv1".into(), "bn1".into(), vec![64, 3, 7, 7]);
+        let expansion = if depth.bottleneck() { 4 } else { 1 };
+        let mut c_in = 64;
+        for (s, &blocks) in depth.blocks().iter().enumerate() {
+            let planes = 64 << s;
+            let c_out = planes * expansion;
+            for b in 0..blocks {
+                let p = format!("layer{}.{b}", s + 1);
+                let cb = |k: usize| (format!("{p}.conv{k}"), format!("{p}.bn{k}"));
+                let shapes = if depth.bottleneck() {
+                    vec![vec![planes, c_in, 1, 1], vec![planes, planes, 3, 3], vec![c_out, planes, 1, 1]]
+                } else {
+                    vec![vec![planes, c_in, 3, 3], vec![c_out, planes, 3, 3]]
+                };
+                for (k, shape) in shapes.into_iter().enumerate() {
+                    let (conv, bn) = cb(k + 1);
+                    conv_bn(conv, bn, shape);
+                }
+                if b == 0 && (s > 0 || c_in != c_out) {
+                    conv_bn(format!("{p}.downsample.0"), format!("{p}.downsample.1"), vec![c_out, c_in, 1, 1]);
+                }
+                c_in = c_out;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(n: usize, side: usize) -> Tensor {
+        Tensor::randn(0f32, 1.0, (n, 3, side, side), &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    fn max_abs(a: &Tensor) -> f32 {
+        a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Writes `tensors` to a safetensors file in a fresh temp dir.
+    fn write_file(tensors: &[(&str, Tensor)]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let map: std::collections::HashMap<String, Tensor> =
+            tensors.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        candle_core::safetensors::save(&map, &path).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn resnet50_geometry() {
+        let model = ResNet::random(ResNetDepth::R50, 32, 1, &Device::Cpu).unwrap();
+        assert_eq!(model.name(), "resnet50");
+        let geo = |name: &str| {
+            let g = model.tap(name).unwrap().geometry;
+            (g.stride, g.first_centre, g.receptive_field)
+        };
+        assert_eq!(geo("layer1"), (4.0, 1.0, 35.0));
+        assert_eq!(geo("layer2"), (8.0, 1.0, 91.0));
+        assert_eq!(geo("layer3"), (16.0, 1.0, 267.0));
+        assert_eq!(geo("layer4"), (32.0, 1.0, 427.0)); // the usual ResNet-50 figure
+        assert_eq!(geo("layer3.pre_relu"), geo("layer3"));
+        for (tap, side) in [("layer1", 56), ("layer2", 28), ("layer3", 14), ("layer4", 7)] {
+            assert_eq!(model.tap_map_size(tap, 224).unwrap(), side, "{tap}");
+        }
+        // Odd sizes: floor((n − 1)/2) + 1 at every stride-2 layer.
+        assert_eq!(model.tap_map_size("layer4", 225).unwrap(), 8);
+        assert_eq!(model.tap_map_size("layer4", 1).unwrap(), 1);
+        assert!(model.tap_map_size("layer5", 224).is_err());
+        let channels: Vec<_> = model.taps().iter().map(|t| t.channels).collect();
+        assert_eq!(channels, [8, 8, 16, 16, 32, 32, 64, 64]);
+        let full = ResNetDepth::R50;
+        assert_eq!((full.stage_channels(0), full.stage_channels(3)), (256, 2048));
+        let r18 = ResNet::random(ResNetDepth::R18, 16, 1, &Device::Cpu).unwrap();
+        let g = r18.tap("layer4").unwrap().geometry;
+        assert_eq!((g.stride, g.receptive_field), (32.0, 435.0));
+    }
+
+    #[test]
+    fn map_sizes_match_forward_outputs() {
+        for depth in [ResNetDepth::R18, ResNetDepth::R50] {
+            let model = ResNet::random(depth, 16, 2, &Device::Cpu).unwrap();
+            for side in [1, 7, 33, 50] {
+                let outs = model.forward_taps(&input(1, side), &["layer1", "layer2", "layer3", "layer4"]).unwrap();
+                for (tap, out) in ["layer1", "layer2", "layer3", "layer4"].iter().zip(&outs) {
+                    let s = model.tap_map_size(tap, side).unwrap();
+                    assert_eq!(&out.dims()[2..], &[s, s], "{depth} {tap} at {side}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_folding_equals_conv_then_batch_norm() {
+        let dev = Device::Cpu;
+        let (c_out, c_in) = (5, 3);
+        let w = Tensor::randn(0f32, 1.0, (c_out, c_in, 3, 3), &dev).unwrap();
+        let gamma = Tensor::rand(0.5f32, 1.5, c_out, &dev).unwrap();
+        let beta = Tensor::randn(0f32, 0.3, c_out, &dev).unwrap();
+        let mean = Tensor::randn(0f32, 0.3, c_out, &dev).unwrap();
+        let var = Tensor::rand(0.01f32, 2.0, c_out, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, c_in, 9, 7), &dev).unwrap();
+        let col = |t: &Tensor| t.reshape((1, c_out, 1, 1)).unwrap();
+        let reference = x
+            .conv2d(&w, 1, 2, 1, 1)
+            .unwrap()
+            .broadcast_sub(&col(&mean))
+            .unwrap()
+            .broadcast_div(&col(&(var.clone() + BATCH_NORM_EPS).unwrap().sqrt().unwrap()))
+            .unwrap()
+            .broadcast_mul(&col(&gamma))
+            .unwrap()
+            .broadcast_add(&col(&beta))
+            .unwrap();
+        let names = ["c.weight", "b.weight", "b.bias", "b.running_mean", "b.running_var"];
+        let tensors = [&w, &gamma, &beta, &mean, &var];
+        let mut fetch = |name: &str, _: &[usize]| Ok(tensors[names.iter().position(|n| *n == name).unwrap()].clone());
+        let range_error = |t: &str, what: &str| BackboneError::Input(format!("{t} {what}"));
+        let mut conv = load_conv_bn(&mut fetch, &range_error, "c", "b", [c_out, c_in, 3, 3], 2, 1, &dev).unwrap();
+        let folded = conv.forward_nchw(&x).unwrap();
+        assert_eq!(folded.dims(), reference.dims());
+        assert!(max_diff(&folded, &reference) <= 1e-5 * max_abs(&reference));
+        // The NHWC path (general im2col, stride 2) gives the same.
+        conv.prepare(ConvImpl::Im2colNhwc).unwrap();
+        let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+        let fast = conv.forward_nhwc(&x_nhwc).unwrap().permute((0, 3, 1, 2)).unwrap();
+        assert!(max_diff(&fast, &reference) <= 1e-5 * max_abs(&reference));
+    }
+
+    #[test]
+    fn nhwc_max_pool_matches_padded_candle_pool() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 8), &Device::Cpu).unwrap();
+        let reference =
+            x.pad_with_same(2, 1, 1).unwrap().pad_with_same(3, 1, 1).unwrap().max_pool2d_with_stride(3, 2).unwrap();
+        let ours = x
+            .permute((0, 2, 3, 1))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .apply_op1_no_bwd(&MaxPool3x3s2)
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap();
+        assert_eq!(ours.dims(), &[2, 3, 5, 4]);
+        assert_eq!(max_diff(&ours, &reference), 0.0);
+    }
+
+    #[test]
+    fn both_conv_paths_agree_and_keep_request_order() {
+        for depth in [ResNetDepth::R18, ResNetDepth::R50] {
+            let x = input(2, 45);
+            let taps = ["layer4", "layer1.pre_relu", "layer3", "layer2", "layer4.pre_relu"];
+            let fast = ResNet::random(depth, 16, 3, &Device::Cpu).unwrap();
+            assert_eq!(fast.conv_impl(), ConvImpl::Im2colNhwc);
+            let stock = ResNet::random(depth, 16, 3, &Device::Cpu).unwrap().with_conv_impl(ConvImpl::Candle).unwrap();
+            let (a, b) = (fast.forward_taps(&x, &taps).unwrap(), stock.forward_taps(&x, &taps).unwrap());
+            for ((tap, a), b) in taps.iter().zip(&a).zip(&b) {
+                assert_eq!(a.dims(), b.dims(), "{tap}");
+                assert!(max_diff(a, b) <= 1e-5 * max_abs(b), "{depth} {tap}");
+            }
+            assert_eq!(a[0].dims()[..2], [2, fast.tap("layer4").unwrap().channels]);
+            // Pre-ReLU maps have negative values; stage outputs are the ReLU of them.
+            assert!(a[1].min_all().unwrap().to_scalar::<f32>().unwrap() < 0.0);
+            assert_eq!(max_diff(&a[4].relu().unwrap(), &a[0]), 0.0);
+            // Batch results equal single-image results.
+            let single = fast.forward_taps(&x.narrow(0, 1, 1).unwrap(), &["layer3"]).unwrap();
+            assert_eq!(max_diff(&single[0], &a[2].narrow(0, 1, 1).unwrap()), 0.0);
+        }
+    }
+
+    #[test]
+    fn runs_only_as_deep_as_needed() {
+        let model = ResNet::random(ResNetDepth::R18, 16, 4, &Device::Cpu).unwrap();
+        for imp in [ConvImpl::Im2colNhwc, ConvImpl::Candle] {
+            let m = ResNet::random(ResNetDepth::R18, 16, 4, &Device::Cpu).unwrap().with_conv_impl(imp).unwrap();
+            let mut x = input(1, 32);
+            if imp == ConvImpl::Im2colNhwc {
+                x = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            }
+            let outs = m.run_one(x, &[false, true], imp == ConvImpl::Im2colNhwc).unwrap();
+            assert_eq!(outs.len(), 2);
+            assert!(outs[1].is_some() && outs[0].is_none());
+        }
+        assert!(model.forward_taps(&input(1, 8), &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_inputs_and_taps_are_errors() {
+        let model = ResNet::random(ResNetDepth::R18, 16, 5, &Device::Cpu).unwrap();
+        let err = model.forward_taps(&input(1, 32), &["layer5"]).unwrap_err().to_string();
+        assert!(err.contains("layer5") && err.contains("layer4.pre_relu") && err.contains("resnet18"), "{err}");
+        let zeros = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu).unwrap();
+        assert!(model.forward_taps(&zeros(&[1, 4, 8, 8], DType::F32), &["layer1"]).is_err());
+        assert!(model.forward_taps(&zeros(&[1, 3, 8, 8], DType::F64), &["layer1"]).is_err());
+        assert!(model.forward_taps(&zeros(&[3, 8, 8], DType::F32), &["layer1"]).is_err());
+        assert!(ResNet::random(ResNetDepth::R18, 0, 0, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn missing_and_malformed_tensors_name_file_and_tensor() {
+        let dev = Device::Cpu;
+        let conv1 = Tensor::zeros((64, 3, 7, 7), DType::F32, &dev).unwrap();
+        // Missing: bn1.weight is read right after conv1.weight.
+        let (_dir, path) = write_file(&[("conv1.weight", conv1.clone())]);
+        let err = ResNet::load_file(ResNetDepth::R50, &path, &dev).unwrap_err();
+        assert!(matches!(err, BackboneError::MissingTensor { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("`bn1.weight`") && msg.contains(&path.display().to_string()), "{msg}");
+        // Wrong shape.
+        let (_dir, path) = write_file(&[("conv1.weight", Tensor::zeros((64, 3, 3, 3), DType::F32, &dev).unwrap())]);
+        let msg = ResNet::load_file(ResNetDepth::R50, &path, &dev).unwrap_err().to_string();
+        assert!(
+            msg.contains("`conv1.weight`") && msg.contains("[64, 3, 7, 7]") && msg.contains("[64, 3, 3, 3]"),
+            "{msg}"
+        );
+        // Wrong dtype.
+        let (_dir, path) = write_file(&[("conv1.weight", conv1.to_dtype(DType::F16).unwrap())]);
+        let msg = ResNet::load_file(ResNetDepth::R50, &path, &dev).unwrap_err().to_string();
+        assert!(msg.contains("`conv1.weight`") && msg.contains("F16"), "{msg}");
+        // NaN.
+        let nan = Tensor::full(f32::NAN, 64, &dev).unwrap();
+        let (_dir, path) = write_file(&[("conv1.weight", conv1.clone()), ("bn1.weight", nan)]);
+        let err = ResNet::load_file(ResNetDepth::R50, &path, &dev).unwrap_err();
+        assert!(matches!(err, BackboneError::NonFiniteWeights { .. }) && err.to_string().contains("`bn1.weight`"));
+        // Negative variance.
+        let ones = Tensor::ones(64, DType::F32, &dev).unwrap();
+        let (_dir, path) = write_file(&[
+            ("conv1.weight", conv1),
+            ("bn1.weight", ones.clone()),
+            ("bn1.bias", ones.clone()),
+            ("bn1.running_mean", ones.clone()),
+            ("bn1.running_var", ones.neg().unwrap()),
+        ]);
+        let msg = ResNet::load_file(ResNetDepth::R50, &path, &dev).unwrap_err().to_string();
+        assert!(msg.contains("`bn1.running_var`") && msg.contains("negative"), "{msg}");
+        // Missing file.
+        let err = ResNet::load_file(ResNetDepth::R50, Path::new("/nonexistent/r.safetensors"), &dev).unwrap_err();
+        assert!(matches!(err, BackboneError::MissingFile { .. }));
+    }
+
+    #[test]
+    fn detects_every_standard_depth() {
+        for depth in ResNetDepth::ALL {
+            let mut shapes = depth.state_dict_shapes();
+            shapes.insert("fc.weight".into(), vec![1000, depth.stage_channels(3)]);
+            shapes.insert("layer1.0.bn1.num_batches_tracked".into(), vec![]);
+            let found = ResNet::detect_depth(shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice()))).unwrap();
+            assert_eq!(found, depth);
+            assert_eq!(ResNetDepth::from_layers(depth.layers()), Some(depth));
+        }
+        // Not a ResNet: VGG names.
+        let vgg = [("features.0.weight", &[64usize, 3, 3, 3][..])];
+        let err = ResNet::detect_depth(vgg).unwrap_err().to_string();
+        assert!(err.contains("conv1.weight missing"), "{err}");
+        // A truncated ResNet-50 (layer3 with 5 blocks).
+        let shapes = ResNetDepth::R50.state_dict_shapes();
+        let cut = shapes.iter().filter(|(n, _)| !n.starts_with("layer3.5.")).map(|(n, s)| (n.as_str(), s.as_slice()));
+        let err = ResNet::detect_depth(cut).unwrap_err().to_string();
+        assert!(err.contains("[3, 4, 5, 3]") && err.contains("bottleneck"), "{err}");
+    }
+
+    #[test]
+    fn random_models_load_through_a_file_by_name() {
+        // A full-width ResNet-18 state dict of random values round-trips through the loader and
+        // depth detection (checks the names the loader reads, incl. downsample, for basic blocks).
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let tensors: Vec<(String, Tensor)> = ResNetDepth::R18
+            .state_dict_shapes()
+            .into_iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                let v: Vec<f32> = (0..len).map(|_| rng.random_range(0.5..1.0)).collect();
+                (name, Tensor::from_vec(v, shape, &dev).unwrap())
+            })
+            .collect();
+        let refs: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let (_dir, path) = write_file(&refs);
+        assert_eq!(ResNet::detect_depth_file(&path).unwrap(), ResNetDepth::R18);
+        let model = ResNet::load_auto(&WeightSource::File(path), &dev).unwrap();
+        assert_eq!((model.name(), model.depth()), ("resnet18", ResNetDepth::R18));
+        assert_eq!(model.weights_digest().len(), 64);
+        let out = model.forward_taps(&input(1, 64), &["layer4"]).unwrap();
+        assert_eq!(out[0].dims(), &[1, 512, 2, 2]);
+    }
+}

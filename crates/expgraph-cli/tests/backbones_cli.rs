@@ -1,0 +1,258 @@
+//! ResNet backbones end to end through the CLI: `expgraph backbones`, `features dump --backbone`
+//! on a written ResNet weight file, and `learn` on a ResNet cache without `--layers`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use expgraph_backbone::ResNetDepth;
+use expgraph_cache::{
+    serialize_safetensors, CacheManifest, CacheWriter, ImageEntry, LayerInfo, OwnedTensor, StorageDtype, StorageInfo,
+    TapGeometry, View,
+};
+
+fn expgraph() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_expgraph"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A torchvision-named ResNet state dict of `depth` with small deterministic weights (a hash of
+/// the element index, scaled to ±√(3 / fan-in)) and identity BatchNorm.
+fn write_resnet_weights(path: &Path, depth: ResNetDepth) {
+    let tensors: Vec<(String, OwnedTensor)> = depth
+        .state_dict_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let len: usize = shape.iter().product();
+            let values: Vec<f32> = if shape.len() == 4 {
+                let bound = (3.0 / shape[1..].iter().product::<usize>() as f32).sqrt();
+                (0..len as u64)
+                    .map(|i| {
+                        let h = (i.wrapping_mul(2_654_435_761) ^ (name.len() as u64 * 97)) % 1000;
+                        bound * (h as f32 / 500.0 - 1.0)
+                    })
+                    .collect()
+            } else if name.ends_with(".weight") || name.ends_with(".running_var") {
+                vec![1.0; len]
+            } else {
+                vec![0.0; len]
+            };
+            (name, OwnedTensor::f32(shape, values))
+        })
+        .collect();
+    let bytes =
+        serialize_safetensors(tensors.iter().map(|(n, t)| (n.as_str(), t)), std::iter::empty::<(String, String)>())
+            .unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Names and shapes in a safetensors file's header.
+fn header_shapes(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header.into_iter().filter(|(k, _)| k != "__metadata__").map(|(k, v)| (k, v["shape"].clone())).collect()
+}
+
+#[test]
+fn backbones_lists_every_architecture_with_its_geometry() {
+    let v = json(&expgraph().args(["backbones", "--json"]).output().unwrap());
+    let list = v["backbones"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]);
+    let r50 = list.iter().find(|b| b["name"] == "resnet50").unwrap();
+    let layer4 = r50["taps"].as_array().unwrap().iter().find(|t| t["name"] == "layer4").unwrap();
+    assert_eq!(layer4["stride"], 32.0);
+    assert_eq!(layer4["channels"], 2048);
+    assert_eq!(layer4["map_size"], 7);
+    assert_eq!(layer4["receptive_field"], 427.0);
+    assert_eq!(r50["default_layers"], serde_json::json!(["layer2.pre_relu", "layer3.pre_relu", "layer4.pre_relu"]));
+    let vgg = list.iter().find(|b| b["name"] == "vgg16").unwrap();
+    let conv5_3 = vgg["taps"].as_array().unwrap().iter().find(|t| t["name"] == "conv5_3").unwrap();
+    assert_eq!((conv5_3["stride"].as_f64(), conv5_3["first_centre"].as_f64()), (Some(16.0), Some(8.5)));
+
+    let one = expgraph().args(["backbones", "resnet18"]).output().unwrap();
+    assert!(one.status.success(), "{}", stderr(&one));
+    let human = String::from_utf8_lossy(&one.stdout);
+    assert!(human.contains("resnet18") && human.contains("layer4") && !human.contains("resnet50"), "{human}");
+    assert_eq!(expgraph().args(["backbones", "resnet51"]).output().unwrap().status.code(), Some(2));
+}
+
+#[test]
+fn features_dump_runs_a_resnet_weight_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let weights = d.join("resnet18.safetensors");
+    write_resnet_weights(&weights, ResNetDepth::R18);
+    let png = d.join("object.png");
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8]))
+        .save(&png)
+        .unwrap();
+
+    let dump = |backbone: &str, layers: Option<&str>, out: &str| {
+        let mut c = expgraph();
+        c.args(["features", "dump", "--json", "--backbone", backbone, "--weights"]).arg(&weights);
+        if let Some(l) = layers {
+            c.args(["--layers", l]);
+        }
+        c.arg("-o").arg(d.join(out)).arg(&png).output().unwrap()
+    };
+
+    // Named architecture, default layers: the paper's three ResNet stages.
+    let v = json(&dump("resnet18", None, "named.safetensors"));
+    assert_eq!(v["backbone"], "resnet18");
+    assert_eq!(v["preprocess"], "torchvision", "a ResNet file defaults to torchvision preprocessing");
+    let shapes: Vec<(String, Vec<u64>)> = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let shape = t["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+            (t["layer"].as_str().unwrap().to_string(), shape)
+        })
+        .collect();
+    let expected = [
+        ("layer2.pre_relu", vec![1u64, 128, 28, 28]),
+        ("layer3.pre_relu", vec![1, 256, 14, 14]),
+        ("layer4.pre_relu", vec![1, 512, 7, 7]),
+    ];
+    assert_eq!(shapes, expected.iter().map(|(n, s)| (n.to_string(), s.clone())).collect::<Vec<_>>());
+    let file = header_shapes(&d.join("named.safetensors"));
+    for (name, shape) in &expected {
+        assert_eq!(file[*name], serde_json::json!(shape), "{name}");
+    }
+
+    // `auto` tells the depth from the tensor names; post-ReLU taps on request.
+    let v = json(&dump("auto", Some("layer1,layer4"), "auto.safetensors"));
+    assert_eq!(v["backbone"], "resnet18");
+    let file = header_shapes(&d.join("auto.safetensors"));
+    assert_eq!(file["layer1"], serde_json::json!([1, 64, 56, 56]));
+    assert_eq!(file["layer4"], serde_json::json!([1, 512, 7, 7]));
+
+    // A named architecture that does not fit the file fails, naming what is missing.
+    let out = dump("resnet50", None, "wrong.safetensors");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("layer1.0.conv") && err.contains("resnet18.safetensors"), "{err}");
+    assert!(!d.join("wrong.safetensors").exists());
+    // A file of neither architecture: `auto` says what it saw.
+    let other = d.join("other.safetensors");
+    let t = OwnedTensor::f32(vec![2, 2], [0.0; 4]);
+    std::fs::write(
+        &other,
+        serialize_safetensors([("encoder.weight", &t)], std::iter::empty::<(String, String)>()).unwrap(),
+    )
+    .unwrap();
+    let out = expgraph()
+        .args(["features", "dump", "--weights"])
+        .arg(&other)
+        .arg("-o")
+        .arg(d.join("x.safetensors"))
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("encoder.weight") && err.contains("--backbone"), "{err}");
+}
+
+/// A small ResNet-50-named cache: stages layer2/3/4 (maps 28, 14, 7; 2 channels) of 8 images,
+/// each channel with one blob at the same relative place in every layer.
+fn resnet_cache(dir: &Path, layer_names: [&str; 3]) {
+    let layers: Vec<LayerInfo> = layer_names
+        .iter()
+        .zip([(28usize, 8.0), (14, 16.0), (7, 32.0)])
+        .map(|(name, (side, stride))| LayerInfo {
+            name: name.to_string(),
+            channels: 2,
+            height: side,
+            width: side,
+            geometry: TapGeometry { stride, first_centre: 1.0, receptive_field: 100.0 },
+        })
+        .collect();
+    let n = 8;
+    let manifest = CacheManifest {
+        format_version: CacheManifest::FORMAT_VERSION,
+        key: String::new(),
+        backbone: "resnet50".into(),
+        preprocess: "torchvision".into(),
+        input_size: 224,
+        layers: layers.clone(),
+        images: (0..n)
+            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
+            .collect(),
+        views: vec![View::Original, View::Flipped],
+    };
+    let storage = StorageInfo {
+        dtype: StorageDtype::F16,
+        shard_size: 4,
+        weights_digest: "w".into(),
+        norm_stats_digest: "s".into(),
+    };
+    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
+    for shard in w.pending_shards() {
+        let images = w.shard_range(shard);
+        for (layer, view) in w.files_per_shard() {
+            let info = layers.iter().find(|l| l.name == layer).unwrap();
+            let side = info.height;
+            let mut maps = vec![0.0f32; images.len() * info.image_len()];
+            for (k, img) in images.clone().enumerate() {
+                for c in 0..info.channels {
+                    // a blob in the relative position (0.3 + 0.05·((img + c) % 4), 0.4 + …) of the map
+                    let h = ((0.3 + 0.05 * ((img + c) % 4) as f64) * side as f64) as usize;
+                    let wpos = ((0.4 + 0.05 * ((img * 3 + c) % 4) as f64) * side as f64) as usize;
+                    maps[k * info.image_len() + c * info.map_len() + h * side + wpos] = 2.0 + c as f32;
+                }
+            }
+            w.write_shard(shard, &layer, view, &maps).unwrap();
+        }
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn learn_picks_the_resnet_layers_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let learn = |cache: &str, graph: &str, layers: Option<&str>| {
+        let mut c = expgraph();
+        c.args(["learn", "--json", "--iterations", "2", "--cache"]).arg(d.join(cache)).arg("-o").arg(d.join(graph));
+        if let Some(l) = layers {
+            c.args(["--layers", l]);
+        }
+        c.output().unwrap()
+    };
+    let layer_names = |graph: &str| -> Vec<(String, usize)> {
+        let g = expgraph_graph::ExplanatoryGraph::load(d.join(graph)).unwrap();
+        assert_eq!(g.backbone, "resnet50");
+        g.layers.iter().map(|l| (l.info.name.clone(), l.nodes_per_filter)).collect()
+    };
+
+    // Post-ReLU stage outputs, no flags: the paper's ResNet layers with K = 40, 20, 10.
+    resnet_cache(&d.join("post"), ["layer2", "layer3", "layer4"]);
+    json(&learn("post", "g-post", None));
+    assert_eq!(
+        layer_names("g-post"),
+        [("layer2".to_string(), 40), ("layer3".to_string(), 20), ("layer4".to_string(), 10)]
+    );
+    // The default extraction (pre-ReLU sums), no flags.
+    resnet_cache(&d.join("pre"), ["layer2.pre_relu", "layer3.pre_relu", "layer4.pre_relu"]);
+    json(&learn("pre", "g-pre", None));
+    let names: Vec<String> = layer_names("g-pre").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["layer2.pre_relu", "layer3.pre_relu", "layer4.pre_relu"]);
+
+    // `--layers` still overrides (in cache order, whatever the order given), and knows the backbone.
+    json(&learn("post", "g-two", Some("layer4,layer3")));
+    assert_eq!(layer_names("g-two"), [("layer3".to_string(), 20), ("layer4".to_string(), 10)]);
+    let out = learn("post", "g-bad", Some("conv5_3"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("conv5_3") && err.contains("resnet50") && err.contains("layer2"), "{err}");
+}

@@ -1,0 +1,165 @@
+//! Crash safety: `extract` and `learn` killed (SIGKILL) at several points and run again give
+//! byte-identical outputs to an uninterrupted run, and leave no temp file behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
+
+fn expgraph() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_expgraph"))
+}
+
+fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("EXPGRAPH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    let ok = dir.join("models/vgg16-imagenet-conv.safetensors").is_file() && dir.join("data/photos").is_dir();
+    if !ok {
+        eprintln!("skipping: shared/ not found at {} (set EXPGRAPH_SHARED)", dir.display());
+    }
+    ok.then_some(dir)
+}
+
+/// Every file below `dir` (relative path → bytes), the lock file aside.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n != expgraph_io::LOCK_FILE) {
+                out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    files(dir).into_keys().filter(|k| k.ends_with(".tmp") || k.contains("/.") || k.starts_with('.')).collect()
+}
+
+/// Wait until `ready()` or the child ends (or 60 s), then SIGKILL it.
+fn kill_when(mut child: Child, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() && child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn count_shards(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("conv5_3")).map_or(0, |d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
+}
+
+#[test]
+fn extract_killed_and_rerun_is_byte_identical() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let extract = |out: &Path| {
+        let mut c = expgraph();
+        c.args(["extract", "--images"])
+            .arg(shared.join("data/photos"))
+            .arg("--weights")
+            .arg(shared.join("models/vgg16-imagenet-conv.safetensors"))
+            .arg("--negatives")
+            .arg(shared.join("data/photos"))
+            .args(["--negatives-limit", "2", "--limit", "4", "--layers", "conv5_3", "--batch", "1", "--shard-size", "1"])
+            .arg("-o")
+            .arg(out);
+        c
+    };
+    let reference = dir.path().join("ref");
+    assert!(extract(&reference).status().unwrap().success());
+    let want = files(&reference);
+    // Killed: during the statistics, after the first shard, after the third.
+    for (k, shards) in [0usize, 1, 3].into_iter().enumerate() {
+        let out = dir.path().join(format!("run{k}"));
+        let child = extract(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        if shards == 0 {
+            kill_when(child, || true);
+        } else {
+            kill_when(child, || count_shards(&out) >= shards * 2);
+        }
+        assert!(extract(&out).status().unwrap().success(), "rerun after a kill at {shards} shards");
+        let got = files(&out);
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "kill at {shards}");
+        for (name, bytes) in &want {
+            assert!(got[name] == *bytes, "{name} differs after a kill at {shards} shards");
+        }
+        assert!(temp_files(&out).is_empty(), "{:?}", temp_files(&out));
+    }
+}
+
+/// A conv5_3 cache of 48 images × 32 filters with a blob per filter (enough for `learn` to take a
+/// moment).
+fn cache(dir: &Path) {
+    let info = LayerInfo {
+        name: "conv5_3".into(),
+        channels: 32,
+        height: 14,
+        width: 14,
+        geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
+    };
+    let n = 48;
+    let manifest = CacheManifest {
+        format_version: CacheManifest::FORMAT_VERSION,
+        key: String::new(),
+        backbone: "vgg16".into(),
+        preprocess: "caffe".into(),
+        input_size: 224,
+        layers: vec![info.clone()],
+        images: (0..n)
+            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
+            .collect(),
+        views: vec![View::Original, View::Flipped],
+    };
+    let storage =
+        StorageInfo { dtype: StorageDtype::F16, shard_size: 16, weights_digest: "w".into(), norm_stats_digest: "s".into() };
+    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
+    for shard in w.pending_shards() {
+        let images = w.shard_range(shard);
+        for (layer, view) in w.files_per_shard() {
+            let mut maps = vec![0.0f32; images.len() * info.image_len()];
+            for (k, img) in images.clone().enumerate() {
+                for c in 0..info.channels {
+                    let cell = (2 + (img + c) % 10) * 14 + 2 + (img * 3 + c) % 10;
+                    maps[k * info.image_len() + c * info.map_len() + cell] = 2.0 + (c % 5) as f32;
+                    maps[k * info.image_len() + c * info.map_len() + cell + 1] = 1.0;
+                }
+            }
+            w.write_shard(shard, &layer, view, &maps).unwrap();
+        }
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn learn_killed_and_rerun_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    cache(&dir.path().join("cache"));
+    let learn = |out: &Path| {
+        let mut c = expgraph();
+        c.args(["learn", "--cache"]).arg(dir.path().join("cache")).args(["--layers", "conv5_3", "--iterations", "6", "-o"]).arg(out);
+        c
+    };
+    let reference = dir.path().join("ref");
+    assert!(learn(&reference).status().unwrap().success());
+    let want = files(&reference);
+    assert!(want.contains_key("graph.json") && want.contains_key("provenance.json"));
+    for (k, delay_ms) in [0u64, 20, 80].into_iter().enumerate() {
+        let out = dir.path().join(format!("run{k}"));
+        let child = learn(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let start = Instant::now();
+        kill_when(child, || start.elapsed() >= Duration::from_millis(delay_ms));
+        assert!(learn(&out).status().unwrap().success());
+        assert_eq!(files(&out), want, "kill after {delay_ms} ms");
+        assert!(temp_files(&out).is_empty(), "{:?}", temp_files(&out));
+    }
+}

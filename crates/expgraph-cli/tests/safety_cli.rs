@@ -1,0 +1,157 @@
+//! Data safety of the commands: failing before the expensive work, refusing files of other runs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
+
+fn expgraph() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_expgraph"))
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A small conv5_3 cache (8 images with a blob each) from weights `weights`.
+fn cache(dir: &Path, weights: &str) {
+    let info = LayerInfo {
+        name: "conv5_3".into(),
+        channels: 4,
+        height: 14,
+        width: 14,
+        geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
+    };
+    let n = 8;
+    let manifest = CacheManifest {
+        format_version: CacheManifest::FORMAT_VERSION,
+        key: String::new(),
+        backbone: "vgg16".into(),
+        preprocess: "caffe".into(),
+        input_size: 224,
+        layers: vec![info.clone()],
+        images: (0..n)
+            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
+            .collect(),
+        views: vec![View::Original, View::Flipped],
+    };
+    let storage =
+        StorageInfo { dtype: StorageDtype::F16, shard_size: 4, weights_digest: weights.into(), norm_stats_digest: "s".into() };
+    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
+    for shard in w.pending_shards() {
+        let images = w.shard_range(shard);
+        for (layer, view) in w.files_per_shard() {
+            let mut maps = vec![0.0f32; images.len() * info.image_len()];
+            for (k, img) in images.clone().enumerate() {
+                for c in 0..info.channels {
+                    let cell = (3 + (img + c) % 8) * 14 + 4 + (img * 3 + c) % 7;
+                    maps[k * info.image_len() + c * info.map_len() + cell] = 2.0 + c as f32;
+                }
+            }
+            w.write_shard(shard, &layer, view, &maps).unwrap();
+        }
+    }
+    w.finish().unwrap();
+}
+
+fn learn(cache: &Path, out: &Path) -> Output {
+    expgraph()
+        .args(["learn", "--cache"])
+        .arg(cache)
+        .args(["--layers", "conv5_3", "--iterations", "2", "-o"])
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn learn_checks_its_output_before_learning() {
+    let dir = tempfile::tempdir().unwrap();
+    cache(&dir.path().join("cache"), "w");
+    // A file where the output folder's parent should be: no folder can be made there.
+    std::fs::write(dir.path().join("blocker"), "x").unwrap();
+    let out = learn(&dir.path().join("cache"), &dir.path().join("blocker/graph"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out);
+    assert!(err.contains("--out") && err.contains("blocker"), "{err}");
+    assert!(!err.contains("learning"), "failed only after learning started: {err}");
+}
+
+#[test]
+fn extract_rejects_zero_counts_naming_the_flag() {
+    for flag in ["--batch", "--shard-size"] {
+        let out = expgraph()
+            .args(["extract", "--images", "i", "--weights", "w", "--negatives", "n", "-o", "c", flag, "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(text(&out).contains(flag), "{}", text(&out));
+    }
+}
+
+#[test]
+fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cache(&d.join("cache"), "weights-1");
+    cache(&d.join("other"), "weights-2");
+    let out = learn(&d.join("cache"), &d.join("graph"));
+    assert!(out.status.success(), "{}", text(&out));
+    // a second graph that differs: learned with another seed
+    let out = expgraph()
+        .args(["learn", "--cache"])
+        .arg(d.join("cache"))
+        .args(["--layers", "conv5_3", "--iterations", "2", "--seed", "7", "-o"])
+        .arg(d.join("graph2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let infer = |graph: &str, cache: &str, out: &str| {
+        expgraph().args(["infer", "--graph"]).arg(d.join(graph)).arg("--cache").arg(d.join(cache)).arg("-o").arg(d.join(out)).output().unwrap()
+    };
+    let bad = infer("graph", "other", "acts-bad");
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad);
+    assert!(err.contains("graph") && err.contains("other") && err.contains("weights"), "{err}");
+    assert!(!d.join("acts-bad/activations.json").exists());
+
+    let good = infer("graph", "cache", "acts");
+    assert!(good.status.success(), "{}", text(&good));
+    // `export` (and `report`, `localize`) with activations of another graph
+    let out = expgraph()
+        .args(["export", "--graph"])
+        .arg(d.join("graph2"))
+        .arg("--activations")
+        .arg(d.join("acts"))
+        .arg("--dot")
+        .arg(d.join("g.dot"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out);
+    assert!(err.contains("another graph") && err.contains("acts") && err.contains("graph2"), "{err}");
+    let out = expgraph()
+        .args(["report", "--graph"])
+        .arg(d.join("graph2"))
+        .arg("--activations")
+        .arg(d.join("acts"))
+        .arg("--cache")
+        .arg(d.join("cache"))
+        .arg("-o")
+        .arg(d.join("report"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("another graph"), "{}", text(&out));
+}
+
+#[test]
+fn an_error_chain_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = expgraph().args(["export", "--graph"]).arg(dir.path().join("nope")).arg("--dot").arg(dir.path().join("x.dot")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(err.contains("loading graph") && err.contains("graph.json"), "{err}");
+}
