@@ -280,7 +280,9 @@ fn one_atomic_writer_one_safetensors_encoder_and_one_mirror_formula() {
             bad.push(format!("{p}: renames a file itself; use expgraph_io::write_atomic"));
         }
         if code.contains("safetensors::serialize(") && !p.ends_with("expgraph-cache/src/owned.rs") {
-            bad.push(format!("{p}: serializes safetensors itself; use expgraph_cache::serialize_safetensors (byte-deterministic)"));
+            bad.push(format!(
+                "{p}: serializes safetensors itself; use expgraph_cache::serialize_safetensors (byte-deterministic)"
+            ));
         }
         if !p.contains("expgraph-geometry/") && (code.contains("+ 1.0 - ") || code.contains("225.0 - ")) {
             bad.push(format!("{p}: writes the mirror formula; use expgraph_geometry::mirror"));

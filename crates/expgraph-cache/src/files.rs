@@ -1,7 +1,7 @@
 //! Small file helpers: atomic writes and the on-disk `manifest.json` wrapper.
 
-use std::fs;
 use std::collections::BTreeMap;
+use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

@@ -166,6 +166,9 @@ impl FeatureCache {
         if m.views.is_empty() || m.layers.is_empty() {
             return bad("no views or no layers");
         }
+        if let Err(CacheError::InvalidManifest { what }) = crate::writer::validate(m, &self.file.storage) {
+            return bad(&what);
+        }
         for info in &m.layers {
             for view in &m.views {
                 for s in 0..self.num_shards() {

@@ -231,7 +231,9 @@ fn existing_shard_ok(
     Ok(fits.then(|| checksum(&bytes)))
 }
 
-fn validate(m: &CacheManifest, s: &StorageInfo) -> Result<(), CacheError> {
+/// The checks every manifest passes, written or read: non-empty, safe layer names (they are
+/// folder names), shapes of at least 1 whose sizes fit.
+pub(crate) fn validate(m: &CacheManifest, s: &StorageInfo) -> Result<(), CacheError> {
     let bad = |what: String| Err(CacheError::InvalidManifest { what });
     if s.shard_size == 0 {
         return bad("shard_size must be at least 1".into());
@@ -251,8 +253,12 @@ fn validate(m: &CacheManifest, s: &StorageInfo) -> Result<(), CacheError> {
         if !names.insert(&l.name) {
             return bad(format!("layer {} listed twice", l.name));
         }
-        if l.image_len() == 0 {
-            return bad(format!("layer {} has an empty shape", l.name));
+        let fits = l.channels.checked_mul(l.height).and_then(|v| v.checked_mul(l.width)).is_some_and(|v| v <= 1 << 32);
+        if l.channels == 0 || l.height == 0 || l.width == 0 || !fits {
+            return bad(format!(
+                "layer {} has an empty or oversized shape ({}×{}×{})",
+                l.name, l.channels, l.height, l.width
+            ));
         }
     }
     if m.views.iter().collect::<HashSet<_>>().len() != m.views.len() {

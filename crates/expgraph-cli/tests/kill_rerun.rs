@@ -55,7 +55,8 @@ fn kill_when(mut child: Child, ready: impl Fn() -> bool) {
 }
 
 fn count_shards(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("conv5_3")).map_or(0, |d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
+    std::fs::read_dir(dir.join("conv5_3"))
+        .map_or(0, |d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
 }
 
 #[test]
@@ -70,7 +71,18 @@ fn extract_killed_and_rerun_is_byte_identical() {
             .arg(shared.join("models/vgg16-imagenet-conv.safetensors"))
             .arg("--negatives")
             .arg(shared.join("data/photos"))
-            .args(["--negatives-limit", "2", "--limit", "4", "--layers", "conv5_3", "--batch", "1", "--shard-size", "1"])
+            .args([
+                "--negatives-limit",
+                "2",
+                "--limit",
+                "4",
+                "--layers",
+                "conv5_3",
+                "--batch",
+                "1",
+                "--shard-size",
+                "1",
+            ])
             .arg("-o")
             .arg(out);
         c
@@ -81,7 +93,8 @@ fn extract_killed_and_rerun_is_byte_identical() {
     // Killed: during the statistics, after the first shard, after the third.
     for (k, shards) in [0usize, 1, 3].into_iter().enumerate() {
         let out = dir.path().join(format!("run{k}"));
-        let child = extract(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let child =
+            extract(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         if shards == 0 {
             kill_when(child, || true);
         } else {
@@ -120,8 +133,12 @@ fn cache(dir: &Path) {
             .collect(),
         views: vec![View::Original, View::Flipped],
     };
-    let storage =
-        StorageInfo { dtype: StorageDtype::F16, shard_size: 16, weights_digest: "w".into(), norm_stats_digest: "s".into() };
+    let storage = StorageInfo {
+        dtype: StorageDtype::F16,
+        shard_size: 16,
+        weights_digest: "w".into(),
+        norm_stats_digest: "s".into(),
+    };
     let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
     for shard in w.pending_shards() {
         let images = w.shard_range(shard);
@@ -146,7 +163,10 @@ fn learn_killed_and_rerun_is_byte_identical() {
     cache(&dir.path().join("cache"));
     let learn = |out: &Path| {
         let mut c = expgraph();
-        c.args(["learn", "--cache"]).arg(dir.path().join("cache")).args(["--layers", "conv5_3", "--iterations", "6", "-o"]).arg(out);
+        c.args(["learn", "--cache"])
+            .arg(dir.path().join("cache"))
+            .args(["--layers", "conv5_3", "--iterations", "6", "-o"])
+            .arg(out);
         c
     };
     let reference = dir.path().join("ref");
@@ -155,7 +175,8 @@ fn learn_killed_and_rerun_is_byte_identical() {
     assert!(want.contains_key("graph.json") && want.contains_key("provenance.json"));
     for (k, delay_ms) in [0u64, 20, 80].into_iter().enumerate() {
         let out = dir.path().join(format!("run{k}"));
-        let child = learn(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let child =
+            learn(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         let start = Instant::now();
         kill_when(child, || start.elapsed() >= Duration::from_millis(delay_ms));
         assert!(learn(&out).status().unwrap().success());

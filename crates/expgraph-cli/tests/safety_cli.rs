@@ -35,8 +35,12 @@ fn cache(dir: &Path, weights: &str) {
             .collect(),
         views: vec![View::Original, View::Flipped],
     };
-    let storage =
-        StorageInfo { dtype: StorageDtype::F16, shard_size: 4, weights_digest: weights.into(), norm_stats_digest: "s".into() };
+    let storage = StorageInfo {
+        dtype: StorageDtype::F16,
+        shard_size: 4,
+        weights_digest: weights.into(),
+        norm_stats_digest: "s".into(),
+    };
     let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
     for shard in w.pending_shards() {
         let images = w.shard_range(shard);
@@ -108,7 +112,15 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
     assert!(out.status.success(), "{}", text(&out));
 
     let infer = |graph: &str, cache: &str, out: &str| {
-        expgraph().args(["infer", "--graph"]).arg(d.join(graph)).arg("--cache").arg(d.join(cache)).arg("-o").arg(d.join(out)).output().unwrap()
+        expgraph()
+            .args(["infer", "--graph"])
+            .arg(d.join(graph))
+            .arg("--cache")
+            .arg(d.join(cache))
+            .arg("-o")
+            .arg(d.join(out))
+            .output()
+            .unwrap()
     };
     let bad = infer("graph", "other", "acts-bad");
     assert_eq!(bad.status.code(), Some(1));
@@ -118,6 +130,26 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
 
     let good = infer("graph", "cache", "acts");
     assert!(good.status.success(), "{}", text(&good));
+    // Predictions record where they come from.
+    let ann = serde_json::json!({ "parts": { "head": [
+        { "image_id": "img0", "point": { "h": 60.0, "w": 70.0 } },
+        { "image_id": "img1", "point": { "h": 80.0, "w": 90.0 } } ] } });
+    std::fs::write(d.join("ann.json"), ann.to_string()).unwrap();
+    let out = expgraph()
+        .args(["localize", "--graph"])
+        .arg(d.join("graph"))
+        .arg("--activations")
+        .arg(d.join("acts"))
+        .arg("--annotations")
+        .arg(d.join("ann.json"))
+        .args(["--top-fraction", "1", "--out"])
+        .arg(d.join("pred.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let pred: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("pred.json")).unwrap()).unwrap();
+    let digest = expgraph_graph::graph_digest(&d.join("graph")).unwrap();
+    assert_eq!(pred["provenance"]["graph_digest"], serde_json::json!(digest));
     // `export` (and `report`, `localize`) with activations of another graph
     let out = expgraph()
         .args(["export", "--graph"])
@@ -149,7 +181,13 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
 #[test]
 fn an_error_chain_says_each_cause_once() {
     let dir = tempfile::tempdir().unwrap();
-    let out = expgraph().args(["export", "--graph"]).arg(dir.path().join("nope")).arg("--dot").arg(dir.path().join("x.dot")).output().unwrap();
+    let out = expgraph()
+        .args(["export", "--graph"])
+        .arg(dir.path().join("nope"))
+        .arg("--dot")
+        .arg(dir.path().join("x.dot"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");

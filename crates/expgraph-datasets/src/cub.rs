@@ -75,11 +75,7 @@ impl CubOptions {
 pub fn read_cub(dir: &Path, options: &CubOptions) -> Result<Dataset, DatasetError> {
     let images = read_id_map(&dir.join("images.txt"), "path")?;
     // Image paths stay inside `DIR/images/`: no absolute path, no `..`.
-    if let Some((_, (n, rel))) = images.iter().find(|(_, (_, rel))| {
-        !Path::new(rel)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
-    }) {
+    if let Some((_, (n, rel))) = images.iter().find(|(_, (_, rel))| !crate::text::stays_inside(rel)) {
         let path = dir.join("images.txt");
         return Err(DatasetError::Parse { path, line: *n, message: format!("image path {rel:?} leaves images/") });
     }

@@ -135,6 +135,9 @@ pub fn read_ilsvrc_part_truth(path: &Path) -> Result<Vec<Option<IlsvrcPartTruth>
         }
         let octx = format!("{ctx}.obj");
         let filename = mat.string(&mat.field(obj, 0, "filename", &octx)?, &format!("{octx}.filename"))?;
+        if !crate::text::stays_inside(&filename) {
+            return Err(mat.err(&octx, format!("image {filename:?} leaves the data set folder")));
+        }
         let bbox = read_bndbox(&mat, obj, &octx)?;
         let cctx = format!("{ctx}.pHW_center");
         let centres_hw = pairs(&mat, mat.numbers(centre, &cctx)?, &cctx)?;

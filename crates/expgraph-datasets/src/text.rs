@@ -64,6 +64,14 @@ impl TextFile {
     }
 }
 
+/// Whether `rel`, a path read from an annotation file, stays inside the folder it is joined to:
+/// relative, with no `..` (images are never read from elsewhere).
+pub(crate) fn stays_inside(rel: &str) -> bool {
+    std::path::Path::new(rel)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+}
+
 /// Write `bytes` to `path` atomically ([`expgraph_io::write_bytes`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DatasetError> {
     expgraph_io::write_bytes(path, bytes).map_err(|e| DatasetError::io(path, e))

@@ -58,6 +58,9 @@ pub fn read_pascal_part(
             .field(obj, 0, "folder", &octx)
             .and_then(|f| mat.string(&f, &format!("{octx}.folder")))
             .unwrap_or_default();
+        if !crate::text::stays_inside(&filename) || !crate::text::stays_inside(&folder) {
+            return Err(mat.err(&octx, format!("image {folder:?}/{filename:?} leaves the data set folder")));
+        }
         let bb = mat.field(obj, 0, "bndbox", &octx)?;
         let bctx = format!("{octx}.bndbox");
         let get = |name: &str| mat.field(&bb, 0, name, &bctx).and_then(|f| mat.scalar(&f, &format!("{bctx}.{name}")));
@@ -221,5 +224,25 @@ mod tests {
         let e = read_pascal_part(&dir.path().join("text.mat"), Path::new("."), "cow", &PascalPartOptions::default())
             .unwrap_err();
         assert!(e.to_string().contains("not a MATLAB v7.3"), "{e}");
+    }
+
+    #[test]
+    fn an_image_name_that_leaves_the_data_set_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["../../etc/passwd", "/etc/passwd"] {
+            let path = dir.path().join("escape.mat");
+            let mut w = MatWriter::create(&path);
+            let truth = Val::StructArray(
+                vec!["obj".into(), "partbox".into()],
+                vec![vec![obj(name, [1.0, 1.0, 90.0, 90.0]), partbox(&[None])]],
+            );
+            w.put_root("truth", &truth);
+            w.finish();
+            let e = read_pascal_part(&path, Path::new("/voc"), "cow", &PascalPartOptions::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("leaves the data set folder") && e.to_string().contains("escape.mat"),
+                "{e}"
+            );
+        }
     }
 }

@@ -12,15 +12,16 @@ pub fn check_image_files<'a>(paths: impl IntoIterator<Item = &'a Path>, what: &s
     let mut n = 0;
     for path in paths {
         let bytes = std::fs::read(path).map_err(|e| FeaturesError::file(path, e))?;
-        let reader =
-            image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| FeaturesError::file(path, e))?;
+        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| FeaturesError::file(path, e))?;
         if reader.format() == Some(image::ImageFormat::Jpeg) {
             crate::crop::check_jpeg_complete(&bytes)
                 .map_err(|e| FeaturesError::Input(format!("{what} {}: {e}", path.display())))?;
         }
-        let (w, h) = reader.into_dimensions().map_err(|e| {
-            FeaturesError::Input(format!("{what} {}: not a readable image: {e}", path.display()))
-        })?;
+        let (w, h) = reader
+            .into_dimensions()
+            .map_err(|e| FeaturesError::Input(format!("{what} {}: not a readable image: {e}", path.display())))?;
         if w == 0 || h == 0 {
             return Err(FeaturesError::Input(format!("{what} {}: empty image ({w}×{h})", path.display())));
         }

@@ -62,9 +62,16 @@ impl ExplanatoryGraph {
     /// Version of the on-disk format written by [`ExplanatoryGraph::save`].
     pub const FORMAT_VERSION: u32 = 1;
 
+    /// Largest network input side a graph may declare.
+    pub const MAX_INPUT_SIZE: usize = 8192;
+
     /// Check internal consistency (lengths, finite values, parent indices in range).
     pub fn validate(&self) -> Result<(), GraphError> {
         let bad = |problem: String| GraphError::Invalid { what: "graph", problem };
+        // Consumers size buffers by the input side (localization votes on input_size² cells).
+        if !(1..=Self::MAX_INPUT_SIZE).contains(&self.input_size) {
+            return Err(bad(format!("input size {} is not in 1..={}", self.input_size, Self::MAX_INPUT_SIZE)));
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             let n = layer.num_nodes();
             let name = &layer.info.name;
@@ -83,6 +90,9 @@ impl ExplanatoryGraph {
                 return Err(bad(format!("layer {name}: non-finite or non-positive parameters")));
             }
             let upper = self.layers.get(l + 1).map_or(0, GraphLayer::num_nodes);
+            if layer.parents.iter().flatten().any(|p| !p.similarity.is_finite()) {
+                return Err(bad(format!("layer {name}: non-finite parent similarity")));
+            }
             if layer.parents.iter().flatten().any(|p| p.node as usize >= upper) {
                 return Err(bad(format!("layer {name}: parent index out of range of the next layer ({upper} nodes)")));
             }

@@ -36,8 +36,8 @@ pub use error::GraphError;
 pub use expgraph_cache::LayerInfo;
 pub use expgraph_geometry::TapGeometry;
 pub use graph_io::{GRAPH_ARRAYS, GRAPH_JSON};
-pub use provenance::{graph_digest, FeatureOrigin, Provenance, PROVENANCE_JSON};
 pub use model::{ExplanatoryGraph, GraphLayer, ImageActivations, LayerActivations, NodeRef, Parent};
+pub use provenance::{graph_digest, FeatureOrigin, Provenance, PROVENANCE_JSON};
 
 #[cfg(test)]
 mod tests;

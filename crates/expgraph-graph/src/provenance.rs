@@ -61,7 +61,11 @@ pub struct Provenance {
 impl Provenance {
     /// Computed from `cache` (its key and feature origin).
     pub fn of_cache(cache: &FeatureCache) -> Self {
-        Self { cache_key: Some(cache.manifest().key.clone()), features: Some(FeatureOrigin::of(cache)), graph_digest: None }
+        Self {
+            cache_key: Some(cache.manifest().key.clone()),
+            features: Some(FeatureOrigin::of(cache)),
+            graph_digest: None,
+        }
     }
 
     /// The same, also computed with the graph of digest `digest`.

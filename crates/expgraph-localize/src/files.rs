@@ -86,6 +86,10 @@ pub struct PredictionFile {
     pub input_size: usize,
     /// Parts, by name.
     pub parts: BTreeMap<String, PartPredictions>,
+    /// The inputs the predictions come from (feature cache, graph); absent in files of older
+    /// versions and for the prior method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<expgraph_graph::Provenance>,
 }
 
 impl PredictionFile {

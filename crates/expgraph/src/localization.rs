@@ -29,6 +29,9 @@ pub struct UnitSet {
     /// Per image: the views to try at test time, in pixels (`[original]` or
     /// `[original, mirrored]`).
     pub views: Vec<Vec<ImageUnits>>,
+    /// Where the units come from (recorded in the prediction file); set by the caller that
+    /// knows the files, e.g. the activations' provenance.
+    pub provenance: Option<expgraph_graph::Provenance>,
 }
 
 fn pixel_views(
@@ -89,7 +92,7 @@ impl UnitSet {
                 pixel_views(&layout, &pick(&original, &index), Some(&pick(&mirrored, &index)))?
             }
         };
-        Ok(Self { method: "graph", layout, templates: activations, views })
+        Ok(Self { method: "graph", layout, templates: activations, views, provenance: None })
     }
 
     /// Raw filters: each filter's argmax cell in layers `layers` of the cache (all when empty);
@@ -114,7 +117,13 @@ impl UnitSet {
             &original.iter().collect::<Vec<_>>(),
             mirrored.as_ref().map(|m| m.iter().collect::<Vec<_>>()).as_deref(),
         )?;
-        Ok(Self { method: "raw", layout, templates: original, views })
+        Ok(Self {
+            method: "raw",
+            layout,
+            templates: original,
+            views,
+            provenance: Some(expgraph_graph::Provenance::of_cache(cache)),
+        })
     }
 
     /// Index of the image `id`.
@@ -185,6 +194,7 @@ pub fn localize_annotated(
         method: units.method.into(),
         input_size: units.layout.input_size,
         parts,
+        provenance: units.provenance.clone(),
     };
     Ok((file, models))
 }
@@ -198,5 +208,11 @@ pub fn prior_predictions(annotations: &FewShotAnnotations, input_size: usize) ->
         let prior = PriorMean::fit(&points).map_err(|e| PipelineError::Input(format!("part {part}: {e}")))?;
         parts.insert(part.clone(), PartPredictions { prior_mean: prior.predict(), predictions: vec![] });
     }
-    Ok(PredictionFile { format_version: PredictionFile::FORMAT_VERSION, method: "prior".into(), input_size, parts })
+    Ok(PredictionFile {
+        format_version: PredictionFile::FORMAT_VERSION,
+        method: "prior".into(),
+        input_size,
+        parts,
+        provenance: None,
+    })
 }

@@ -3,9 +3,13 @@
 
 use std::path::Path;
 
-use expgraph::cache::{CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View};
+use expgraph::cache::{
+    CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View,
+};
 use expgraph::geometry::TapGeometry;
-use expgraph::graph::{graph_digest, save_activations, ExplanatoryGraph, ImageActivations, LayerActivations, Provenance};
+use expgraph::graph::{
+    graph_digest, save_activations, ExplanatoryGraph, ImageActivations, LayerActivations, Provenance,
+};
 use expgraph::provenance::{check_activations, check_graph_fits_cache};
 
 fn info() -> LayerInfo {
@@ -32,8 +36,12 @@ fn cache(dir: &Path, weights: &str) -> FeatureCache {
             .collect(),
         views: vec![View::Original],
     };
-    let storage =
-        StorageInfo { dtype: StorageDtype::F16, shard_size: 8, weights_digest: weights.into(), norm_stats_digest: "s".into() };
+    let storage = StorageInfo {
+        dtype: StorageDtype::F16,
+        shard_size: 8,
+        weights_digest: weights.into(),
+        norm_stats_digest: "s".into(),
+    };
     let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
     w.write_shard(0, "conv5_3", View::Original, &vec![0.5; 2 * info().image_len()]).unwrap();
     w.finish().unwrap();

@@ -7,8 +7,8 @@ use anyhow::Context;
 use crate::summary::Summary;
 use expgraph_cache::StorageDtype;
 use expgraph_features::{
-    check_image_files, list_images, load_backbone, load_or_compute_norm_stats, objects_from_dir, read_boxes, ExtractParams, FlipMode,
-    NormStatsParams,
+    check_image_files, list_images, load_backbone, load_or_compute_norm_stats, objects_from_dir, read_boxes,
+    ExtractParams, FlipMode, NormStatsParams,
 };
 
 /// Arguments of `expgraph extract`.
@@ -98,7 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     // Fail before the expensive work: unreadable inputs, an output folder we cannot write.
     check_image_files(objects.iter().map(|o| o.path.as_path()), "image")?;
     check_image_files(negatives.iter().map(|p| p.as_path()), "negative")?;
-    expgraph_io::check_writable(&args.out).with_context(|| format!("--out {}: cannot write there", args.out.display()))?;
+    expgraph_io::check_writable(&args.out)
+        .with_context(|| format!("--out {}: cannot write there", args.out.display()))?;
     drop(expgraph_io::DirLock::acquire(&args.out).with_context(|| format!("--out {}", args.out.display()))?);
     tracing::info!(images = objects.len(), negatives = negatives.len(), "inputs checked");
     let loaded = load_backbone(&args.weights, &args.backbone, args.preprocess.as_deref(), &args.device)?;

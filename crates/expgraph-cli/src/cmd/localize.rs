@@ -184,10 +184,13 @@ fn graph_units(args: &Args) -> Result<UnitSet> {
         None
     };
     expgraph::provenance::check_activations(acts_dir, Some(graph_dir), cache.as_ref())?;
-    UnitSet::graph(&graph, acts, cache.as_ref()).with_context(|| match &args.cache {
+    let provenance = expgraph_graph::Provenance::load(acts_dir)?;
+    let mut units = UnitSet::graph(&graph, acts, cache.as_ref()).with_context(|| match &args.cache {
         Some(dir) => format!("graph nodes in both views from cache {}", dir.display()),
         None => "graph nodes".into(),
-    })
+    })?;
+    units.provenance = provenance;
+    Ok(units)
 }
 
 fn raw_units(args: &Args) -> Result<UnitSet> {

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use expgraph_cache::FeatureCache;
-use expgraph_features::{check_image_files, load_backbone, load_or_compute_norm_stats, ExtractParams, NormStatsParams, ObjectImage};
+use expgraph_features::{
+    check_image_files, load_backbone, load_or_compute_norm_stats, ExtractParams, NormStatsParams, ObjectImage,
+};
 use expgraph_io::ProgressSink;
 use expgraph_learn::LearnParams;
 use serde::Serialize;
@@ -246,7 +248,9 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     let activations = expgraph_learn::infer(&graph, &cache, None)?;
     let acts_dir = config.work_dir.join("activations");
     expgraph_graph::save_activations(&acts_dir, &graph, &activations)?;
-    expgraph_graph::Provenance::of_cache(&cache).with_graph(expgraph_graph::graph_digest(&graph_dir)?).save(&acts_dir)?;
+    expgraph_graph::Provenance::of_cache(&cache)
+        .with_graph(expgraph_graph::graph_digest(&graph_dir)?)
+        .save(&acts_dir)?;
     let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, &activations)?;
     timings.localize = clock.elapsed().as_secs_f64();
 
