@@ -17,9 +17,9 @@ pub struct CommonArgs {
     /// Use at most this many negatives.
     #[arg(long, default_value_t = 200)]
     pub negatives_limit: usize,
-    /// Use at most this many objects.
-    #[arg(long)]
-    pub images: Option<usize>,
+    /// Use at most this many objects (`--images N` is the old, hidden spelling).
+    #[arg(long, value_name = "N", alias = "images")]
+    pub limit: Option<usize>,
     /// Parts to localize (default: all of the data set's).
     #[arg(long, value_delimiter = ',')]
     pub parts: Option<Vec<String>>,
@@ -88,11 +88,11 @@ pub struct IlsvrcArgs {
 
 pub fn synth(mut a: SynthArgs) -> Result<()> {
     if a.quick {
-        a.common.images.get_or_insert(48);
+        a.common.limit.get_or_insert(48);
         a.common.negatives_limit = a.common.negatives_limit.min(24);
         a.common.iterations = a.common.iterations.min(6);
     }
-    let images = a.common.images.unwrap_or(300);
+    let images = a.common.limit.unwrap_or(300);
     run("synthetic-cub", DataSource::Synthetic { images, seed: a.common.seed }, a.common)
 }
 
@@ -121,7 +121,7 @@ fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
         preprocess: None,
         negatives: c.negatives,
         negatives_limit: c.negatives_limit,
-        max_images: c.images,
+        max_images: c.limit,
         parts: c.parts,
         iterations: c.iterations,
         seed: c.seed,
