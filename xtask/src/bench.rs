@@ -8,9 +8,12 @@ use std::path::PathBuf;
 /// Settings shared by every benchmark.
 #[derive(clap::Args, Debug)]
 pub struct CommonArgs {
-    /// VGG-16 weights: a local `.safetensors` file or a Hugging Face repo id.
+    /// Backbone weights: a local `.safetensors` file or a Hugging Face repo id.
     #[arg(long, env = "EXPGRAPH_WEIGHTS")]
     pub weights: String,
+    /// Architecture: auto (detected from the weight file), vgg16, resnet18 … resnet152.
+    #[arg(long, default_value = "auto")]
+    pub backbone: String,
     /// Folder of negative images for the per-unit normalization (default: generated backgrounds).
     #[arg(long)]
     pub negatives: Option<PathBuf>,
@@ -118,6 +121,7 @@ fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
         dataset_name: name.to_string(),
         data,
         weights: c.weights,
+        backbone: c.backbone,
         preprocess: None,
         negatives: c.negatives,
         negatives_limit: c.negatives_limit,

@@ -15,10 +15,11 @@ pub struct TapInfo {
     pub geometry: TapGeometry,
 }
 
-/// A pretrained CNN that returns pre-ReLU feature maps of named layers.
+/// A pretrained CNN that returns the feature maps of named layers ("taps").
 ///
-/// Implementations: [`crate::Vgg16`]. New architectures (e.g. ResNet) implement this trait, so
-/// callers holding a `Box<dyn Backbone>` need no change.
+/// Implementations: [`crate::Vgg16`] (taps `convX_Y`, pre-ReLU) and [`crate::ResNet`] (taps
+/// `layerN`, a stage's output after its last ReLU, and `layerN.pre_relu`, the residual sum
+/// before it). Callers hold a `Box<dyn Backbone>`, so a new architecture needs no change there.
 pub trait Backbone: Send + Sync {
     /// Architecture name, e.g. `"vgg16"`.
     fn name(&self) -> &str;
@@ -36,8 +37,9 @@ pub trait Backbone: Send + Sync {
     /// unknown tap or an input too small to reach it.
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError>;
 
-    /// Pre-ReLU outputs (NCHW `f32`) of `taps`, in the order requested, for an `[N, 3, H, W]` `f32`
-    /// input that is already preprocessed. Only the layers up to the deepest requested tap run.
+    /// Outputs (NCHW `f32`) of `taps`, in the order requested (before or after a ReLU as the
+    /// architecture documents each tap), for an `[N, 3, H, W]` `f32` input that is already
+    /// preprocessed. Only the layers up to the deepest requested tap run.
     fn forward_taps(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>, BackboneError>;
 
     /// The tap called `name`, if any.

@@ -4,7 +4,9 @@
 //! **pre-ReLU** feature maps of chosen layers ("taps"), as the explanatory graph needs them
 //! (paper-spec §3), together with each tap's position in the input frame (spec §1.3).
 //!
-//! * [`Backbone`]: the trait callers use; [`Vgg16`] implements it (taps `conv1_1` … `conv5_3`).
+//! * [`Backbone`]: the trait callers use; [`Vgg16`] implements it (taps `conv1_1` … `conv5_3`,
+//!   pre-ReLU), and so does [`ResNet`] (depths 18…152; taps `layer1` … `layer4` after the stage's
+//!   last ReLU and `layerN.pre_relu` before it; BatchNorm folded into the convolutions at load).
 //!   A forward pass only runs as deep as the deepest requested tap.
 //! * [`WeightSource`]: a local `.safetensors` file or a Hugging Face hub repository (through the
 //!   standard hub cache, honouring `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`; see [`hub`]).
