@@ -179,14 +179,13 @@ fn default_build_links_no_system_library() {
     let offenders: Vec<String> = all
         .iter()
         .filter(|id| {
-            let (name, links) = &g.packages[*id];
+            let name = &g.packages[*id].0;
             let probes_system = g
                 .deps
                 .get(*id)
                 .into_iter()
                 .flatten()
                 .any(|d| ["pkg-config", "vcpkg", "system-deps"].contains(&g.name(d)));
-            let _ = links;
             !BUNDLED_OR_OS.contains(&name.as_str()) && (name.ends_with("-sys") || probes_system)
         })
         .map(|id| format!("{} (links: {:?})", g.name(id), g.packages[id].1))

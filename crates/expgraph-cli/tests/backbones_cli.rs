@@ -2,21 +2,13 @@
 //! on a written ResNet weight file, and `learn` on a ResNet cache without `--layers`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use expgraph_backbone::ResNetDepth;
-use expgraph_cache::{
-    serialize_safetensors, CacheManifest, CacheWriter, ImageEntry, LayerInfo, OwnedTensor, StorageDtype, StorageInfo,
-    TapGeometry, View,
-};
+use expgraph_cache::{serialize_safetensors, LayerInfo, OwnedTensor, TapGeometry};
 
-fn expgraph() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_expgraph"))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{expgraph, stderr, write_cache, CacheSpec};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));
@@ -177,44 +169,21 @@ fn resnet_cache(dir: &Path, layer_names: [&str; 3]) {
             geometry: TapGeometry { stride, first_centre: 1.0, receptive_field: 100.0 },
         })
         .collect();
-    let n = 8;
-    let manifest = CacheManifest {
-        format_version: CacheManifest::FORMAT_VERSION,
-        key: String::new(),
-        backbone: "resnet50".into(),
-        preprocess: "torchvision".into(),
-        input_size: 224,
-        layers: layers.clone(),
-        images: (0..n)
-            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
-            .collect(),
-        views: vec![View::Original, View::Flipped],
-    };
-    let storage = StorageInfo {
-        dtype: StorageDtype::F16,
+    let spec = CacheSpec {
+        backbone: "resnet50",
+        preprocess: "torchvision",
+        weights_digest: "w",
+        layers,
+        images: 8,
         shard_size: 4,
-        weights_digest: "w".into(),
-        norm_stats_digest: "s".into(),
     };
-    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
-    for shard in w.pending_shards() {
-        let images = w.shard_range(shard);
-        for (layer, view) in w.files_per_shard() {
-            let info = layers.iter().find(|l| l.name == layer).unwrap();
-            let side = info.height;
-            let mut maps = vec![0.0f32; images.len() * info.image_len()];
-            for (k, img) in images.clone().enumerate() {
-                for c in 0..info.channels {
-                    // a blob in the relative position (0.3 + 0.05·((img + c) % 4), 0.4 + …) of the map
-                    let h = ((0.3 + 0.05 * ((img + c) % 4) as f64) * side as f64) as usize;
-                    let wpos = ((0.4 + 0.05 * ((img * 3 + c) % 4) as f64) * side as f64) as usize;
-                    maps[k * info.image_len() + c * info.map_len() + h * side + wpos] = 2.0 + c as f32;
-                }
-            }
-            w.write_shard(shard, &layer, view, &maps).unwrap();
-        }
-    }
-    w.finish().unwrap();
+    write_cache(dir, spec, |info, img, c| {
+        // a blob in the relative position (0.3 + 0.05·((img + c) % 4), 0.4 + …) of the map
+        let side = info.height;
+        let h = ((0.3 + 0.05 * ((img + c) % 4) as f64) * side as f64) as usize;
+        let wpos = ((0.4 + 0.05 * ((img * 3 + c) % 4) as f64) * side as f64) as usize;
+        vec![(h * side + wpos, 2.0 + c as f32)]
+    });
 }
 
 #[test]

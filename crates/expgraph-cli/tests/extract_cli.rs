@@ -1,25 +1,8 @@
 //! `expgraph extract` and `expgraph features dump` end to end (real weights from shared/;
 //! skipped with a message when absent). Run with `--release`.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("EXPGRAPH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    let ok = dir.join("models/vgg16-imagenet-conv.safetensors").is_file()
-        && dir.join("data/negatives").is_dir()
-        && dir.join("data/photos").is_dir();
-    if !ok {
-        eprintln!("skipping: shared/ not found at {} (set EXPGRAPH_SHARED)", dir.display());
-    }
-    ok.then_some(dir)
-}
-
-fn expgraph() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_expgraph"))
-}
+mod common;
+use common::{expgraph, shared};
 
 #[test]
 fn extract_writes_a_readable_cache_and_resumes() {

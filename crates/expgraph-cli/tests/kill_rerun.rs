@@ -2,26 +2,14 @@
 //! byte-identical outputs to an uninterrupted run, and leave no temp file behind.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
+use expgraph_cache::{LayerInfo, TapGeometry};
 
-fn expgraph() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_expgraph"))
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("EXPGRAPH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    let ok = dir.join("models/vgg16-imagenet-conv.safetensors").is_file() && dir.join("data/photos").is_dir();
-    if !ok {
-        eprintln!("skipping: shared/ not found at {} (set EXPGRAPH_SHARED)", dir.display());
-    }
-    ok.then_some(dir)
-}
+mod common;
+use common::{expgraph, shared, write_cache, CacheSpec};
 
 /// Every file below `dir` (relative path → bytes), the lock file aside.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -120,41 +108,18 @@ fn cache(dir: &Path) {
         width: 14,
         geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
     };
-    let n = 48;
-    let manifest = CacheManifest {
-        format_version: CacheManifest::FORMAT_VERSION,
-        key: String::new(),
-        backbone: "vgg16".into(),
-        preprocess: "caffe".into(),
-        input_size: 224,
-        layers: vec![info.clone()],
-        images: (0..n)
-            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
-            .collect(),
-        views: vec![View::Original, View::Flipped],
-    };
-    let storage = StorageInfo {
-        dtype: StorageDtype::F16,
+    let spec = CacheSpec {
+        backbone: "vgg16",
+        preprocess: "caffe",
+        weights_digest: "w",
+        layers: vec![info],
+        images: 48,
         shard_size: 16,
-        weights_digest: "w".into(),
-        norm_stats_digest: "s".into(),
     };
-    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
-    for shard in w.pending_shards() {
-        let images = w.shard_range(shard);
-        for (layer, view) in w.files_per_shard() {
-            let mut maps = vec![0.0f32; images.len() * info.image_len()];
-            for (k, img) in images.clone().enumerate() {
-                for c in 0..info.channels {
-                    let cell = (2 + (img + c) % 10) * 14 + 2 + (img * 3 + c) % 10;
-                    maps[k * info.image_len() + c * info.map_len() + cell] = 2.0 + (c % 5) as f32;
-                    maps[k * info.image_len() + c * info.map_len() + cell + 1] = 1.0;
-                }
-            }
-            w.write_shard(shard, &layer, view, &maps).unwrap();
-        }
-    }
-    w.finish().unwrap();
+    write_cache(dir, spec, |_, img, c| {
+        let cell = (2 + (img + c) % 10) * 14 + 2 + (img * 3 + c) % 10;
+        vec![(cell, 2.0 + (c % 5) as f32), (cell + 1, 1.0)]
+    });
 }
 
 #[test]

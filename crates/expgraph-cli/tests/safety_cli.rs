@@ -1,17 +1,12 @@
 //! Data safety of the commands: failing before the expensive work, refusing files of other runs.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
+use expgraph_cache::{LayerInfo, TapGeometry};
 
-fn expgraph() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_expgraph"))
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{expgraph, stderr, write_cache, CacheSpec};
 
 /// A small conv5_3 cache (8 images with a blob each) from weights `weights`.
 fn cache(dir: &Path, weights: &str) {
@@ -22,40 +17,15 @@ fn cache(dir: &Path, weights: &str) {
         width: 14,
         geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
     };
-    let n = 8;
-    let manifest = CacheManifest {
-        format_version: CacheManifest::FORMAT_VERSION,
-        key: String::new(),
-        backbone: "vgg16".into(),
-        preprocess: "caffe".into(),
-        input_size: 224,
-        layers: vec![info.clone()],
-        images: (0..n)
-            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
-            .collect(),
-        views: vec![View::Original, View::Flipped],
-    };
-    let storage = StorageInfo {
-        dtype: StorageDtype::F16,
+    let spec = CacheSpec {
+        backbone: "vgg16",
+        preprocess: "caffe",
+        weights_digest: weights,
+        layers: vec![info],
+        images: 8,
         shard_size: 4,
-        weights_digest: weights.into(),
-        norm_stats_digest: "s".into(),
     };
-    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
-    for shard in w.pending_shards() {
-        let images = w.shard_range(shard);
-        for (layer, view) in w.files_per_shard() {
-            let mut maps = vec![0.0f32; images.len() * info.image_len()];
-            for (k, img) in images.clone().enumerate() {
-                for c in 0..info.channels {
-                    let cell = (3 + (img + c) % 8) * 14 + 4 + (img * 3 + c) % 7;
-                    maps[k * info.image_len() + c * info.map_len() + cell] = 2.0 + c as f32;
-                }
-            }
-            w.write_shard(shard, &layer, view, &maps).unwrap();
-        }
-    }
-    w.finish().unwrap();
+    write_cache(dir, spec, |_, img, c| vec![((3 + (img + c) % 8) * 14 + 4 + (img * 3 + c) % 7, 2.0 + c as f32)]);
 }
 
 fn learn(cache: &Path, out: &Path) -> Output {
@@ -76,7 +46,7 @@ fn learn_checks_its_output_before_learning() {
     std::fs::write(dir.path().join("blocker"), "x").unwrap();
     let out = learn(&dir.path().join("cache"), &dir.path().join("blocker/graph"));
     assert_eq!(out.status.code(), Some(1));
-    let err = text(&out);
+    let err = stderr(&out);
     assert!(err.contains("--out") && err.contains("blocker"), "{err}");
     assert!(!err.contains("learning"), "failed only after learning started: {err}");
 }
@@ -89,7 +59,7 @@ fn extract_rejects_zero_counts_naming_the_flag() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{flag}");
-        assert!(text(&out).contains(flag), "{}", text(&out));
+        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
     }
 }
 
@@ -100,7 +70,7 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
     cache(&d.join("cache"), "weights-1");
     cache(&d.join("other"), "weights-2");
     let out = learn(&d.join("cache"), &d.join("graph"));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
     // a second graph that differs: learned with another seed
     let out = expgraph()
         .args(["learn", "--cache"])
@@ -109,7 +79,7 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
         .arg(d.join("graph2"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
 
     let infer = |graph: &str, cache: &str, out: &str| {
         expgraph()
@@ -124,12 +94,12 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
     };
     let bad = infer("graph", "other", "acts-bad");
     assert_eq!(bad.status.code(), Some(1));
-    let err = text(&bad);
+    let err = stderr(&bad);
     assert!(err.contains("graph") && err.contains("other") && err.contains("weights"), "{err}");
     assert!(!d.join("acts-bad/activations.json").exists());
 
     let good = infer("graph", "cache", "acts");
-    assert!(good.status.success(), "{}", text(&good));
+    assert!(good.status.success(), "{}", stderr(&good));
     // Predictions record where they come from.
     let ann = serde_json::json!({ "parts": { "head": [
         { "image_id": "img0", "point": { "h": 60.0, "w": 70.0 } },
@@ -146,7 +116,7 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
         .arg(d.join("pred.json"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
     let pred: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("pred.json")).unwrap()).unwrap();
     let digest = expgraph_graph::graph_digest(&d.join("graph")).unwrap();
     assert_eq!(pred["provenance"]["graph_digest"], serde_json::json!(digest));
@@ -161,7 +131,7 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = text(&out);
+    let err = stderr(&out);
     assert!(err.contains("another graph") && err.contains("acts") && err.contains("graph2"), "{err}");
     let out = expgraph()
         .args(["report", "--graph"])
@@ -175,7 +145,7 @@ fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_grap
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("another graph"), "{}", text(&out));
+    assert!(stderr(&out).contains("another graph"), "{}", stderr(&out));
 }
 
 #[test]
@@ -189,7 +159,7 @@ fn an_error_chain_says_each_cause_once() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = text(&out);
+    let err = stderr(&out);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
     assert!(err.contains("loading graph") && err.contains("graph.json"), "{err}");
 }

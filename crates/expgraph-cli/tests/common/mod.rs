@@ -1,0 +1,83 @@
+//! Helpers shared by the CLI's integration tests: the binary, and small synthetic feature caches.
+#![allow(dead_code)] // each test binary uses a part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View};
+
+/// The `expgraph` binary under test.
+pub fn expgraph() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_expgraph"))
+}
+
+/// `../shared` (or `$EXPGRAPH_SHARED`) when it holds the real weights, negatives and photos;
+/// otherwise `None`, with the reason printed (tests that need it skip).
+pub fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("EXPGRAPH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    let ok = dir.join("models/vgg16-imagenet-conv.safetensors").is_file()
+        && dir.join("data/negatives").is_dir()
+        && dir.join("data/photos").is_dir();
+    if !ok {
+        eprintln!("skipping: shared/ not found at {} (set EXPGRAPH_SHARED)", dir.display());
+    }
+    ok.then_some(dir)
+}
+
+/// A command's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What a synthetic cache holds besides its maps.
+pub struct CacheSpec<'a> {
+    pub backbone: &'a str,
+    pub preprocess: &'a str,
+    pub weights_digest: &'a str,
+    pub layers: Vec<LayerInfo>,
+    pub images: usize,
+    pub shard_size: usize,
+}
+
+/// Write a cache of both views (the same maps in each) whose channel `c` of image `img` in
+/// layer `info` holds the `(cell, value)` pairs `blobs(info, img, c)` (cell = `h * W + w`,
+/// 0-based) and zeros elsewhere.
+pub fn write_cache(dir: &Path, spec: CacheSpec<'_>, blobs: impl Fn(&LayerInfo, usize, usize) -> Vec<(usize, f32)>) {
+    let manifest = CacheManifest {
+        format_version: CacheManifest::FORMAT_VERSION,
+        key: String::new(),
+        backbone: spec.backbone.into(),
+        preprocess: spec.preprocess.into(),
+        input_size: 224,
+        layers: spec.layers.clone(),
+        images: (0..spec.images)
+            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
+            .collect(),
+        views: vec![View::Original, View::Flipped],
+    };
+    let storage = StorageInfo {
+        dtype: StorageDtype::F16,
+        shard_size: spec.shard_size,
+        weights_digest: spec.weights_digest.into(),
+        norm_stats_digest: "s".into(),
+    };
+    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
+    for shard in w.pending_shards() {
+        let images = w.shard_range(shard);
+        for (layer, view) in w.files_per_shard() {
+            let info = spec.layers.iter().find(|l| l.name == layer).unwrap();
+            let mut maps = vec![0.0f32; images.len() * info.image_len()];
+            for (k, img) in images.clone().enumerate() {
+                for c in 0..info.channels {
+                    for (cell, value) in blobs(info, img, c) {
+                        maps[k * info.image_len() + c * info.map_len() + cell] = value;
+                    }
+                }
+            }
+            w.write_shard(shard, &layer, view, &maps).unwrap();
+        }
+    }
+    w.finish().unwrap();
+}
