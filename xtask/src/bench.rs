@@ -1,9 +1,11 @@
 //! `cargo xtask bench-*`: extract (cached) → learn → localize → evaluate on one data set, then
 //! write a JSON record and print a Markdown table.
 
-use anyhow::{Context, Result};
-use expgraph::pipeline::{DataSource, PipelineConfig};
-use std::path::PathBuf;
+use anyhow::{bail, Context, Result};
+use expgraph::pipeline::{DataSource, LocalizeViews, PipelineConfig};
+use std::path::{Path, PathBuf};
+
+use crate::fetch;
 
 /// Settings shared by every benchmark.
 #[derive(clap::Args, Debug)]
@@ -41,6 +43,14 @@ pub struct CommonArgs {
     /// Also write the HTML report into the working folder.
     #[arg(long)]
     pub report: bool,
+    /// Views graph localization tries on a test image: both (as is and mirrored, the better
+    /// template score winning) or chosen (only the view inference chose).
+    #[arg(long, default_value = "both", value_parser = ["both", "chosen"])]
+    pub localize_views: String,
+    /// Independent seeded draws of the annotated examples per part (the record gives the mean
+    /// and the spread over draws).
+    #[arg(long, default_value_t = 5)]
+    pub draws: usize,
 }
 
 /// `bench-synth` arguments.
@@ -55,16 +65,39 @@ pub struct SynthArgs {
 
 /// `bench-cub` arguments.
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("negatives", paper_negatives_help), mut_arg("negatives_limit", paper_negatives_limit))]
 pub struct CubArgs {
     /// The CUB-200-2011 folder that holds `images.txt`.
     #[arg(long)]
     pub data: PathBuf,
+    /// The reference's `sampling.mat`, whose `validObj` picks the paper's 2000 test objects
+    /// [default: DATA/sampling.mat, else ../shared/data/annotations/cub-sampling.mat beside the
+    /// workspace].
+    #[arg(long, value_name = "FILE", conflicts_with = "all_test_objects")]
+    pub sampling: Option<PathBuf>,
+    /// Run every test-split object (area ≥ 2500) instead of the paper's 2000-object subset.
+    #[arg(long)]
+    pub all_test_objects: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// `--negatives` of the paper benchmarks: the paper's negatives are the default.
+fn paper_negatives_help(arg: clap::Arg) -> clap::Arg {
+    arg.help(
+        "Folder of negative images for the per-unit normalization [default: data/negatives, the paper's \
+         1000 negatives, put there by `cargo xtask fetch-negatives`]",
+    )
+}
+
+/// `--negatives-limit` of the paper benchmarks: all 1000 of the paper's negatives.
+fn paper_negatives_limit(arg: clap::Arg) -> clap::Arg {
+    arg.default_value("1000")
+}
+
 /// `bench-pascal` arguments.
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("negatives", paper_negatives_help), mut_arg("negatives_limit", paper_negatives_limit))]
 pub struct PascalArgs {
     /// The Pascal-Part folder (VOC2010 `JPEGImages/` and the `truth_<cat>.mat` files).
     #[arg(long)]
@@ -78,6 +111,7 @@ pub struct PascalArgs {
 
 /// `bench-ilsvrc` arguments.
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("negatives", paper_negatives_help), mut_arg("negatives_limit", paper_negatives_limit))]
 pub struct IlsvrcArgs {
     /// The ILSVRC 2013 DET Animal-Part folder (as laid out by the authors' `detanimalpart`).
     #[arg(long)]
@@ -99,18 +133,67 @@ pub fn synth(mut a: SynthArgs) -> Result<()> {
     run("synthetic-cub", DataSource::Synthetic { images, seed: a.common.seed }, a.common)
 }
 
-pub fn cub(a: CubArgs) -> Result<()> {
-    run("cub-200-2011", DataSource::Cub { dir: a.data }, a.common)
+pub fn cub(mut a: CubArgs) -> Result<()> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".."));
+    let sampling = cub_sampling(&a.data, a.sampling, a.all_test_objects, workspace)?;
+    let name = if sampling.is_some() { "cub-200-2011/paper-subset" } else { "cub-200-2011/test" };
+    a.common.negatives = paper_negatives(a.common.negatives, Path::new(fetch::DEFAULT_NEGATIVES_DIR))?;
+    run(name, DataSource::Cub { dir: a.data, sampling }, a.common)
 }
 
-pub fn pascal(a: PascalArgs) -> Result<()> {
+pub fn pascal(mut a: PascalArgs) -> Result<()> {
     let name = format!("pascal-part/{}", a.category);
+    a.common.negatives = paper_negatives(a.common.negatives, Path::new(fetch::DEFAULT_NEGATIVES_DIR))?;
     run(&name, DataSource::Pascal { dir: a.data, category: a.category }, a.common)
 }
 
-pub fn ilsvrc(a: IlsvrcArgs) -> Result<()> {
+pub fn ilsvrc(mut a: IlsvrcArgs) -> Result<()> {
     let name = format!("ilsvrc-animal-part/{}", a.synset);
+    a.common.negatives = paper_negatives(a.common.negatives, Path::new(fetch::DEFAULT_NEGATIVES_DIR))?;
     run(&name, DataSource::Ilsvrc { dir: a.data, synset: a.synset }, a.common)
+}
+
+/// The CUB subset file: `--sampling` as given, none with `--all-test-objects`, else the first of
+/// `DATA/sampling.mat` and `WORKSPACE/../shared/data/annotations/cub-sampling.mat` that exists.
+fn cub_sampling(data: &Path, given: Option<PathBuf>, all: bool, workspace: &Path) -> Result<Option<PathBuf>> {
+    if all {
+        return Ok(None);
+    }
+    if let Some(file) = given {
+        if !file.is_file() {
+            bail!("--sampling {}: no such file", file.display());
+        }
+        return Ok(Some(file));
+    }
+    let candidates = [data.join("sampling.mat"), workspace.join("../shared/data/annotations/cub-sampling.mat")];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(Some(std::fs::canonicalize(found).unwrap_or_else(|_| found.clone()))),
+        None => bail!(
+            "the paper's CUB subset (sampling.mat, whose validObj lists its 2000 test objects) is neither at {} nor \
+             at {}; pass --sampling FILE (github.com/zqs1022/explanatoryGraph, \
+             code/data_input/data_input_CUB-200-2011/sampling.mat), or --all-test-objects to run the whole test split",
+            candidates[0].display(),
+            candidates[1].display()
+        ),
+    }
+}
+
+/// The negatives of a paper benchmark: `--negatives` as given, else `default` (`data/negatives`)
+/// if it holds exactly the files of `datasets/negatives.sha256` (names only; `fetch-negatives`
+/// checked the hashes).
+fn paper_negatives(given: Option<PathBuf>, default: &Path) -> Result<Option<PathBuf>> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    let hint = "run `cargo xtask fetch-negatives` (downloads them from the authors' repository; \
+                `--from ../shared/data/negatives` copies a local copy instead), or pass --negatives DIR";
+    if !default.is_dir() {
+        bail!("the paper's negatives are not at {} (the default without --negatives): {hint}", default.display());
+    }
+    let (list, _) = fetch::Checksums::negatives()?;
+    list.check_names(default).with_context(|| format!("{} is not the paper's negatives: {hint}", default.display()))?;
+    // Absolute, so the record's `config.negatives` says which folder it was.
+    Ok(Some(std::fs::canonicalize(default).unwrap_or_else(|_| default.to_path_buf())))
 }
 
 fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
@@ -131,6 +214,8 @@ fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
         seed: c.seed,
         work_dir: work,
         report: c.report,
+        draws: c.draws,
+        localize_views: if c.localize_views == "chosen" { LocalizeViews::Chosen } else { LocalizeViews::Both },
         ..PipelineConfig::default()
     };
     let outcome = expgraph::pipeline::run(&config).context("benchmark pipeline")?;
@@ -153,4 +238,94 @@ fn git_rev() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cub_sampling_prefers_the_flag_then_the_data_folder_then_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, workspace) = (tmp.path().join("CUB"), tmp.path().join("ws/main"));
+        let shared = tmp.path().join("ws/shared/data/annotations/cub-sampling.mat");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&workspace).unwrap();
+
+        // Nothing anywhere: the error says where it looked and how to opt out.
+        let e = format!("{:#}", cub_sampling(&data, None, false, &workspace).unwrap_err());
+        assert!(
+            e.contains("CUB/sampling.mat") && e.contains("cub-sampling.mat") && e.contains("--all-test-objects"),
+            "{e}"
+        );
+        assert_eq!(cub_sampling(&data, None, true, &workspace).unwrap(), None);
+
+        std::fs::create_dir_all(shared.parent().unwrap()).unwrap();
+        std::fs::write(&shared, "x").unwrap();
+        let found = cub_sampling(&data, None, false, &workspace).unwrap().unwrap();
+        assert_eq!(found, std::fs::canonicalize(&shared).unwrap());
+
+        std::fs::write(data.join("sampling.mat"), "x").unwrap();
+        let found = cub_sampling(&data, None, false, &workspace).unwrap().unwrap();
+        assert_eq!(found, std::fs::canonicalize(data.join("sampling.mat")).unwrap());
+
+        let mine = tmp.path().join("mine.mat");
+        let e = format!("{:#}", cub_sampling(&data, Some(mine.clone()), false, &workspace).unwrap_err());
+        assert!(e.contains("mine.mat") && e.contains("no such file"), "{e}");
+        std::fs::write(&mine, "x").unwrap();
+        assert_eq!(cub_sampling(&data, Some(mine.clone()), false, &workspace).unwrap(), Some(mine));
+        assert_eq!(cub_sampling(&data, None, true, &workspace).unwrap(), None);
+    }
+
+    #[test]
+    fn paper_negatives_need_the_fetched_folder_unless_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let default = tmp.path().join("data/negatives");
+        let given = Some(PathBuf::from("my/negatives"));
+        assert_eq!(paper_negatives(given.clone(), &default).unwrap(), given);
+
+        let e = format!("{:#}", paper_negatives(None, &default).unwrap_err());
+        assert!(e.contains("fetch-negatives") && e.contains("--negatives DIR"), "{e}");
+
+        std::fs::create_dir_all(&default).unwrap();
+        let (list, _) = fetch::Checksums::negatives().unwrap();
+        for (name, _) in &list.files[..999] {
+            std::fs::write(default.join(name), "").unwrap();
+        }
+        let e = format!("{:#}", paper_negatives(None, &default).unwrap_err());
+        assert!(e.contains("01000.JPEG") && e.contains("fetch-negatives"), "{e}");
+        std::fs::write(default.join("01000.JPEG"), "").unwrap();
+        assert_eq!(paper_negatives(None, &default).unwrap(), Some(std::fs::canonicalize(&default).unwrap()));
+    }
+
+    #[test]
+    fn paper_benchmarks_default_to_all_1000_negatives_and_synth_keeps_200() {
+        use clap::{Command, FromArgMatches};
+        let parse = |cmd: Command, args: &[&str]| cmd.no_binary_name(true).try_get_matches_from(args).unwrap();
+        let base = ["--data", "D", "--weights", "W"];
+        let cub =
+            CubArgs::from_arg_matches(&parse(<CubArgs as clap::Args>::augment_args(Command::new("c")), &base)).unwrap();
+        assert_eq!((cub.common.negatives_limit, cub.common.negatives.clone()), (1000, None));
+        let pascal =
+            PascalArgs::from_arg_matches(&parse(<PascalArgs as clap::Args>::augment_args(Command::new("p")), &base))
+                .unwrap();
+        assert_eq!(pascal.common.negatives_limit, 1000);
+        let ilsvrc =
+            IlsvrcArgs::from_arg_matches(&parse(<IlsvrcArgs as clap::Args>::augment_args(Command::new("i")), &base))
+                .unwrap();
+        assert_eq!(ilsvrc.common.negatives_limit, 1000);
+        let args = ["--data", "D", "--weights", "W", "--negatives-limit", "200", "--sampling", "s.mat"];
+        let cub =
+            CubArgs::from_arg_matches(&parse(<CubArgs as clap::Args>::augment_args(Command::new("c")), &args)).unwrap();
+        assert_eq!((cub.common.negatives_limit, cub.sampling), (200, Some(PathBuf::from("s.mat"))));
+        let synth =
+            SynthArgs::from_arg_matches(&parse(<SynthArgs as clap::Args>::augment_args(Command::new("s")), &base[2..]))
+                .unwrap();
+        assert_eq!(synth.common.negatives_limit, 200);
+        let both = ["--data", "D", "--weights", "W", "--sampling", "s.mat", "--all-test-objects"];
+        assert!(<CubArgs as clap::Args>::augment_args(Command::new("c"))
+            .no_binary_name(true)
+            .try_get_matches_from(both)
+            .is_err());
+    }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod chromium;
 mod fetch;
+mod gate;
 mod screenshot;
 
 use clap::{Parser, Subcommand};
@@ -27,8 +28,15 @@ enum Command {
     BenchIlsvrc(bench::IlsvrcArgs),
     /// Download CUB-200-2011 and verify its checksum.
     FetchCub(fetch::FetchArgs),
+    /// Put the paper's 1000 negative images into DIR/negatives (download or `--from` a local
+    /// copy), verified against `datasets/negatives.sha256`.
+    FetchNegatives(fetch::FetchNegativesArgs),
     /// Screenshot a report's index.html in headless Chromium.
     Screenshot(screenshot::ScreenshotArgs),
+    /// Check a benchmark record: quality checks and the committed baseline (fails on a regression).
+    BenchGate(gate::BenchGateArgs),
+    /// Check the E-step's instruction count on the fixture layer against its baseline (valgrind).
+    WorkGate(gate::WorkGateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +49,9 @@ fn main() -> anyhow::Result<()> {
         Command::BenchPascal(a) => bench::pascal(a),
         Command::BenchIlsvrc(a) => bench::ilsvrc(a),
         Command::FetchCub(a) => fetch::cub(a),
+        Command::FetchNegatives(a) => fetch::negatives(a),
         Command::Screenshot(a) => screenshot::run(a),
+        Command::BenchGate(a) => gate::bench_gate(a),
+        Command::WorkGate(a) => gate::work_gate(a),
     }
 }

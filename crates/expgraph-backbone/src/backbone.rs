@@ -17,9 +17,10 @@ pub struct TapInfo {
 
 /// A pretrained CNN that returns the feature maps of named layers ("taps").
 ///
-/// Implementations: [`crate::Vgg16`] (taps `convX_Y`, pre-ReLU) and [`crate::ResNet`] (taps
-/// `layerN`, a stage's output after its last ReLU, and `layerN.pre_relu`, the residual sum
-/// before it). Callers hold a `Box<dyn Backbone>`, so a new architecture needs no change there.
+/// Implementations: [`crate::Vgg16`] (taps `convX_Y`, pre-ReLU), [`crate::ResNet`] (taps
+/// `layerN`, a stage's output after its last ReLU, `layerN.pre_relu`, the residual sum before
+/// it, and `layerN.B`, block B's output) and, with the `onnx` feature, `OnnxBackbone` (named
+/// node outputs). Callers hold a `Box<dyn Backbone>`, so a new architecture needs no change there.
 pub trait Backbone: Send + Sync {
     /// Architecture name, e.g. `"vgg16"`.
     fn name(&self) -> &str;
@@ -45,5 +46,55 @@ pub trait Backbone: Send + Sync {
     /// The tap called `name`, if any.
     fn tap(&self, name: &str) -> Option<&TapInfo> {
         self.taps().iter().find(|t| t.name == name)
+    }
+}
+
+/// Tap names in short form for messages: runs of numbered taps `prefix.0`, `prefix.1`, … (a
+/// ResNet stage's block taps) as `prefix.0…prefix.B`, the rest as they are, comma-separated
+/// (`layer1.0…layer1.2, layer1.pre_relu, layer1, …`).
+pub fn compact_tap_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let numbered = |name: &'a str| -> Option<(&'a str, usize)> {
+        let (prefix, index) = name.rsplit_once('.')?;
+        Some((prefix, index.parse().ok()?))
+    };
+    let mut parts: Vec<String> = Vec::new();
+    // The open run: prefix, first name, last name, last index.
+    let mut run: Option<(&str, &str, &str, usize)> = None;
+    let close = |run: Option<(&str, &str, &str, usize)>, parts: &mut Vec<String>| {
+        if let Some((_, first, last, _)) = run {
+            parts.push(if first == last { first.to_string() } else { format!("{first}…{last}") });
+        }
+    };
+    for name in names {
+        match (numbered(name), run) {
+            (Some((prefix, i)), Some((p, first, _, j))) if prefix == p && i == j + 1 => {
+                run = Some((p, first, name, i));
+            }
+            (Some((prefix, i)), _) => {
+                close(run.take(), &mut parts);
+                run = Some((prefix, name, name, i));
+            }
+            (None, _) => {
+                close(run.take(), &mut parts);
+                parts.push(name.to_string());
+            }
+        }
+    }
+    close(run, &mut parts);
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_tap_names;
+
+    #[test]
+    fn numbered_runs_become_ranges() {
+        let names = ["layer1.0", "layer1.1", "layer1.2", "layer1.pre_relu", "layer1", "layer2.0", "conv5_3"];
+        assert_eq!(compact_tap_names(names), "layer1.0…layer1.2, layer1.pre_relu, layer1, layer2.0, conv5_3");
+        // A gap starts a new run; other names pass through.
+        assert_eq!(compact_tap_names(["a.0", "a.1", "a.3", "b"]), "a.0…a.1, a.3, b");
+        assert_eq!(compact_tap_names(["conv4_2", "conv4_3"]), "conv4_2, conv4_3");
+        assert_eq!(compact_tap_names([]), "");
     }
 }

@@ -53,6 +53,16 @@ pub enum BackboneError {
          .safetensors path)"
     )]
     HubDownload { repo: String, revision: String, filename: String, cache: PathBuf, message: String },
+    /// The ONNX model file is malformed, or the graph cannot be evaluated (feature `onnx`).
+    #[error("ONNX file {path}: {message}")]
+    Onnx { path: PathBuf, message: String },
+    /// The receptive-field geometry of an ONNX tap cannot be told from the graph (feature `onnx`).
+    #[error(
+        "ONNX file {path}: cannot tell the geometry of tap `{tap}` from the graph: {reason}; give it \
+         explicitly (stride, first-unit centre and receptive field in input pixels; CLI: \
+         `--tap-geometry {tap}=STRIDE,CENTRE,FIELD`)"
+    )]
+    OnnxGeometry { path: PathBuf, tap: String, reason: String },
     /// An error inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

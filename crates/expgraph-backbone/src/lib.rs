@@ -6,7 +6,8 @@
 //!
 //! * [`Backbone`]: the trait callers use; [`Vgg16`] implements it (taps `conv1_1` … `conv5_3`,
 //!   pre-ReLU), and so does [`ResNet`] (depths 18…152; taps `layer1` … `layer4` after the stage's
-//!   last ReLU and `layerN.pre_relu` before it; BatchNorm folded into the convolutions at load).
+//!   last ReLU, `layerN.pre_relu` before it, and every block's output `layerN.B`; BatchNorm
+//!   folded into the convolutions at load).
 //!   A forward pass only runs as deep as the deepest requested tap.
 //! * [`WeightSource`]: a local `.safetensors` file or a Hugging Face hub repository (through the
 //!   standard hub cache, honouring `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`; see [`hub`]).
@@ -14,6 +15,8 @@
 //!   [`Preprocess::Caffe`] (the original VGG-16, RGB 0..255 minus the mean), hub weights to
 //!   [`Preprocess::Torchvision`]; see [`WeightSource::default_preprocess`].
 //! * [`geometry`]: the receptive-field recursion behind [`TapInfo::geometry`].
+//! * `OnnxBackbone` (feature `onnx`, needs `protoc` at build time): any CNN exported to ONNX,
+//!   taps at named node outputs, geometry from walking the graph's Conv/pool nodes (module `onnx`).
 //!
 //! On the CPU, convolutions use an NHWC im2col + matmul path with a fused max-pool + ReLU
 //! ([`ConvImpl::Im2colNhwc`], about 2.5× faster than candle's stock `conv2d`); other devices use
@@ -39,16 +42,20 @@ mod error;
 pub mod geometry;
 pub mod hub;
 mod nhwc;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 mod preprocess;
 mod resnet;
 mod source;
 mod vgg;
 mod weights;
 
-pub use backbone::{Backbone, TapInfo};
+pub use backbone::{compact_tap_names, Backbone, TapInfo};
 pub use error::BackboneError;
 pub use expgraph_geometry::TapGeometry;
 pub use hub::HubConfig;
+#[cfg(feature = "onnx")]
+pub use onnx::OnnxBackbone;
 pub use preprocess::{Preprocess, CAFFE_MEAN_RGB, TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB};
 pub use resnet::{ResNet, ResNetDepth, BATCH_NORM_EPS};
 pub use source::{resolve_weights, resolve_weights_with, WeightSource, DEFAULT_HUB_FILENAME};

@@ -1,11 +1,18 @@
 //! Fast CPU building blocks on NHWC activations (docs/cpu-performance.md §4.3): a parallel im2col
-//! for 3×3/pad-1 convolutions, feeding one large matmul, and a fused 2×2 max-pool + ReLU.
+//! for 3×3/pad-1 convolutions, feeding one large matmul, and a fused 2×2 max-pool + ReLU (VGG);
+//! and [`GemmConv`], a square convolution of any kernel, stride and padding as one `gemm` call
+//! that accumulates onto the bias (and a residual), with an optional ReLU (ResNet). A 1×1
+//! stride-1 convolution multiplies the activations in place (no im2col), a 1×1 stride-s one
+//! subsamples first.
 //!
-//! Both ops are candle [`CustomOp1`]s with CPU kernels only; on other devices the stock candle
+//! The ops are candle custom ops with CPU kernels only; on other devices the stock candle
 //! convolution path is used instead (see [`crate::ConvImpl`]).
 
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
+
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Borrow the contiguous `f32` data of a CPU storage.
@@ -95,6 +102,211 @@ impl CustomOp1 for MaxPool2Relu {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
+/// Copies `src` into the (uninitialized) front of `dst`.
+fn write_slice(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| {
+        d.write(s);
+    });
+}
+
+/// Elements per rayon task in the element-wise passes (bias fill, ReLU).
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// A square convolution with bias on NHWC activations, computed as one matrix product
+/// `[N·OH·OW, k·k·C_in] × [k·k·C_in, C_out]` by `gemm` (on the rayon pool).
+pub(crate) struct GemmConv {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    c_in: usize,
+    c_out: usize,
+    /// `[k·k·C_in, C_out]`, rows in (kh, kw, cin) order.
+    weight: Vec<f32>,
+    /// `[C_out]`.
+    bias: Vec<f32>,
+}
+
+impl GemmConv {
+    /// From an OIHW `weight` `[C_out, C_in, k, k]` and a `[C_out]` `bias` (any device).
+    pub(crate) fn new(weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Self> {
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if kh != kw || stride == 0 {
+            bail!("GemmConv: square kernels and stride ≥ 1 only, got {kh}×{kw} stride {stride}")
+        }
+        let w = weight.permute((2, 3, 1, 0))?.reshape((kh * kw * c_in, c_out))?.contiguous()?;
+        let weight = w.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+        if bias.len() != c_out {
+            bail!("GemmConv: {} biases for {c_out} output channels", bias.len())
+        }
+        Ok(Self { kernel: kh, stride, padding, c_in, c_out, weight, bias })
+    }
+
+    fn out_size(&self, n: usize) -> Result<usize> {
+        match (n + 2 * self.padding).checked_sub(self.kernel) {
+            Some(d) => Ok(d / self.stride + 1),
+            None => bail!("conv: input side {n} smaller than the kernel {}", self.kernel),
+        }
+    }
+
+    /// `relu?(conv(x) + bias [+ residual])` of NHWC `x`; `residual` has the output's shape.
+    pub(crate) fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let op = ApplyGemmConv { conv: self, relu };
+        match residual {
+            Some(r) => x.apply_op2_no_bwd(r, &op),
+            None => x.apply_op1_no_bwd(&op),
+        }
+    }
+
+    /// The lhs of the product: `x` itself (1×1, stride 1, no padding), or its im2col matrix
+    /// `[N·OH·OW, k·k·C]` (rows in (ky, kx, c) order, zeros outside the input).
+    fn columns<'a>(&self, src: &'a [f32], (n, h, w, c): (usize, usize, usize, usize)) -> Result<Cow<'a, [f32]>> {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if (k, s, p) == (1, 1, 0) {
+            return Ok(Cow::Borrowed(src));
+        }
+        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
+        let row = k * k * c;
+        let len = n * oh * ow * row;
+        if len == 0 {
+            return Ok(Cow::Owned(Vec::new()));
+        }
+        // Written once (no zero-fill first): every (ky, kx) slice of every patch is either copied
+        // from the input or set to zero.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len].par_chunks_mut(ow * row).enumerate().for_each(|(out_row, chunk)| {
+            let (b, oy) = (out_row / oh, out_row % oh);
+            for (ox, patch) in chunk.chunks_exact_mut(row).enumerate() {
+                for ky in 0..k {
+                    let sy = (oy * s + ky).checked_sub(p).filter(|&sy| sy < h);
+                    for kx in 0..k {
+                        let sx = (ox * s + kx).checked_sub(p).filter(|&sx| sx < w);
+                        let d = &mut patch[(ky * k + kx) * c..][..c];
+                        match (sy, sx) {
+                            (Some(sy), Some(sx)) => {
+                                write_slice(d, &src[((b * h + sy) * w + sx) * c..][..c]);
+                            }
+                            _ => d.iter_mut().for_each(|d| {
+                                d.write(0.0);
+                            }),
+                        }
+                    }
+                }
+            }
+        });
+        // SAFETY: the chunks of `ow·row` values tile `[0, len)` (len = n·oh rows of them), each
+        // chunk is `ow` patches of `row = k·k·c` values, and the loops above write all k·k slices
+        // of `c` values of every patch, so all `len` values are initialized.
+        unsafe { out.set_len(len) };
+        Ok(Cow::Owned(out))
+    }
+
+    fn cpu_forward(
+        &self,
+        name: &'static str,
+        storage: &CpuStorage,
+        layout: &Layout,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<(CpuStorage, Shape)> {
+        let src = contiguous_f32(name, storage, layout)?;
+        let (n, h, w, c) = layout.shape().dims4()?;
+        if c != self.c_in {
+            bail!("{name}: input has {c} channels, the convolution expects {}", self.c_in)
+        }
+        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
+        let (m, k, c_out) = (n * oh * ow, self.kernel * self.kernel * c, self.c_out);
+        let shape = Shape::from((n, oh, ow, c_out));
+        let len = m * c_out;
+        if len == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), shape));
+        }
+        // Start from the bias (plus the residual): gemm then accumulates the product onto it.
+        let rows = (ELEMENTWISE_CHUNK / c_out).max(1);
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
+        match residual {
+            Some(r) if r.len() != len => bail!("{name}: residual of {} values for {len} outputs", r.len()),
+            Some(r) => spare.par_chunks_mut(rows * c_out).zip(r.par_chunks(rows * c_out)).for_each(|(o, r)| {
+                for (o, r) in o.chunks_exact_mut(c_out).zip(r.chunks_exact(c_out)) {
+                    o.iter_mut().zip(r).zip(&self.bias).for_each(|((o, &r), &b)| {
+                        o.write(r + b);
+                    });
+                }
+            }),
+            None => spare.par_chunks_mut(rows * c_out).for_each(|o| {
+                o.chunks_exact_mut(c_out).for_each(|o| {
+                    write_slice(o, &self.bias);
+                });
+            }),
+        }
+        // SAFETY: `len` is a multiple of `c_out`, so the whole `c_out`-value rows written above
+        // (the residual has `len` values, checked) cover all `len` values.
+        unsafe { out.set_len(len) };
+        let lhs = self.columns(src, (n, h, w, c))?;
+        if lhs.len() != m * k || self.weight.len() != k * c_out {
+            bail!("{name}: operand sizes do not match ({} × {}, {m}×{k}·{k}×{c_out})", lhs.len(), self.weight.len())
+        }
+        // SAFETY: `out` is m×c_out, `lhs` m×k and `weight` k×c_out, all row-major and contiguous
+        // (sizes checked above); the three buffers do not overlap.
+        unsafe {
+            gemm::gemm(
+                m,
+                c_out,
+                k,
+                out.as_mut_ptr(),
+                1,
+                c_out as isize,
+                true,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                self.weight.as_ptr(),
+                1,
+                c_out as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        if relu {
+            out.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|o| o.iter_mut().for_each(|v| *v = v.max(0.0)));
+        }
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// [`GemmConv::forward`] as a candle op: one input (no residual) or two (input, residual).
+struct ApplyGemmConv<'a> {
+    conv: &'a GemmConv,
+    relu: bool,
+}
+
+impl CustomOp1 for ApplyGemmConv<'_> {
+    fn name(&self) -> &'static str {
+        "gemm-conv-nhwc"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.conv.cpu_forward(CustomOp1::name(self), storage, layout, None, self.relu)
+    }
+}
+
+impl CustomOp2 for ApplyGemmConv<'_> {
+    fn name(&self) -> &'static str {
+        "gemm-conv-residual-nhwc"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = CustomOp2::name(self);
+        let residual = contiguous_f32(name, s2, l2)?;
+        self.conv.cpu_forward(name, s1, l1, Some(residual), self.relu)
     }
 }
 

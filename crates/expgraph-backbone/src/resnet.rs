@@ -2,9 +2,18 @@
 //! stage the stride sits on the 3×3 convolution) in eval mode, with every BatchNorm (running
 //! statistics, eps 1e-5) folded into the convolution before it when the weights are loaded.
 //!
-//! Taps: `layerN` (N = 1…4, the stage output after the last block's final ReLU) and
-//! `layerN.pre_relu` (that block's residual sum before the ReLU). A forward pass stops after the
-//! deepest requested stage.
+//! Taps: `layerN` (N = 1…4, the stage output after the last block's final ReLU),
+//! `layerN.pre_relu` (that block's residual sum before the ReLU) and `layerN.B` (the output of
+//! block B of stage N after its final ReLU; B is torchvision's 0-based block index, so the last
+//! block's tap is the same tensor as `layerN`, e.g. `layer3.5` = `layer3` in ResNet-50). A forward
+//! pass stops after the block of the deepest requested tap.
+//!
+//! **Tap order** ([`Backbone::taps`], shallow to deep): per stage, the block taps `layerN.0` …
+//! `layerN.{B−1}`, then `layerN.pre_relu`, then `layerN`; e.g. for ResNet-18 `layer1.0, layer1.1,
+//! layer1.pre_relu, layer1, layer2.0, …, layer4`. The list is ordered by the block that computes a
+//! tap (never decreasing); the three taps of a stage's last block (`layerN.{B−1}`,
+//! `layerN.pre_relu`, `layerN`) share that block, with the stage names last; dropping the
+//! `layerN.B` names leaves the stage taps `layer1.pre_relu, layer1, …, layer4` in their old order.
 //!
 //! **Geometry of residual blocks.** A block has two paths: the main path (1×1 → 3×3 → 1×1 or
 //! 3×3 → 3×3) and the shortcut (identity, or a 1×1 stride-s "downsample" conv). Both paths have the
@@ -97,13 +106,14 @@ impl ResNetDepth {
         (64 << stage) * if self.bottleneck() { 4 } else { 1 }
     }
 
-    /// Spatial shapes of the main path from the input through the last block of `stage` (0-based).
-    fn main_path_through(self, stage: usize) -> Vec<LayerShape> {
+    /// Spatial shapes of the main path from the input through block `block` of `stage` (both 0-based).
+    fn main_path_through(self, stage: usize, block: usize) -> Vec<LayerShape> {
         let mut shapes =
             vec![LayerShape { kernel: 7, stride: 2, padding: 3 }, LayerShape { kernel: 3, stride: 2, padding: 1 }];
         let one = LayerShape { kernel: 1, stride: 1, padding: 0 };
         for (s, &blocks) in self.blocks().iter().enumerate().take(stage + 1) {
-            for b in 0..blocks {
+            let last = if s == stage { block + 1 } else { blocks };
+            for b in 0..last.min(blocks) {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 let three = LayerShape { kernel: 3, stride, padding: 1 };
                 if self.bottleneck() {
@@ -129,11 +139,10 @@ struct FoldedConv {
     weight: Tensor,
     /// `[C_out]`.
     bias: Tensor,
-    kernel: usize,
     stride: usize,
     padding: usize,
-    /// `[k·k·C_in, C_out]` in (kh, kw, cin) row order, for [`ConvImpl::Im2colNhwc`].
-    gemm_weight: Option<Tensor>,
+    /// The NHWC matrix-product form, for [`ConvImpl::Im2colNhwc`].
+    gemm: Option<nhwc::GemmConv>,
 }
 
 impl FoldedConv {
@@ -142,10 +151,8 @@ impl FoldedConv {
     }
 
     fn prepare(&mut self, conv_impl: ConvImpl) -> Result<(), BackboneError> {
-        if conv_impl == ConvImpl::Im2colNhwc && self.gemm_weight.is_none() {
-            let (c_out, c_in, kh, kw) = self.weight.dims4()?;
-            let w = self.weight.permute((2, 3, 1, 0))?.reshape((kh * kw * c_in, c_out))?.contiguous()?;
-            self.gemm_weight = Some(w);
+        if conv_impl == ConvImpl::Im2colNhwc && self.gemm.is_none() {
+            self.gemm = Some(nhwc::GemmConv::new(&self.weight, &self.bias, self.stride, self.padding)?);
         }
         Ok(())
     }
@@ -157,25 +164,12 @@ impl FoldedConv {
             .broadcast_add(&self.bias.reshape((1, c_out, 1, 1))?)?)
     }
 
-    /// NHWC in, NHWC out (no activation).
-    fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
-        let Some(w) = &self.gemm_weight else {
+    /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op.
+    fn forward_nhwc(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor, BackboneError> {
+        let Some(gemm) = &self.gemm else {
             return Err(BackboneError::Input("im2col weights were not prepared".into()));
         };
-        let (n, h, wd, c) = x.dims4()?;
-        let c_out = self.c_out();
-        let y = match (self.kernel, self.stride, self.padding) {
-            (3, 1, 1) => nhwc::conv3x3(x, w, &self.bias, false)?,
-            (1, 1, 0) => {
-                x.reshape((n * h * wd, c))?.matmul(w)?.broadcast_add(&self.bias)?.reshape((n, h, wd, c_out))?
-            }
-            (kernel, stride, padding) => {
-                let op = Im2colNhwc { kernel, stride, padding };
-                let (oh, ow) = (op.out_size(h)?, op.out_size(wd)?);
-                x.apply_op1_no_bwd(&op)?.matmul(w)?.broadcast_add(&self.bias)?.reshape((n, oh, ow, c_out))?
-            }
-        };
-        Ok(y)
+        Ok(gemm.forward(x, residual, relu)?)
     }
 }
 
@@ -199,6 +193,24 @@ fn fold_batch_norm(
         .collect();
     let b = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| (b as f64 - m as f64 * s) as f32).collect();
     (w, b)
+}
+
+/// The random tensor `name` of `shape` for [`ResNet::random`]: conv weights uniform in
+/// ±√(6 / fan-in), BatchNorm scales in [0.5, 1), variances in [0.5, 1.5), shifts and means in ±0.1.
+fn random_tensor(rng: &mut rand_chacha::ChaCha8Rng, name: &str, shape: &[usize]) -> Result<Tensor, BackboneError> {
+    let len: usize = shape.iter().product();
+    let v: Vec<f32> = if shape.len() > 1 {
+        let fan_in: usize = shape[1..].iter().product();
+        let bound = (6.0 / fan_in as f32).sqrt();
+        (0..len).map(|_| rng.random_range(-bound..bound)).collect()
+    } else if name.ends_with(".weight") {
+        (0..len).map(|_| rng.random_range(0.5..1.0)).collect()
+    } else if name.ends_with(".running_var") {
+        (0..len).map(|_| rng.random_range(0.5..1.5)).collect()
+    } else {
+        (0..len).map(|_| rng.random_range(-0.1..0.1)).collect()
+    };
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
 /// How the builder gets a tensor: name and expected shape → an f32 CPU tensor of that shape.
@@ -237,10 +249,9 @@ fn load_conv_bn(
     Ok(FoldedConv {
         weight: Tensor::from_vec(w, &shape, device)?,
         bias: Tensor::from_vec(b, c_out, device)?,
-        kernel: shape[2],
         stride,
         padding,
-        gemm_weight: None,
+        gemm: None,
     })
 }
 
@@ -272,46 +283,79 @@ impl Block {
         Ok((y + shortcut)?)
     }
 
-    fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
+    /// NHWC: returns the residual sum before the final ReLU if `keep_sum`, and the block output
+    /// after it. Bias, residual and ReLU are fused into the convolutions.
+    fn forward_nhwc(&self, x: &Tensor, keep_sum: bool) -> Result<(Option<Tensor>, Tensor), BackboneError> {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
-        for (i, conv) in self.convs.iter().enumerate() {
-            y = conv.forward_nhwc(&y)?;
-            if i < last {
-                y = y.relu()?;
-            }
+        for conv in &self.convs[..last] {
+            y = conv.forward_nhwc(&y, None, true)?;
         }
         let shortcut = match &self.downsample {
-            Some(d) => d.forward_nhwc(x)?,
+            Some(d) => d.forward_nhwc(x, None, false)?,
             None => x.clone(),
         };
-        Ok((y + shortcut)?)
+        if keep_sum {
+            let sum = self.convs[last].forward_nhwc(&y, Some(&shortcut), false)?;
+            let out = sum.relu()?;
+            Ok((Some(sum), out))
+        } else {
+            Ok((None, self.convs[last].forward_nhwc(&y, Some(&shortcut), true)?))
+        }
     }
 }
 
-/// A torchvision ResNet (v1.5) with folded BatchNorm, returning stage outputs `layer1` … `layer4`
-/// and their pre-ReLU residual sums `layerN.pre_relu`.
+/// A torchvision ResNet (v1.5) with folded BatchNorm, returning stage outputs `layer1` … `layer4`,
+/// their pre-ReLU residual sums `layerN.pre_relu` and the block outputs `layerN.B` (tap order: see
+/// the module docs).
 pub struct ResNet {
     depth: ResNetDepth,
     stem: FoldedConv,
     stages: Vec<Vec<Block>>,
     taps: Vec<TapInfo>,
+    /// Parallel to `taps`.
+    specs: Vec<TapSpec>,
     device: Device,
     digest: String,
     conv_impl: ConvImpl,
 }
 
-/// Tap names, shallow to deep: `layer1.pre_relu`, `layer1`, …, `layer4`. Tap `i` belongs to stage `i / 2`.
-const TAP_NAMES: [&str; 8] = [
-    "layer1.pre_relu",
-    "layer1",
-    "layer2.pre_relu",
-    "layer2",
-    "layer3.pre_relu",
-    "layer3",
-    "layer4.pre_relu",
-    "layer4",
-];
+/// What a tap holds: a block's output after its ReLU, or its residual sum before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TapKind {
+    PostRelu,
+    PreRelu,
+}
+
+/// Where a tap is computed: stage and block (0-based) and which tensor of that block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TapSpec {
+    stage: usize,
+    block: usize,
+    kind: TapKind,
+}
+
+/// The taps of `depth`, in the order of the module docs: per stage `layerN.0` … `layerN.{B−1}`,
+/// `layerN.pre_relu`, `layerN`.
+fn tap_specs(depth: ResNetDepth) -> Vec<(String, TapSpec)> {
+    let mut out = Vec::new();
+    for (stage, &blocks) in depth.blocks().iter().enumerate() {
+        let n = stage + 1;
+        for block in 0..blocks {
+            out.push((format!("layer{n}.{block}"), TapSpec { stage, block, kind: TapKind::PostRelu }));
+        }
+        let block = blocks - 1;
+        out.push((format!("layer{n}.pre_relu"), TapSpec { stage, block, kind: TapKind::PreRelu }));
+        out.push((format!("layer{n}"), TapSpec { stage, block, kind: TapKind::PostRelu }));
+    }
+    out
+}
+
+/// The tap names of `depth` in short form for error messages: block taps as ranges
+/// (`layer1.0…layer1.2, layer1.pre_relu, layer1, …`).
+fn tap_names_compact(depth: ResNetDepth) -> String {
+    crate::compact_tap_names(tap_specs(depth).iter().map(|(name, _)| name.as_str()))
+}
 
 impl ResNet {
     /// Loads a ResNet of `depth` from `source` (see [`resolve_weights`]) onto `device`, using
@@ -354,25 +398,35 @@ impl ResNet {
             return Err(BackboneError::Input("width divisor must be at least 1".into()));
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut fetch = |name: &str, shape: &[usize]| -> Result<Tensor, BackboneError> {
-            let len: usize = shape.iter().product();
-            let v: Vec<f32> = if shape.len() > 1 {
-                let fan_in: usize = shape[1..].iter().product();
-                let bound = (6.0 / fan_in as f32).sqrt();
-                (0..len).map(|_| rng.random_range(-bound..bound)).collect()
-            } else if name.ends_with(".weight") {
-                (0..len).map(|_| rng.random_range(0.5..1.0)).collect()
-            } else if name.ends_with(".running_var") {
-                (0..len).map(|_| rng.random_range(0.5..1.5)).collect()
-            } else {
-                (0..len).map(|_| rng.random_range(-0.1..0.1)).collect()
-            };
-            Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
-        };
+        let mut fetch = |name: &str, shape: &[usize]| random_tensor(&mut rng, name, shape);
         let range_error = |tensor: &str, what: &str| BackboneError::Input(format!("tensor `{tensor}` {what}"));
         let digest = blake3::hash(format!("{depth}-random/divisor={width_divisor}/seed={seed}").as_bytes());
         let conv_impl = ConvImpl::default_for(device);
         Self::build(depth, width_divisor, &mut fetch, &range_error, digest.to_hex().to_string(), device, conv_impl)
+    }
+
+    /// The unfolded torchvision state dict (conv weights and BatchNorm statistics, f32 CPU
+    /// tensors, in load order) behind [`ResNet::random`] with the same arguments. At full width
+    /// (`width_divisor` 1) a file of these tensors loads with [`ResNet::load_file`] into the same
+    /// network, e.g. to run the same weights in another engine.
+    pub fn random_state_dict(
+        depth: ResNetDepth,
+        width_divisor: usize,
+        seed: u64,
+    ) -> Result<Vec<(String, Tensor)>, BackboneError> {
+        if width_divisor == 0 {
+            return Err(BackboneError::Input("width divisor must be at least 1".into()));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = Vec::new();
+        let mut fetch = |name: &str, shape: &[usize]| {
+            let t = random_tensor(&mut rng, name, shape)?;
+            tensors.push((name.to_string(), t.clone()));
+            Ok(t)
+        };
+        let range_error = |tensor: &str, what: &str| BackboneError::Input(format!("tensor `{tensor}` {what}"));
+        Self::build(depth, width_divisor, &mut fetch, &range_error, String::new(), &Device::Cpu, ConvImpl::Candle)?;
+        Ok(tensors)
     }
 
     fn build(
@@ -478,19 +532,17 @@ impl ResNet {
             }
             stages.push(stage);
         }
-        let taps = TAP_NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let stage = i / 2;
-                TapInfo {
-                    name: name.to_string(),
-                    channels: width(64 << stage) * expansion,
-                    geometry: tap_geometry(&depth.main_path_through(stage)),
-                }
+        let (names, specs): (Vec<String>, Vec<TapSpec>) = tap_specs(depth).into_iter().unzip();
+        let taps = names
+            .into_iter()
+            .zip(&specs)
+            .map(|(name, spec)| TapInfo {
+                name,
+                channels: width(64 << spec.stage) * expansion,
+                geometry: tap_geometry(&depth.main_path_through(spec.stage, spec.block)),
             })
             .collect();
-        Ok(ResNet { depth, stem, stages, taps, device: device.clone(), digest, conv_impl })
+        Ok(ResNet { depth, stem, stages, taps, specs, device: device.clone(), digest, conv_impl })
     }
 
     /// Which standard ResNet a state dict describes, from its tensor names and shapes: blocks per
@@ -574,14 +626,20 @@ impl ResNet {
     }
 
     fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
-        TAP_NAMES.iter().position(|t| *t == name).ok_or_else(|| BackboneError::UnknownTap {
+        self.taps.iter().position(|t| t.name == name).ok_or_else(|| BackboneError::UnknownTap {
             name: name.into(),
             backbone: self.depth.name().into(),
-            available: TAP_NAMES.join(", "),
+            available: tap_names_compact(self.depth),
         })
     }
 
-    fn checked_input(&self, input: &Tensor, stage: usize) -> Result<Tensor, BackboneError> {
+    /// 0-based index of block `block` of stage `stage` counted over the whole network.
+    fn flat_block(&self, stage: usize, block: usize) -> usize {
+        self.depth.blocks()[..stage].iter().sum::<usize>() + block
+    }
+
+    /// Checks an NCHW f32 input with 3 channels that is large enough to reach the tap `deepest`.
+    fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
         let Ok((n, c, h, w)) = input.dims4() else {
             return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
         };
@@ -594,19 +652,26 @@ impl ResNet {
         if input.dtype() != DType::F32 {
             return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
         }
-        let shapes = self.depth.main_path_through(stage);
+        let spec = self.specs[deepest];
+        let shapes = self.depth.main_path_through(spec.stage, spec.block);
         if map_size(&shapes, h).is_none() || map_size(&shapes, w).is_none() {
-            return Err(BackboneError::Input(format!("input {h}×{w} is too small to reach layer{}", stage + 1)));
+            return Err(BackboneError::Input(format!(
+                "input {h}×{w} is too small to reach {}",
+                self.taps[deepest].name
+            )));
         }
         Ok(input.to_device(&self.device)?)
     }
 
-    /// Runs stages `0..=last_stage`; returns, per tap index `0..2·(last_stage+1)`, the NCHW map if wanted.
+    /// Runs the network through the block of the deepest wanted tap; returns, per tap index
+    /// (`wanted` is parallel to `self.taps`), the NCHW map if wanted.
     fn run(&self, input: &Tensor, wanted: &[bool]) -> Result<Vec<Option<Tensor>>, BackboneError> {
         match self.conv_impl {
             ConvImpl::Candle => self.run_one(input.clone(), wanted, false),
             ConvImpl::Im2colNhwc => {
                 let mut per_tap: Vec<Vec<Tensor>> = vec![Vec::new(); wanted.len()];
+                // One image at a time (batching gave no speed-up and would couple the images'
+                // results to the batch composition).
                 for i in 0..input.dim(0)? {
                     let x = input.narrow(0, i, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
                     for (acc, out) in per_tap.iter_mut().zip(self.run_one(x, wanted, true)?) {
@@ -621,34 +686,53 @@ impl ResNet {
         }
     }
 
-    /// One pass, NCHW (`nhwc == false`) or NHWC; outputs are NCHW either way.
+    /// One pass, NCHW (`nhwc == false`) or NHWC; outputs are NCHW either way. `wanted` is
+    /// parallel to `self.taps`.
     fn run_one(&self, x: Tensor, wanted: &[bool], nhwc: bool) -> Result<Vec<Option<Tensor>>, BackboneError> {
-        let last_stage = wanted.len() / 2 - 1;
+        let mut outs = vec![None; wanted.len()];
+        let wanted_specs: Vec<(usize, TapSpec)> =
+            self.specs.iter().copied().enumerate().filter(|&(i, _)| wanted.get(i).copied().unwrap_or(false)).collect();
+        let Some(last) = wanted_specs.iter().map(|(_, t)| self.flat_block(t.stage, t.block)).max() else {
+            return Ok(outs);
+        };
         let to_nchw = |t: &Tensor| -> Result<Tensor, BackboneError> {
             Ok(if nhwc { t.permute((0, 3, 1, 2))?.contiguous()? } else { t.clone() })
         };
-        let mut outs = vec![None; wanted.len()];
         let mut x = if nhwc {
-            self.stem.forward_nhwc(&x)?.relu()?.apply_op1_no_bwd(&MaxPool3x3s2)?
+            self.stem.forward_nhwc(&x, None, true)?.apply_op1_no_bwd(&MaxPool3x3s2)?
         } else {
             // After the ReLU every value is ≥ 0, so zero padding equals PyTorch's −∞ padding.
             let y = self.stem.forward_nchw(&x)?.relu()?;
             y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?
         };
-        for (s, stage) in self.stages.iter().enumerate().take(last_stage + 1) {
-            let mut pre = None;
-            for block in stage {
-                let sum = if nhwc { block.forward_nhwc(&x)? } else { block.forward_nchw(&x)? };
-                x = sum.relu()?;
-                pre = Some(sum);
-            }
-            if wanted[2 * s] {
-                if let Some(pre) = &pre {
-                    outs[2 * s] = Some(to_nchw(pre)?);
+        let mut flat = 0;
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (b, block) in stage.iter().enumerate() {
+                if flat > last {
+                    return Ok(outs);
                 }
-            }
-            if wanted[2 * s + 1] {
-                outs[2 * s + 1] = Some(to_nchw(&x)?);
+                let here = || wanted_specs.iter().filter(|(_, t)| t.stage == s && t.block == b);
+                let sum = if nhwc {
+                    let keep_sum = here().any(|(_, t)| t.kind == TapKind::PreRelu);
+                    let (sum, out) = block.forward_nhwc(&x, keep_sum)?;
+                    x = out;
+                    sum
+                } else {
+                    let sum = block.forward_nchw(&x)?;
+                    x = sum.relu()?;
+                    Some(sum)
+                };
+                for &(i, spec) in here() {
+                    let t = match (spec.kind, &sum) {
+                        (TapKind::PreRelu, Some(sum)) => sum,
+                        (TapKind::PreRelu, None) => {
+                            return Err(BackboneError::Input(format!("tap {} was not kept", self.taps[i].name)))
+                        }
+                        (TapKind::PostRelu, _) => &x,
+                    };
+                    outs[i] = Some(to_nchw(t)?);
+                }
+                flat += 1;
             }
         }
         Ok(outs)
@@ -684,25 +768,29 @@ impl Backbone for ResNet {
     }
 
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
-        let stage = self.tap_index(tap)? / 2;
-        map_size(&self.depth.main_path_through(stage), input_size)
+        let spec = self.specs[self.tap_index(tap)?];
+        map_size(&self.depth.main_path_through(spec.stage, spec.block), input_size)
             .ok_or_else(|| BackboneError::Input(format!("input side {input_size} is too small to reach {tap}")))
     }
 
     fn forward_taps(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>, BackboneError> {
         let indices = taps.iter().map(|t| self.tap_index(t)).collect::<Result<Vec<_>, _>>()?;
-        let Some(&last) = indices.iter().max() else {
+        let Some(&deepest) = indices.iter().max_by_key(|&&i| {
+            let spec = self.specs[i];
+            self.flat_block(spec.stage, spec.block)
+        }) else {
             return Ok(Vec::new());
         };
-        let last_stage = last / 2;
-        let input = self.checked_input(input, last_stage)?;
-        let mut wanted = vec![false; 2 * (last_stage + 1)];
+        let input = self.checked_input(input, deepest)?;
+        let mut wanted = vec![false; self.taps.len()];
         indices.iter().for_each(|&i| wanted[i] = true);
         let outs = self.run(&input, &wanted)?;
         indices
             .iter()
             .map(|&i| {
-                outs[i].clone().ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", TAP_NAMES[i])))
+                outs[i]
+                    .clone()
+                    .ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", self.taps[i].name)))
             })
             .collect()
     }
@@ -717,55 +805,6 @@ fn contiguous_f32<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout
         candle_core::bail!("{op}: the input must be contiguous")
     };
     Ok(&data[start..end])
-}
-
-/// im2col of an NHWC `[N, H, W, C]` tensor for a square `kernel`, `stride`, zero `padding`
-/// convolution: output `[N·OH·OW, k·k·C]`, rows in (ky, kx, c) order.
-struct Im2colNhwc {
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-}
-
-impl Im2colNhwc {
-    fn out_size(&self, n: usize) -> candle_core::Result<usize> {
-        match (n + 2 * self.padding).checked_sub(self.kernel) {
-            Some(d) => Ok(d / self.stride + 1),
-            None => candle_core::bail!("im2col: input side {n} smaller than the kernel {}", self.kernel),
-        }
-    }
-}
-
-impl CustomOp1 for Im2colNhwc {
-    fn name(&self) -> &'static str {
-        "im2col-nhwc"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(self.name(), storage, layout)?;
-        let (n, h, w, c) = layout.shape().dims4()?;
-        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let row = k * k * c;
-        let mut out = vec![0f32; n * oh * ow * row];
-        if !out.is_empty() {
-            out.par_chunks_mut(ow * row).enumerate().for_each(|(out_row, chunk)| {
-                let (b, oy) = (out_row / oh, out_row % oh);
-                for ox in 0..ow {
-                    let patch = &mut chunk[ox * row..(ox + 1) * row];
-                    for ky in 0..k {
-                        let Some(sy) = (oy * s + ky).checked_sub(p).filter(|&sy| sy < h) else { continue };
-                        for kx in 0..k {
-                            let Some(sx) = (ox * s + kx).checked_sub(p).filter(|&sx| sx < w) else { continue };
-                            let src = &src[((b * h + sy) * w + sx) * c..][..c];
-                            patch[(ky * k + kx) * c..][..c].copy_from_slice(src);
-                        }
-                    }
-                }
-            });
-        }
-        Ok((CpuStorage::F32(out), Shape::from((n * oh * ow, row))))
-    }
 }
 
 /// 3×3, stride-2, pad-1 max-pool of an NHWC tensor (padding ignored, as PyTorch's −∞ padding).
@@ -886,13 +925,85 @@ mod tests {
         assert_eq!(model.tap_map_size("layer4", 225).unwrap(), 8);
         assert_eq!(model.tap_map_size("layer4", 1).unwrap(), 1);
         assert!(model.tap_map_size("layer5", 224).is_err());
-        let channels: Vec<_> = model.taps().iter().map(|t| t.channels).collect();
+        let stage_taps: Vec<_> =
+            model.taps().iter().filter(|t| !t.name[6..].contains('.') || t.name.ends_with("pre_relu")).collect();
+        let names: Vec<_> = stage_taps.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "layer1.pre_relu",
+                "layer1",
+                "layer2.pre_relu",
+                "layer2",
+                "layer3.pre_relu",
+                "layer3",
+                "layer4.pre_relu",
+                "layer4"
+            ]
+        );
+        let channels: Vec<_> = stage_taps.iter().map(|t| t.channels).collect();
         assert_eq!(channels, [8, 8, 16, 16, 32, 32, 64, 64]);
+        assert_eq!(model.taps().len(), 3 + 4 + 6 + 3 + 8);
         let full = ResNetDepth::R50;
         assert_eq!((full.stage_channels(0), full.stage_channels(3)), (256, 2048));
         let r18 = ResNet::random(ResNetDepth::R18, 16, 1, &Device::Cpu).unwrap();
         let g = r18.tap("layer4").unwrap().geometry;
         assert_eq!((g.stride, g.receptive_field), (32.0, 435.0));
+    }
+
+    #[test]
+    fn block_taps_follow_torchvision_blocks() {
+        let model = ResNet::random(ResNetDepth::R50, 16, 6, &Device::Cpu).unwrap();
+        let names: Vec<_> = model.taps().iter().map(|t| t.name.as_str()).take(6).collect();
+        assert_eq!(names, ["layer1.0", "layer1.1", "layer1.2", "layer1.pre_relu", "layer1", "layer2.0"]);
+        // The last block of a stage is the stage output, bit for bit; batch order is kept.
+        let x = input(2, 64);
+        for imp in [ConvImpl::Im2colNhwc, ConvImpl::Candle] {
+            let m = ResNet::random(ResNetDepth::R50, 16, 6, &Device::Cpu).unwrap().with_conv_impl(imp).unwrap();
+            let outs = m.forward_taps(&x, &["layer3", "layer3.5", "layer3.2", "layer2.3", "layer2"]).unwrap();
+            assert_eq!(max_diff(&outs[0], &outs[1]), 0.0, "{imp:?}");
+            assert_eq!(max_diff(&outs[3], &outs[4]), 0.0, "{imp:?}");
+            assert_eq!(outs[2].dims(), &[2, 64, 4, 4]);
+            // Block outputs are post-ReLU.
+            assert!(outs[2].min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0);
+            // A block tap alone gives the same tensor as with deeper taps.
+            let alone = m.forward_taps(&x, &["layer3.2"]).unwrap();
+            assert_eq!(max_diff(&alone[0], &outs[2]), 0.0);
+        }
+        // Geometry: the first block of a stage carries the stride; each block grows the field.
+        let geo = |name: &str| {
+            let g = model.tap(name).unwrap().geometry;
+            (g.stride, g.first_centre, g.receptive_field)
+        };
+        assert_eq!(geo("layer1.0"), (4.0, 1.0, 19.0)); // 7 + 2·2 (pool) + 2·4 (3×3 at stride 4)
+        assert_eq!(geo("layer1.1"), (4.0, 1.0, 27.0));
+        assert_eq!(geo("layer1.2"), geo("layer1"));
+        assert_eq!(geo("layer3.0"), (16.0, 1.0, 107.0)); // layer2 91 + 2·8
+        assert_eq!(geo("layer3.1"), (16.0, 1.0, 139.0));
+        assert_eq!(geo("layer3.5"), geo("layer3"));
+        assert_eq!(geo("layer4.2"), geo("layer4"));
+        for (tap, side) in [("layer1.0", 56), ("layer2.0", 28), ("layer2.3", 28), ("layer3.0", 14), ("layer4.1", 7)] {
+            assert_eq!(model.tap_map_size(tap, 224).unwrap(), side, "{tap}");
+        }
+        assert_eq!(model.tap_map_size("layer4.0", 225).unwrap(), 8);
+        assert_eq!(model.tap("layer2.1").unwrap().channels, 512 / 16);
+        // Fields never shrink along the tap list.
+        let fields: Vec<f64> = model.taps().iter().map(|t| t.geometry.receptive_field).collect();
+        assert!(fields.windows(2).all(|w| w[0] <= w[1]), "{fields:?}");
+    }
+
+    #[test]
+    fn random_state_dict_loads_into_the_random_model() {
+        let tensors = ResNet::random_state_dict(ResNetDepth::R18, 1, 7).unwrap();
+        assert_eq!(tensors.len(), ResNetDepth::R18.state_dict_shapes().len());
+        let refs: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let (_dir, path) = write_file(&refs);
+        let loaded = ResNet::load_file(ResNetDepth::R18, &path, &Device::Cpu).unwrap();
+        let random = ResNet::random(ResNetDepth::R18, 1, 7, &Device::Cpu).unwrap();
+        let x = input(1, 40);
+        let (a, b) = (loaded.forward_taps(&x, &["layer4"]).unwrap(), random.forward_taps(&x, &["layer4"]).unwrap());
+        assert_eq!(max_diff(&a[0], &b[0]), 0.0);
+        assert!(ResNet::random_state_dict(ResNetDepth::R18, 0, 0).is_err());
     }
 
     #[test]
@@ -942,8 +1053,25 @@ mod tests {
         // The NHWC path (general im2col, stride 2) gives the same.
         conv.prepare(ConvImpl::Im2colNhwc).unwrap();
         let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
-        let fast = conv.forward_nhwc(&x_nhwc).unwrap().permute((0, 3, 1, 2)).unwrap();
+        let fast = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
         assert!(max_diff(&fast, &reference) <= 1e-5 * max_abs(&reference));
+        // Fused residual and ReLU.
+        let residual = Tensor::randn(0f32, 1.0, fast.dims(), &dev).unwrap();
+        let res_nhwc = residual.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+        let fused = conv.forward_nhwc(&x_nhwc, Some(&res_nhwc), true).unwrap().permute((0, 3, 1, 2)).unwrap();
+        let want = (reference + residual).unwrap().relu().unwrap();
+        assert!(max_diff(&fused, &want) <= 1e-5 * max_abs(&want));
+        // 1×1 convolutions, stride 1 (no im2col) and stride 2 (subsampled).
+        for stride in [1, 2] {
+            let w1 = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+            let mut conv = FoldedConv { weight: w1, bias, stride, padding: 0, gemm: None };
+            conv.prepare(ConvImpl::Im2colNhwc).unwrap();
+            let want = conv.forward_nchw(&x).unwrap();
+            let got = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert!(max_diff(&got, &want) <= 1e-5 * max_abs(&want), "1×1 stride {stride}");
+        }
     }
 
     #[test]
@@ -996,10 +1124,17 @@ mod tests {
             if imp == ConvImpl::Im2colNhwc {
                 x = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
             }
-            let outs = m.run_one(x, &[false, true], imp == ConvImpl::Im2colNhwc).unwrap();
-            assert_eq!(outs.len(), 2);
-            assert!(outs[1].is_some() && outs[0].is_none());
+            // Only `layer1.1` (block 1 of stage 0) is computed.
+            let mut wanted = vec![false; m.taps().len()];
+            wanted[m.tap_index("layer1.1").unwrap()] = true;
+            let outs = m.run_one(x, &wanted, imp == ConvImpl::Im2colNhwc).unwrap();
+            assert_eq!(outs.len(), m.taps().len());
+            assert_eq!(outs.iter().filter(|o| o.is_some()).count(), 1);
+            assert!(outs[m.tap_index("layer1.1").unwrap()].is_some());
         }
+        let tiny = model.forward_taps(&input(1, 4), &["layer1.0", "layer1"]).unwrap();
+        assert_eq!(tiny[0].dims(), &[1, 4, 1, 1]);
+        assert_eq!(model.forward_taps(&input(1, 4), &["layer3.0"]).unwrap()[0].dims(), &[1, 16, 1, 1]);
         assert!(model.forward_taps(&input(1, 8), &[]).unwrap().is_empty());
     }
 
@@ -1008,6 +1143,13 @@ mod tests {
         let model = ResNet::random(ResNetDepth::R18, 16, 5, &Device::Cpu).unwrap();
         let err = model.forward_taps(&input(1, 32), &["layer5"]).unwrap_err().to_string();
         assert!(err.contains("layer5") && err.contains("layer4.pre_relu") && err.contains("resnet18"), "{err}");
+        assert!(err.contains("layer1.0…layer1.1, layer1.pre_relu, layer1, layer2.0…layer2.1"), "{err}");
+        for bad in ["layer1.2", "layer3.x", "layer0.0", "layer4.pre"] {
+            assert!(model.forward_taps(&input(1, 32), &[bad]).is_err(), "{bad}");
+            assert!(model.tap_map_size(bad, 224).is_err(), "{bad}");
+        }
+        let r152 = tap_names_compact(ResNetDepth::R152);
+        assert!(r152.contains("layer3.0…layer3.35, layer3.pre_relu, layer3, layer4.0…layer4.2"), "{r152}");
         let zeros = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu).unwrap();
         assert!(model.forward_taps(&zeros(&[1, 4, 8, 8], DType::F32), &["layer1"]).is_err());
         assert!(model.forward_taps(&zeros(&[1, 3, 8, 8], DType::F64), &["layer1"]).is_err());

@@ -7,7 +7,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::BackboneError;
 
-/// A weight file read into memory, with its blake3 digest.
+/// A weight file (safetensors, or an ONNX model) read into memory, with its blake3 digest.
 pub(crate) struct WeightFile {
     path: PathBuf,
     bytes: Vec<u8>,
@@ -28,6 +28,12 @@ impl WeightFile {
     /// blake3 hex digest of the file's bytes.
     pub(crate) fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The file's bytes.
+    #[cfg_attr(not(feature = "onnx"), allow(dead_code))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The parsed safetensors header and views.

@@ -3,33 +3,14 @@
 //! Skips (passes with a printed reason) when the shared files are absent.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use expgraph_backbone::{Backbone, ConvImpl, Preprocess, Vgg16};
 
+mod common;
+use common::vgg16_golden_files;
+
 const TAPS: [&str; 4] = ["conv4_2", "conv4_3", "conv5_2", "conv5_3"];
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("EXPGRAPH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
-/// (weights path, golden tensors), or `None` after printing why the test is skipped.
-fn golden_files() -> Option<(PathBuf, HashMap<String, Tensor>)> {
-    let models = shared_dir().join("models");
-    let weights = models.join("vgg16-imagenet-conv.safetensors");
-    let golden = models.join("vgg16-golden.safetensors");
-    for path in [&weights, &golden] {
-        if !path.is_file() {
-            eprintln!("SKIPPED: {} not found (set EXPGRAPH_SHARED to the shared folder)", path.display());
-            return None;
-        }
-    }
-    let tensors = candle_core::safetensors::load(&golden, &Device::Cpu).expect("golden file readable");
-    Some((weights, tensors))
-}
 
 fn max_abs(t: &Tensor) -> f32 {
     t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
@@ -59,7 +40,7 @@ fn check_model(model: &Vgg16, golden: &HashMap<String, Tensor>) {
 
 #[test]
 fn vgg16_matches_golden_activations() {
-    let Some((weights, golden)) = golden_files() else {
+    let Some((weights, golden)) = vgg16_golden_files() else {
         return;
     };
     let model = Vgg16::load_file(&weights, &Device::Cpu).unwrap();
@@ -72,7 +53,7 @@ fn vgg16_matches_golden_activations() {
 #[test]
 #[ignore = "slow: about 4 s in release; run with `cargo test --release -p expgraph-backbone -- --ignored`"]
 fn vgg16_stock_conv_matches_golden_activations() {
-    let Some((weights, golden)) = golden_files() else {
+    let Some((weights, golden)) = vgg16_golden_files() else {
         return;
     };
     let model = Vgg16::load_file(&weights, &Device::Cpu).unwrap().with_conv_impl(ConvImpl::Candle).unwrap();
@@ -81,7 +62,7 @@ fn vgg16_stock_conv_matches_golden_activations() {
 
 #[test]
 fn caffe_preprocessing_reproduces_golden_input() {
-    let Some((_, golden)) = golden_files() else {
+    let Some((_, golden)) = vgg16_golden_files() else {
         return;
     };
     let rgb = &golden["input_rgb_u8"];

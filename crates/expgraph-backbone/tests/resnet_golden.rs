@@ -4,19 +4,16 @@
 //! and run on the golden input. Skips (passes with a printed reason) when the files are absent.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use expgraph_backbone::{Backbone, ConvImpl, ResNet, ResNetDepth};
+use expgraph_testkit::formula::formula_values;
+
+mod common;
+use common::shared_dir;
 
 const TAPS: [&str; 6] = ["layer2", "layer3", "layer4", "layer2.pre_relu", "layer3.pre_relu", "layer4.pre_relu"];
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("EXPGRAPH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
 
 /// The golden tensors of `resnetN`, or `None` after printing why the test is skipped.
 fn golden(depth: ResNetDepth) -> Option<HashMap<String, Tensor>> {
@@ -26,42 +23,6 @@ fn golden(depth: ResNetDepth) -> Option<HashMap<String, Tensor>> {
         return None;
     }
     Some(candle_core::safetensors::load(&path, &Device::Cpu).expect("golden file readable"))
-}
-
-/// FNV-1a 64 of the name's bytes.
-fn fnv1a(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
-/// Element `i` of the formula tensor `name` of shape `shape` (README "The formula").
-fn formula_values(name: &str, shape: &[usize]) -> Vec<f32> {
-    let seed = fnv1a(name);
-    let len: usize = shape.iter().product();
-    let scale = if shape.len() > 1 {
-        let fan_in: usize = shape[1..].iter().product();
-        2f32.powi((2.0 * (6.0 / fan_in as f64).sqrt()).log2().round() as i32)
-    } else {
-        0.0
-    };
-    let is_bn_weight = (name.contains("bn") || name.contains("downsample.1")) && name.ends_with(".weight");
-    (0..len as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i).wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let u = (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32);
-            if shape.len() > 1 {
-                (u - 0.5) * scale
-            } else if is_bn_weight {
-                0.5 + 0.5 * u
-            } else if name.ends_with(".running_var") {
-                0.5 + u
-            } else {
-                (u - 0.5) * 0.25
-            }
-        })
-        .collect()
 }
 
 /// The full torchvision state dict (with `fc.*` and `num_batches_tracked`, which the loader ignores).
@@ -150,11 +111,4 @@ fn resnet50_matches_torchvision_golden() {
 #[test]
 fn resnet152_matches_torchvision_golden() {
     check_depth(ResNetDepth::R152, &[ConvImpl::Im2colNhwc]);
-}
-
-#[test]
-fn formula_hash_reference_values() {
-    // FNV-1a 64 test vectors.
-    assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
-    assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
 }

@@ -8,41 +8,11 @@ use expgraph_backbone::ResNetDepth;
 use expgraph_cache::{serialize_safetensors, LayerInfo, OwnedTensor, TapGeometry};
 
 mod common;
-use common::{expgraph, stderr, write_cache, CacheSpec};
+use common::{expgraph, stderr, write_cache, write_resnet_weights, CacheSpec};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// A torchvision-named ResNet state dict of `depth` with small deterministic weights (a hash of
-/// the element index, scaled to ±√(3 / fan-in)) and identity BatchNorm.
-fn write_resnet_weights(path: &Path, depth: ResNetDepth) {
-    let tensors: Vec<(String, OwnedTensor)> = depth
-        .state_dict_shapes()
-        .into_iter()
-        .map(|(name, shape)| {
-            let len: usize = shape.iter().product();
-            let values: Vec<f32> = if shape.len() == 4 {
-                let bound = (3.0 / shape[1..].iter().product::<usize>() as f32).sqrt();
-                (0..len as u64)
-                    .map(|i| {
-                        let h = (i.wrapping_mul(2_654_435_761) ^ (name.len() as u64 * 97)) % 1000;
-                        bound * (h as f32 / 500.0 - 1.0)
-                    })
-                    .collect()
-            } else if name.ends_with(".weight") || name.ends_with(".running_var") {
-                vec![1.0; len]
-            } else {
-                vec![0.0; len]
-            };
-            (name, OwnedTensor::f32(shape, values))
-        })
-        .collect();
-    let bytes =
-        serialize_safetensors(tensors.iter().map(|(n, t)| (n.as_str(), t)), std::iter::empty::<(String, String)>())
-            .unwrap();
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// Names and shapes in a safetensors file's header.
@@ -65,6 +35,18 @@ fn backbones_lists_every_architecture_with_its_geometry() {
     assert_eq!(layer4["channels"], 2048);
     assert_eq!(layer4["map_size"], 7);
     assert_eq!(layer4["receptive_field"], 427.0);
+    // Per-block taps: every block of every stage, the last one being the stage output.
+    let r50_taps = r50["taps"].as_array().unwrap();
+    let block = |name: &str| r50_taps.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("no tap {name}"));
+    assert_eq!(
+        block("layer3.5")["receptive_field"],
+        r50_taps.iter().find(|t| t["name"] == "layer3").unwrap()["receptive_field"]
+    );
+    assert_eq!(
+        (block("layer3.0")["map_size"].as_u64(), block("layer3.0")["receptive_field"].as_f64()),
+        (Some(14), Some(107.0))
+    );
+    assert!(!r50_taps.iter().any(|t| t["name"] == "layer3.6"));
     assert_eq!(r50["default_layers"], serde_json::json!(["layer2.pre_relu", "layer3.pre_relu", "layer4.pre_relu"]));
     let vgg = list.iter().find(|b| b["name"] == "vgg16").unwrap();
     let conv5_3 = vgg["taps"].as_array().unwrap().iter().find(|t| t["name"] == "conv5_3").unwrap();
@@ -74,6 +56,11 @@ fn backbones_lists_every_architecture_with_its_geometry() {
     assert!(one.status.success(), "{}", stderr(&one));
     let human = String::from_utf8_lossy(&one.stdout);
     assert!(human.contains("resnet18") && human.contains("layer4") && !human.contains("resnet50"), "{human}");
+    // The human listing puts a stage's block taps on one line.
+    let r152 = expgraph().args(["backbones", "resnet152"]).output().unwrap();
+    let human = String::from_utf8_lossy(&r152.stdout);
+    assert!(human.contains("layer3.0 … layer3.35") && !human.contains("layer3.7 "), "{human}");
+    assert!(human.lines().count() < 20, "{human}");
     assert_eq!(expgraph().args(["backbones", "resnet51"]).output().unwrap().status.code(), Some(2));
 }
 

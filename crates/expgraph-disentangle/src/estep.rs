@@ -156,6 +156,25 @@ pub fn flip_criterion(nodes: &[NodeSetup], lambdas: &[f64], prior: &[f64]) -> f6
     total
 }
 
+/// The summed node scores of one view: `Σ_V λ_V Σ_c prob_c · prior_c`, i.e. `Σ_V S_V(I)`
+/// (spec §2.3). The view whose activations the nodes explain better scores higher; expgraph's
+/// default view rule (the spec's [`flip_criterion`] mostly prefers the view with less evidence,
+/// since every `ln prob_c` is negative).
+pub fn view_score(nodes: &[NodeSetup], lambdas: &[f64], prior: &[f64]) -> f64 {
+    let mut total = 0.0;
+    for (v, node) in nodes.iter().enumerate() {
+        let p = &prior[v * CANDIDATES..(v + 1) * CANDIDATES];
+        let mut s = 0.0;
+        for iw in 0..NC {
+            for ih in 0..NC {
+                s += node.prob_factors[ih] * node.prob_factors[iw] * p[iw * NC + ih];
+            }
+        }
+        total += lambdas[v] * s;
+    }
+    total
+}
+
 /// Mixture normalization over each filter's nodes and the per-node statistics (spec §2.3).
 ///
 /// With `normalize = false` only the score, spread and best candidate are computed (inference,

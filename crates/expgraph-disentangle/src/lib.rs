@@ -44,7 +44,7 @@ mod mstep;
 mod reference;
 mod settings;
 
-pub use estep::{accumulate, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
+pub use estep::{accumulate, flip_criterion, view_score, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
 pub use evidence::evidence;
 pub use fast_exp::fast_exp;
 pub use init::{nodes_per_filter, random_means};

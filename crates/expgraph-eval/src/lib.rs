@@ -32,7 +32,7 @@ mod stability;
 
 pub use geometry::{Extent, Point, FRAME_SIZE};
 pub use localization::{evaluate_localization, LocalizationParams, LocalizationReport, ObjectResult, TruthInstance};
-pub use raw::{argmax_position, raw_filter_tracks};
+pub use raw::{argmax_position, raw_filter_tracks, raw_filter_tracks_scaled};
 pub use stability::{
     location_instability, Landmarks, LayerInstability, LayerTracks, StabilityProtocol, StabilityReport,
 };

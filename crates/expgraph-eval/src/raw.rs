@@ -28,6 +28,39 @@ pub fn argmax_position(map: &[f32], height: usize, width: usize, geometry: &TapG
 /// Positions of the mirrored view are mapped back to the original frame (`x' = input_size + 1 − x`).
 /// Fails when a map holds a NaN or the view is missing.
 pub fn raw_filter_tracks(layer: &dyn LayerMaps, view: View, input_size: usize) -> Result<LayerTracks, EvalError> {
+    tracks(layer, view, input_size, None)
+}
+
+/// [`raw_filter_tracks`] on the maps multiplied unit by unit by `unit_scale` (`[C, H, W]`): with
+/// the normalization divisors it undoes the per-unit normalization, giving the argmax and
+/// maximum of the *unnormalized* (ReLU'd) maps, as the ICNN code computes raw filters
+/// (spec §4.3).
+pub fn raw_filter_tracks_scaled(
+    layer: &dyn LayerMaps,
+    view: View,
+    input_size: usize,
+    unit_scale: &[f32],
+) -> Result<LayerTracks, EvalError> {
+    let info = layer.info();
+    if unit_scale.len() != info.image_len() {
+        return Err(EvalError::Shape(format!(
+            "layer {}: {} unit scales for {}x{}x{} units",
+            info.name,
+            unit_scale.len(),
+            info.channels,
+            info.height,
+            info.width
+        )));
+    }
+    tracks(layer, view, input_size, Some(unit_scale))
+}
+
+fn tracks(
+    layer: &dyn LayerMaps,
+    view: View,
+    input_size: usize,
+    unit_scale: Option<&[f32]>,
+) -> Result<LayerTracks, EvalError> {
     let info = layer.info();
     if view == View::Flipped && !layer.has_flipped() {
         return Err(EvalError::Shape(format!("layer {} has no flipped view", info.name)));
@@ -39,6 +72,10 @@ pub fn raw_filter_tracks(layer: &dyn LayerMaps, view: View, input_size: usize) -
     for image in 0..n {
         for channel in 0..c {
             layer.read_channel(image, view, channel, &mut buf);
+            if let Some(scale) = unit_scale {
+                let len = buf.len();
+                buf.iter_mut().zip(&scale[channel * len..(channel + 1) * len]).for_each(|(v, s)| *v *= s);
+            }
             let (mut p, s) = argmax_position(&buf, info.height, info.width, &info.geometry).ok_or_else(|| {
                 EvalError::NonFinite(format!("layer {}: map of image {image}, channel {channel}", info.name))
             })?;
@@ -96,5 +133,18 @@ mod tests {
         assert_eq!(t.position(1, 0), Point::new(8.5, 24.5));
         assert_eq!((t.position(0, 1), t.score(0, 1)), (Point::new(24.5, 24.5), 6.0));
         assert_eq!((t.position(1, 1), t.score(1, 1)), (Point::new(8.5, 8.5), 9.0));
+    }
+
+    #[test]
+    fn scaled_tracks_take_the_argmax_of_the_unnormalized_map() {
+        let info = LayerInfo { name: "c".into(), channels: 1, height: 2, width: 2, geometry: geometry() };
+        // Normalized map: max 3 at (0,1); times the divisors [1, 1, 4, 1] the unit (1,0) wins
+        // with 2 · 4 = 8.
+        let layer = InMemoryLayer::new(info, vec![1.0, 3.0, 2.0, 0.0], None).unwrap();
+        let t = raw_filter_tracks_scaled(&layer, View::Original, 224, &[1.0, 1.0, 4.0, 1.0]).unwrap();
+        assert_eq!((t.position(0, 0), t.score(0, 0)), (Point::new(8.5, 24.5), 8.0));
+        let plain = raw_filter_tracks(&layer, View::Original, 224).unwrap();
+        assert_eq!((plain.position(0, 0), plain.score(0, 0)), (Point::new(24.5, 8.5), 3.0));
+        assert!(raw_filter_tracks_scaled(&layer, View::Original, 224, &[1.0; 3]).is_err());
     }
 }

@@ -140,8 +140,8 @@ impl ExtractParams {
                 return Err(FeaturesError::Input(format!("layer {name} requested twice")));
             }
             let tap = backbone.tap(name).ok_or_else(|| {
-                let known: Vec<&str> = backbone.taps().iter().map(|t| t.name.as_str()).collect();
-                FeaturesError::Input(format!("backbone {} has no layer {name} (it has {known:?})", backbone.name()))
+                let known = expgraph_backbone::compact_tap_names(backbone.taps().iter().map(|t| t.name.as_str()));
+                FeaturesError::Input(format!("backbone {} has no layer {name} (it has {known})", backbone.name()))
             })?;
             let side = backbone.tap_map_size(name, self.input_size)?;
             layers.push(LayerInfo {

@@ -1,14 +1,17 @@
 //! The one backbone setup: weights → architecture → preprocessing preset → device → model.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
 use candle_core::Device;
-use expgraph_backbone::{resolve_weights, Backbone, Preprocess, ResNet, ResNetDepth, Vgg16, WeightSource};
+use expgraph_backbone::{resolve_weights, Backbone, Preprocess, ResNet, ResNetDepth, TapGeometry, Vgg16, WeightSource};
 
 use crate::{parse_device, FeaturesError};
 
-/// The names `--backbone` accepts: `auto` and every [`Architecture::name`].
+/// The names `--backbone` accepts where the layers default by architecture: `auto` and every
+/// [`Architecture::name`] of [`Architecture::ALL`]. Commands that take `--layers` accept
+/// [`Architecture::FLAG_CHOICES`], which adds `onnx`.
 pub const BACKBONE_CHOICES: [&str; 7] = ["auto", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
 
 /// A backbone architecture that [`load_backbone`] can build.
@@ -18,6 +21,10 @@ pub enum Architecture {
     Vgg16,
     /// A torchvision/timm ResNet (taps `layerN`, `layerN.pre_relu`).
     ResNet(ResNetDepth),
+    /// Any CNN exported to ONNX (a `.onnx` file), taps at named node outputs given by the caller;
+    /// needs a build with the `onnx` feature (see [`Architecture::ONNX_UNAVAILABLE`] otherwise). Not in
+    /// [`Architecture::ALL`]: it has no default layers and no random variant.
+    Onnx,
 }
 
 impl Architecture {
@@ -31,44 +38,65 @@ impl Architecture {
         Architecture::ResNet(ResNetDepth::R152),
     ];
 
-    /// The name a backbone reports and a cache manifest records: `vgg16`, `resnet18`, ….
+    /// The error text of `--backbone onnx` (or an `.onnx` weight file) in a build without the
+    /// `onnx` feature.
+    pub const ONNX_UNAVAILABLE: &'static str = "this build has no ONNX support; rebuild with `cargo build --release \
+         --features onnx` (candle-onnx's build script needs `protoc`: apt-get install protobuf-compiler)";
+
+    /// The names a `--backbone` flag next to `--layers` accepts: [`BACKBONE_CHOICES`] and
+    /// `onnx` (which needs the layers, and a build with the `onnx` feature).
+    pub const FLAG_CHOICES: [&'static str; 8] =
+        ["auto", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "onnx"];
+
+    /// The name a backbone reports and a cache manifest records: `vgg16`, `resnet18`, …, `onnx`.
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Vgg16 => "vgg16",
             Architecture::ResNet(depth) => depth.name(),
+            Architecture::Onnx => "onnx",
         }
     }
 
-    /// The architecture called `name` (as [`Architecture::name`]); `None` for anything else,
-    /// `auto` included.
+    /// The architecture called `name` (as [`Architecture::name`], `onnx` included); `None` for
+    /// anything else, `auto` included.
     pub fn from_name(name: &str) -> Option<Self> {
+        if name == "onnx" {
+            return Some(Architecture::Onnx);
+        }
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// The layers extracted when none are named. See [`default_layers`].
+    /// The layers extracted when none are named (none for [`Architecture::Onnx`], whose layers
+    /// the caller names). See [`default_layers`].
     pub fn default_layers(self) -> Vec<String> {
         let names: &[&str] = match self {
             Architecture::Vgg16 => &VGG16_LAYERS,
             Architecture::ResNet(_) => &RESNET_LAYERS,
+            Architecture::Onnx => &[],
         };
         names.iter().map(|s| s.to_string()).collect()
     }
 
     /// The preprocessing the weights expect unless told otherwise: `caffe` for a local VGG-16
     /// file (the project's converted original VGG-16), `torchvision` for a ResNet (torchvision
-    /// and timm train them so) and for anything from the hub.
+    /// and timm train them so), for an ONNX model (most are exported from PyTorch; override
+    /// with `--preprocess caffe` for Caffe-style models) and for anything from the hub.
     pub fn default_preprocess(self, source: &WeightSource) -> Preprocess {
         match self {
             Architecture::Vgg16 => source.default_preprocess(),
-            Architecture::ResNet(_) => Preprocess::Torchvision,
+            Architecture::ResNet(_) | Architecture::Onnx => Preprocess::Torchvision,
         }
     }
 
     /// The architecture of a safetensors weight file, from its tensor names and shapes (only the
     /// header is read): VGG-16 when it has `features.0.weight` … `features.28.weight`, a ResNet
     /// when it has `conv1.weight` and `layerS.B.*` tensors (depth by
-    /// [`ResNet::detect_depth`]). An error says what the file holds otherwise.
+    /// [`ResNet::detect_depth`]). A file named `*.onnx` is [`Architecture::Onnx`]. An error says
+    /// what the file holds otherwise.
     pub fn detect_file(path: &Path) -> Result<Self, FeaturesError> {
+        if is_onnx_file(path) {
+            return Ok(Architecture::Onnx);
+        }
         let tensors = read_tensor_shapes(path)?;
         let has = |name: &str| tensors.iter().any(|(n, _)| n == name);
         if has("features.0.weight") && has("features.28.weight") {
@@ -104,6 +132,11 @@ impl Architecture {
         Ok(match self {
             Architecture::Vgg16 => Box::new(Vgg16::random(width_divisor, seed, device)?),
             Architecture::ResNet(depth) => Box::new(ResNet::random(depth, width_divisor, seed, device)?),
+            Architecture::Onnx => {
+                return Err(FeaturesError::Input(
+                    "an ONNX backbone has no random variant; load it from its file".into(),
+                ))
+            }
         })
     }
 }
@@ -172,9 +205,25 @@ const RESNET_LAYERS: [&str; 3] = ["layer2.pre_relu", "layer3.pre_relu", "layer4.
 /// definition, `RESNET_LAYERS`: the cache's ReLU'd maps equal the stage outputs', normalized by
 /// the pre-ReLU std as spec §3 prescribes).
 pub fn default_layers(backbone: &str) -> Result<Vec<String>, FeaturesError> {
-    Architecture::from_name(backbone).map(Architecture::default_layers).ok_or_else(|| {
+    if backbone == Architecture::Onnx.name() {
+        return Err(onnx_needs_layers());
+    }
+    Architecture::ALL.into_iter().find(|a| a.name() == backbone).map(Architecture::default_layers).ok_or_else(|| {
         FeaturesError::Input(format!("unknown backbone {backbone:?}; known: {}", BACKBONE_CHOICES[1..].join(", ")))
     })
+}
+
+fn onnx_needs_layers() -> FeaturesError {
+    FeaturesError::Input(
+        "an ONNX backbone has no default layers: name the node outputs to tap with --layers \
+         (e.g. the outputs of Conv nodes for pre-ReLU maps)"
+            .into(),
+    )
+}
+
+/// Whether `path` names an ONNX model file (extension `.onnx`, any case).
+fn is_onnx_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// A backbone ready to extract, with the preprocessing its weights expect.
@@ -204,37 +253,97 @@ impl std::fmt::Debug for LoadedBackbone {
 /// `device` (`cpu`, `cuda`, `cuda:N`). `backbone` is one of [`BACKBONE_CHOICES`]: `auto` reads the
 /// file's tensor names ([`Architecture::detect_file`]), any other name must match the file.
 /// `preprocess` is `caffe` or `torchvision`; `None` = [`Architecture::default_preprocess`].
+/// An ONNX model needs its layers: see [`LoadedBackbone::load`].
 pub fn load_backbone(
     weights: &str,
     backbone: &str,
     preprocess: Option<&str>,
     device: &str,
 ) -> Result<LoadedBackbone, FeaturesError> {
-    let named = match backbone {
-        "auto" => None,
-        name => Some(Architecture::from_name(name).ok_or_else(|| {
-            FeaturesError::Input(format!("unknown backbone {name:?}; expected one of {}", BACKBONE_CHOICES.join(", ")))
-        })?),
-    };
-    let preprocess = preprocess.map(Preprocess::from_name).transpose()?;
-    let device = parse_device(device)?;
-    let source = WeightSource::parse(weights);
-    let path = resolve_weights(&source)?;
-    let architecture = match named {
-        Some(a) => a,
-        None => {
-            let a = Architecture::detect_file(&path)?;
-            tracing::info!(weights = %source, backbone = a.name(), "detected the backbone architecture");
-            a
+    LoadedBackbone::load(weights, backbone, preprocess, device, None, &BTreeMap::new())
+}
+
+impl LoadedBackbone {
+    /// [`load_backbone`], and also ONNX models: `backbone` is one of
+    /// [`Architecture::FLAG_CHOICES`] (`auto` picks `onnx` for a `*.onnx` file). `layers` are the
+    /// layers the caller will extract (`None`: the architecture's defaults); an ONNX model needs
+    /// them, as the node outputs to tap. `tap_geometry` gives the geometry of ONNX taps whose
+    /// geometry the graph walk cannot tell (an error for other backbones). Without the `onnx`
+    /// feature, an ONNX model is the error [`Architecture::ONNX_UNAVAILABLE`].
+    pub fn load(
+        weights: &str,
+        backbone: &str,
+        preprocess: Option<&str>,
+        device: &str,
+        layers: Option<&[String]>,
+        tap_geometry: &BTreeMap<String, TapGeometry>,
+    ) -> Result<LoadedBackbone, FeaturesError> {
+        let named = match backbone {
+            "auto" => None,
+            name => Some(Architecture::from_name(name).ok_or_else(|| {
+                FeaturesError::Input(format!(
+                    "unknown backbone {name:?}; expected one of {}",
+                    Architecture::FLAG_CHOICES.join(", ")
+                ))
+            })?),
+        };
+        if named == Some(Architecture::Onnx) {
+            check_onnx_request(layers)?;
         }
-    };
-    let preprocess = preprocess.unwrap_or_else(|| architecture.default_preprocess(&source));
-    tracing::info!(weights = %source, backbone = architecture.name(), preprocess = preprocess.name(), "loading backbone");
-    let model: Box<dyn Backbone> = match architecture {
-        Architecture::Vgg16 => Box::new(Vgg16::load_file(&path, &device)?),
-        Architecture::ResNet(depth) => Box::new(ResNet::load_file(depth, &path, &device)?),
-    };
-    Ok(LoadedBackbone { model, architecture, preprocess, source })
+        let preprocess = preprocess.map(Preprocess::from_name).transpose()?;
+        let device = parse_device(device)?;
+        let source = WeightSource::parse(weights);
+        let path = resolve_weights(&source)?;
+        let architecture = match named {
+            Some(a) => a,
+            None => {
+                let a = Architecture::detect_file(&path)?;
+                tracing::info!(weights = %source, backbone = a.name(), "detected the backbone architecture");
+                a
+            }
+        };
+        if architecture != Architecture::Onnx && !tap_geometry.is_empty() {
+            return Err(FeaturesError::Input(format!(
+                "explicit tap geometry (--tap-geometry) applies only to ONNX backbones, not {architecture}"
+            )));
+        }
+        let preprocess = preprocess.unwrap_or_else(|| architecture.default_preprocess(&source));
+        tracing::info!(weights = %source, backbone = architecture.name(), preprocess = preprocess.name(), "loading backbone");
+        let model: Box<dyn Backbone> = match architecture {
+            Architecture::Vgg16 => Box::new(Vgg16::load_file(&path, &device)?),
+            Architecture::ResNet(depth) => Box::new(ResNet::load_file(depth, &path, &device)?),
+            Architecture::Onnx => load_onnx(&path, check_onnx_request(layers)?, tap_geometry, &device)?,
+        };
+        Ok(LoadedBackbone { model, architecture, preprocess, source })
+    }
+}
+
+/// The taps of an ONNX request, or why it cannot be served (no layers; no ONNX in this build).
+fn check_onnx_request(layers: Option<&[String]>) -> Result<&[String], FeaturesError> {
+    if !cfg!(feature = "onnx") {
+        return Err(FeaturesError::Input(Architecture::ONNX_UNAVAILABLE.into()));
+    }
+    layers.filter(|l| !l.is_empty()).ok_or_else(onnx_needs_layers)
+}
+
+#[cfg(feature = "onnx")]
+fn load_onnx(
+    path: &Path,
+    taps: &[String],
+    tap_geometry: &BTreeMap<String, TapGeometry>,
+    device: &Device,
+) -> Result<Box<dyn Backbone>, FeaturesError> {
+    Ok(Box::new(expgraph_backbone::OnnxBackbone::load_file(path, taps, tap_geometry, device)?))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn load_onnx(
+    _path: &Path,
+    _taps: &[String],
+    _tap_geometry: &BTreeMap<String, TapGeometry>,
+    _device: &Device,
+) -> Result<Box<dyn Backbone>, FeaturesError> {
+    Err(FeaturesError::Input(Architecture::ONNX_UNAVAILABLE.into()))
 }
 
 /// Names and shapes of the tensors of a safetensors file, from its header alone.
@@ -362,6 +471,45 @@ mod tests {
         assert!(err.contains("blocks per stage [1, 1, 0, 0]"), "{err}");
         std::fs::write(dir.path().join("junk"), b"hello").unwrap();
         assert!(Architecture::detect_file(&dir.path().join("junk")).unwrap_err().to_string().contains("safetensors"));
+    }
+
+    #[test]
+    fn onnx_requests() {
+        assert_eq!(Architecture::from_name("onnx"), Some(Architecture::Onnx));
+        assert!(!Architecture::ALL.contains(&Architecture::Onnx));
+        assert!(Architecture::FLAG_CHOICES.iter().all(|c| *c == "onnx" || BACKBONE_CHOICES.contains(c)));
+        assert!(default_layers("onnx").unwrap_err().to_string().contains("--layers"));
+        assert!(Architecture::Onnx.random(1, 0, &Device::Cpu).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("Model.ONNX");
+        std::fs::write(&file, b"\xff\xff not protobuf").unwrap();
+        assert_eq!(Architecture::detect_file(&file).unwrap(), Architecture::Onnx);
+        let weights = file.to_str().unwrap();
+        let layers = ["conv1".to_string()];
+        let none = BTreeMap::new();
+        for backbone in ["onnx", "auto"] {
+            let err =
+                LoadedBackbone::load(weights, backbone, None, "cpu", Some(&layers), &none).unwrap_err().to_string();
+            if cfg!(feature = "onnx") {
+                assert!(err.contains("Model.ONNX") && err.contains("not a valid ONNX"), "{err}");
+            } else {
+                assert!(err.contains("no ONNX support") && err.contains("--features onnx"), "{err}");
+            }
+            let err = LoadedBackbone::load(weights, backbone, None, "cpu", None, &none).unwrap_err().to_string();
+            if cfg!(feature = "onnx") {
+                assert!(err.contains("--layers"), "{err}");
+            } else {
+                assert!(err.contains("no ONNX support"), "{err}");
+            }
+        }
+        // Explicit geometry is for ONNX taps only (checked before the weights are read).
+        let vgg = write_header(dir.path(), &[("features.0.weight", vec![1]), ("features.28.weight", vec![1])]);
+        let geometry = BTreeMap::from([(
+            "conv4_3".to_string(),
+            TapGeometry { stride: 8.0, first_centre: 4.5, receptive_field: 196.0 },
+        )]);
+        let err = LoadedBackbone::load(vgg.to_str().unwrap(), "auto", None, "cpu", None, &geometry).unwrap_err();
+        assert!(err.to_string().contains("only to ONNX"), "{err}");
     }
 
     #[test]

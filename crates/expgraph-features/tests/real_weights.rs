@@ -100,6 +100,88 @@ fn real_extraction_is_finite_sparse_and_mirrored() {
     assert!((eo - ef).abs() / eo < 0.25, "{eo} vs {ef}");
 }
 
+/// Sample std (`N − 1`) per unit of `[C, H, W]` maps, two-pass in f64, with plain loops.
+fn two_pass_std(maps: &[Vec<f32>]) -> Vec<f64> {
+    let n = maps.len() as f64;
+    (0..maps[0].len())
+        .map(|u| {
+            let mean = maps.iter().map(|m| f64::from(m[u])).sum::<f64>() / n;
+            let ss = maps.iter().map(|m| (f64::from(m[u]) - mean).powi(2)).sum::<f64>();
+            (ss / (n - 1.0)).sqrt()
+        })
+        .collect()
+}
+
+#[test]
+fn real_norm_stats_equal_an_independent_recomputation_and_pinned_values() {
+    let Some(shared) = shared() else { return };
+    let negs: Vec<PathBuf> = list_images(&shared.join("data/negatives")).unwrap().into_iter().take(3).collect();
+    if negs.len() < 3 {
+        eprintln!("skipping: negatives absent");
+        return;
+    }
+    let model = vgg(&shared);
+    // Two layers and batch 2 (chunks of 2 + 1 images): tap order and chunking must not matter.
+    let sp = NormStatsParams {
+        layers: vec!["conv4_3".to_string(), "conv5_3".to_string()],
+        preprocess: Preprocess::Caffe,
+        input_size: 224,
+        batch: 2,
+        progress: Default::default(),
+    };
+    let stats = compute_norm_stats(&model, &sp, &negs).unwrap();
+    assert_eq!(stats.meta().num_negatives, 3);
+
+    // Independently: each negative resized whole to 224², one forward pass per image, pre-ReLU maps.
+    let mut maps: Vec<Vec<Vec<f32>>> = vec![Vec::new(); 2];
+    let mut shapes = [[0usize; 3]; 2];
+    for neg in &negs {
+        let img = load_rgb(neg).unwrap();
+        let crop = crop_resize(&img, [0.0, 0.0, f64::from(img.width), f64::from(img.height)], 224).unwrap();
+        let outs = forward_crops(&model, Preprocess::Caffe, &[&crop], 224, &["conv4_3", "conv5_3"]).unwrap();
+        for (li, out) in outs.iter().enumerate() {
+            let [_, c, h, w] = out.shape;
+            shapes[li] = [c, h, w];
+            maps[li].push(out.image(0).to_vec());
+        }
+    }
+    assert_eq!(shapes, [[512, 28, 28], [512, 14, 14]]);
+    for (li, name) in ["conv4_3", "conv5_3"].into_iter().enumerate() {
+        let layer = stats.layer(name).unwrap();
+        assert_eq!(layer.shape, shapes[li], "{name}");
+        let want = two_pass_std(&maps[li]);
+        let scale = want.iter().sum::<f64>() / want.len() as f64;
+        let worst = layer.std.iter().zip(&want).map(|(s, w)| (f64::from(*s) - w).abs()).fold(0.0, f64::max);
+        eprintln!("{name}: mean std {scale:.6}, max |stats − two-pass| = {worst:.3e}");
+        // Batched vs one-image forward passes and Welford vs two-pass agree to f32 rounding
+        // (measured: 2.6e-7 and 2.8e-7 of the mean std); N instead of N − 1 would be off by 18 %.
+        assert!(worst <= 1e-5 * scale, "{name}: {worst} vs mean std {scale}");
+    }
+
+    // Pinned values, printed by this test on the VGG-16 weights of shared/ (first 3 negatives,
+    // CPU, f32 forward) and rounded; the tolerance allows for other CPUs' float summation order.
+    let conv5 = stats.layer("conv5_3").unwrap();
+    let [_, h, w] = conv5.shape;
+    let at = |c: usize, y: usize, x: usize| f64::from(conv5.std[(c * h + y) * w + x]);
+    // (c, h, w) → std; (7, 3, 10) and (7, 10, 3) differ 3×, so the [C, H, W] order is pinned too.
+    let pinned = [
+        ((0, 0, 0), 29.4304),
+        ((7, 3, 10), 87.9311),
+        ((7, 10, 3), 27.3618),
+        ((300, 7, 7), 9.80714),
+        ((511, 13, 2), 27.2869),
+    ];
+    for ((c, y, x), want) in pinned {
+        let got = at(c, y, x);
+        eprintln!("conv5_3 std at (c {c}, h {y}, w {x}) = {got:.6}");
+        assert!((got - want).abs() <= 1e-4 * want, "conv5_3 ({c}, {y}, {x}): {got} vs {want}");
+    }
+    let mean_std = conv5.std.iter().map(|&s| f64::from(s)).sum::<f64>() / conv5.std.len() as f64;
+    eprintln!("conv5_3 mean std = {mean_std:.6}, dead units = {}", conv5.dead_units());
+    assert!((mean_std - 41.9584).abs() <= 1e-4 * 41.9584, "conv5_3 mean std {mean_std}");
+    assert_eq!(conv5.dead_units(), 0);
+}
+
 /// Storage error of f16 and u8 against f32, and extraction speed (prints a table).
 #[test]
 #[ignore = "measurement on real weights: ~1 min in release"]

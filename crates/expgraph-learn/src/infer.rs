@@ -102,7 +102,7 @@ pub fn infer_views(
             return Err(LearnError::Mismatch(format!("layer {} has no mirrored view to infer in", gl.info.name)));
         }
         let choose = is_top && use_flips && policy == ViewPolicy::Choose;
-        let views = if choose { Views::Choose } else { Views::Fixed(&flips) };
+        let views = if choose { Views::Choose(p.view_rule) } else { Views::Fixed(&flips) };
         let out = run_pass(maps.as_ref(), n, &cfg, &setups, &prior_src, &views, false, chunk)?;
         if choose {
             flips = out.flips.clone();

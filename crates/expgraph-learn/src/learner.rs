@@ -1,17 +1,19 @@
 //! The learner (spec §2): top-down, layer by layer, `iterations` EM iterations per layer.
 
-use expgraph_cache::{LayerInfo, LayerMaps};
-use expgraph_cliques::{candidate_pool, displacements, select_parents, DisplacementFrame, LayerRecords};
+use expgraph_cache::{LayerInfo, LayerMaps, TapGeometry};
+use expgraph_cliques::{candidate_pool, displacements, select_parents, DisplacementFrame, LayerRecords, ParentPrior};
 use expgraph_disentangle::{
     grid_spacing, half_range, nodes_per_filter, random_means, sigma_max, step_sigma, update_mu, update_sigma,
 };
 use expgraph_graph::{ExplanatoryGraph, GraphLayer, Parent};
 
+use crate::align::align_views;
 use crate::layer_model::{
-    estep_config, half_ranges, mean_positions, node_setups, parent_displacements, parent_priors, unit_ratio,
+    estep_config, half_ranges, mean_positions, node_setups, parent_displacements, parent_priors, pixel_geometry,
+    unit_ratio,
 };
 use crate::pass::{run_pass, Priors, Views};
-use crate::{CheckedLearnParams, FeatureSource, LearnError};
+use crate::{CheckedLearnParams, FeatureSource, LearnError, ViewRule};
 
 /// Progress of learning, reported after every iteration.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct LearnOutput {
 /// The upper layer's final state, used for the layer below.
 struct Upper {
     info: LayerInfo,
+    /// Pixel geometry of the layer for clique mining ([`pixel_geometry`]).
+    geometry: TapGeometry,
     positions: Vec<[f32; 2]>,
     scores: Vec<f32>,
     sigma: Vec<f64>,
@@ -116,10 +120,12 @@ impl CheckedLearnParams {
             }
             let k = nodes_per_filter(info.height, info.width, p.layers[l].density);
             let init = initial_mu.map(|i| i[l].clone());
+            let geometry = pixel_geometry(p, features.backbone(), info);
             let (layer, record, layer_flips) = self.learn_layer(
                 maps.as_ref(),
                 n,
                 info,
+                geometry,
                 k,
                 p.layers[l].density,
                 init,
@@ -142,6 +148,7 @@ impl CheckedLearnParams {
             log_summary(&layer);
             upper = Some(Upper {
                 info: info.clone(),
+                geometry,
                 positions: record.positions.clone(),
                 scores: record.scores.clone(),
                 sigma: layer.sigma.clone(),
@@ -165,6 +172,7 @@ impl CheckedLearnParams {
         maps: &dyn LayerMaps,
         n: usize,
         info: &LayerInfo,
+        geometry: TapGeometry,
         k: usize,
         density: f64,
         init: Option<Vec<[f64; 2]>>,
@@ -213,26 +221,28 @@ impl CheckedLearnParams {
         let upper_disp = upper.map(|u| parent_displacements(&u.positions, &u.mean, n, ratio));
         let mut parents: Vec<Vec<Parent>> = vec![Vec::new(); nodes];
         let mut last = None;
+        let mut priors: (Vec<f64>, Option<Vec<ParentPrior>>) = (vec![init_sigma; nodes], None);
+        // The top layer's first iteration learns from views aligned to one facing (align.rs) under
+        // the node-score rule; later iterations, and lower layers' views, follow the rule.
+        let choose = upper.is_none() && flips_available;
+        let aligned = if choose && p.view_rule == ViewRule::NodeScore { Some(align_views(maps, n)?) } else { None };
+        let views = |it: usize| match (&aligned, choose) {
+            (Some(a), _) if it == 1 => Views::Fixed(a),
+            (_, true) => Views::Choose(p.view_rule),
+            (_, false) => Views::Fixed(top_flips),
+        };
         for it in 1..=p.iterations {
-            let (prior_sigma, priors) = match (upper, &last) {
-                (Some(u), Some(prev)) => {
-                    parents = self.choose_parents(info, u, prev, n, nodes)?;
-                    let idx: Vec<Vec<u32>> = parents.iter().map(|ps| ps.iter().map(|q| q.node).collect()).collect();
-                    let pr = parent_priors(&idx, &u.sigma, ratio);
-                    (pr.iter().map(|q| q.sigma()).collect::<Vec<_>>(), Some(pr))
-                }
-                _ => (vec![init_sigma; nodes], None),
-            };
-            let setups = node_setups(p, size, k, &mu, &sigma, &prior_sigma);
+            if let (Some(u), Some(prev)) = (upper, &last) {
+                parents = self.choose_parents(info, &geometry, u, prev, n, nodes)?;
+                let idx: Vec<Vec<u32>> = parents.iter().map(|ps| ps.iter().map(|q| q.node).collect()).collect();
+                let pr = parent_priors(&idx, &u.sigma, ratio);
+                priors = (pr.iter().map(|q| q.sigma()).collect(), Some(pr));
+            }
+            let prior_sigma = &priors.0;
+            let setups = node_setups(p, size, k, &mu, &sigma, prior_sigma);
             let own_h = half_ranges(p, size, &sigma);
-            let prior_src = match (&priors, &upper_disp, upper) {
-                (Some(pr), Some(d), Some(u)) => {
-                    Priors::Parents { priors: pr, displacement: d, num_parents: u.sigma.len() }
-                }
-                _ => Priors::None,
-            };
-            let views = if upper.is_none() && flips_available { Views::Choose } else { Views::Fixed(top_flips) };
-            let out = run_pass(maps, n, &cfg, &setups, &prior_src, &views, true, p.chunk_size)?;
+            let prior_src = prior_source(priors.1.as_deref(), upper_disp.as_deref(), upper);
+            let out = run_pass(maps, n, &cfg, &setups, &prior_src, &views(it), true, p.chunk_size)?;
             let min_prior = prior_sigma.iter().copied().fold(f64::INFINITY, f64::min);
             let step = step_sigma(min_prior, it);
             for v in 0..nodes {
@@ -243,9 +253,18 @@ impl CheckedLearnParams {
             last = Some(out);
             progress(it);
         }
-        let Some(out) = last else {
+        let Some(mut out) = last else {
             return Err(LearnError::InvalidParam { name: "iterations", why: "must be ≥ 1".into() });
         };
+        if !p.reference_compat {
+            // The records (positions, scores, views, and the mean positions stored in the graph)
+            // come from one more E-step with the final μ and σ, so they are what inference
+            // computes on these images. The reference keeps those of the E-step before the last
+            // M-step (docs/deviations.md).
+            let setups = node_setups(p, size, k, &mu, &sigma, &priors.0);
+            let prior_src = prior_source(priors.1.as_deref(), upper_disp.as_deref(), upper);
+            out = run_pass(maps, n, &cfg, &setups, &prior_src, &views(usize::MAX), false, p.chunk_size)?;
+        }
         let total: f64 = out.scores.iter().map(|s| f64::from(*s)).sum();
         let score_norm = total / out.scores.len().max(1) as f64;
         let inv = if score_norm > 0.0 { 1.0 / score_norm } else { 1.0 };
@@ -271,6 +290,7 @@ impl CheckedLearnParams {
     fn choose_parents(
         &self,
         info: &LayerInfo,
+        geometry: &TapGeometry,
         u: &Upper,
         prev: &crate::pass::PassOutput,
         n: usize,
@@ -294,11 +314,25 @@ impl CheckedLearnParams {
             positions: &prev.positions,
             scores: &prev.best,
         };
-        let child_disp = displacements(&child_recs, &info.geometry, frame);
-        let up_disp = displacements(&upper_recs, &u.info.geometry, frame);
+        let child_disp = displacements(&child_recs, geometry, frame);
+        let up_disp = displacements(&upper_recs, &u.geometry, frame);
         let pool_disp: Vec<[f64; 2]> =
             pool.iter().flat_map(|&q| up_disp[q as usize * n..(q as usize + 1) * n].iter().copied()).collect();
         Ok(select_parents(&child_disp, &prev.best, nodes, n, &pool, &pool_disp, p.top_n))
+    }
+}
+
+/// Where each node's prior comes from: its parents when it has some, else none (spec §1.5).
+fn prior_source<'a>(
+    priors: Option<&'a [ParentPrior]>,
+    displacement: Option<&'a [[f64; 2]]>,
+    upper: Option<&Upper>,
+) -> Priors<'a> {
+    match (priors, displacement, upper) {
+        (Some(priors), Some(displacement), Some(u)) => {
+            Priors::Parents { priors, displacement, num_parents: u.sigma.len() }
+        }
+        _ => Priors::None,
     }
 }
 

@@ -27,6 +27,7 @@
 //! Determinism: work is split into fixed chunks of images and reduced in chunk order, so the
 //! graph is bit-identical for any number of rayon threads; all randomness is seeded ChaCha8.
 
+mod align;
 mod error;
 mod infer;
 mod layer_model;
@@ -38,6 +39,7 @@ pub mod synthetic;
 
 pub use error::LearnError;
 pub use infer::{check_compatible, infer, infer_views, ViewPolicy};
+pub use layer_model::{reference_geometry, REFERENCE_RESNET_CENTRES};
 pub use learner::{LayerRecord, LearnOutput, Progress};
-pub use params::{CheckedLearnParams, LayerSpec, LearnParams, PAPER_RESNET_LAYERS, PAPER_VGG16_LAYERS};
+pub use params::{CheckedLearnParams, LayerSpec, LearnParams, ViewRule, PAPER_RESNET_LAYERS, PAPER_VGG16_LAYERS};
 pub use source::{FeatureSource, InMemoryFeatures};

@@ -14,6 +14,27 @@ pub struct LayerSpec {
     pub density: f64,
 }
 
+/// How the top layer picks each image's view, as is or mirrored (spec §1.7, §7 #1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewRule {
+    /// The view whose summed node scores `Σ_V S_V(I)` are larger: the view the nodes explain
+    /// better (expgraph's default; `expgraph_disentangle::view_score`).
+    #[default]
+    NodeScore,
+    /// The spec's rule, the larger `Σ_V Σ_c ln(prob_c) · prior_c`. Every `ln prob_c` is
+    /// negative, so it mostly keeps the view with less evidence in the node windows (graphs
+    /// learned before `view_rule` existed used it).
+    LogProb,
+}
+
+impl ViewRule {
+    /// The rule of a stored graph whose parameters predate `view_rule`.
+    fn legacy() -> Self {
+        ViewRule::LogProb
+    }
+}
+
 /// Unchecked hyper-parameters. [`Default`] gives the paper's VGG-16 settings (spec §2.6) with
 /// the spec §7 recommended behaviour; [`LearnParams::reference_compat`] switches to the
 /// reference code's quirks.
@@ -52,10 +73,14 @@ pub struct LearnParams {
     pub edge_cut_rate: f64,
     /// Choose the mirrored view per image when the features have one (spec §1.7, §7 #1).
     pub use_flips: bool,
+    /// How the view is chosen when flips are used.
+    #[serde(default = "ViewRule::legacy")]
+    pub view_rule: ViewRule,
     /// Reproduce the reference code's quirks (spec §7 and Addendum): channel-1 σ/window, stale
     /// grid spacing in the σ update, parent-unit mixing and the affine map of displacements,
     /// the child's H in the border rule, rounded window centre, nearest-candidate sibling
-    /// lookup, and the flip no-op.
+    /// lookup, the flip no-op, and for a ResNet the reference's linear pixel map in clique
+    /// mining ([`crate::reference_geometry`], spec §1.3).
     pub reference_compat: bool,
     /// Images per work chunk. Chunks are fixed and reduced in order, so results do not depend
     /// on the thread count; the chunk size itself changes the float summation order.
@@ -103,6 +128,7 @@ impl Default for LearnParams {
             min_var_rate: 0.5,
             edge_cut_rate: 0.1,
             use_flips: true,
+            view_rule: ViewRule::NodeScore,
             reference_compat: false,
             chunk_size: 4,
         }
@@ -195,6 +221,8 @@ impl LearnParams {
         eta: f64);
     setter!(/// Use real mirrored views when present.
         use_flips: bool);
+    setter!(/// How the view is chosen when flips are used.
+        view_rule: ViewRule);
     setter!(/// Reference-code compatibility (spec §7).
         reference_compat: bool);
     setter!(/// Images per work chunk.
@@ -357,5 +385,16 @@ mod tests {
         assert_eq!(LearnParams::paper_preset(&vgg), LearnParams::default());
         let other = manifest("planted", vec![layer("conv5_3", 14)]);
         assert_eq!(LearnParams::paper_preset(&other), LearnParams::default());
+    }
+
+    #[test]
+    fn view_rule_defaults_to_node_scores_and_old_graphs_keep_the_spec_rule() {
+        assert_eq!(LearnParams::default().view_rule, ViewRule::NodeScore);
+        let mut stored = serde_json::to_value(LearnParams::default()).unwrap();
+        assert_eq!(stored["view_rule"], "node_score");
+        // Parameters stored before `view_rule` existed: those graphs chose views by the spec's rule.
+        stored.as_object_mut().unwrap().remove("view_rule");
+        let old: LearnParams = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.view_rule, ViewRule::LogProb);
     }
 }

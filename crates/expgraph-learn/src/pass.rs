@@ -5,11 +5,12 @@
 use expgraph_cache::{LayerMaps, View};
 use expgraph_cliques::ParentPrior;
 use expgraph_disentangle::{
-    accumulate, evidence, flip_criterion, EStepConfig, EStepScratch, NodeImageStats, NodeSetup, NodeTotals, CANDIDATES,
+    accumulate, evidence, flip_criterion, view_score, EStepConfig, EStepScratch, NodeImageStats, NodeSetup, NodeTotals,
+    CANDIDATES,
 };
 use rayon::prelude::*;
 
-use crate::LearnError;
+use crate::{LearnError, ViewRule};
 
 /// Chunks processed per parallel wave (bounds the memory of per-chunk partial sums).
 const CHUNKS_PER_WAVE: usize = 64;
@@ -27,8 +28,8 @@ pub(crate) enum Priors<'a> {
 pub(crate) enum Views<'a> {
     /// Fixed per image (`true` = mirrored).
     Fixed(&'a [bool]),
-    /// Evaluate both and keep the one with the larger `Σ ln(prob)·prior` (spec §1.7).
-    Choose,
+    /// Evaluate both and keep the one the rule prefers (spec §1.7).
+    Choose(ViewRule),
 }
 
 /// Results of one pass.
@@ -178,15 +179,19 @@ fn one_image(
             evidence(cfg, setups, &w.maps, &w.shifts, &mut w.prior, &mut w.scratch);
             f[image]
         }
-        Views::Choose => {
+        Views::Choose(rule) => {
             read_checked(layer, image, View::Original, &mut w.maps)?;
             evidence(cfg, setups, &w.maps, &w.shifts, &mut w.prior, &mut w.scratch);
             w.maps_alt.resize(w.maps.len(), 0.0);
             w.prior_alt.resize(w.prior.len(), 0.0);
             read_checked(layer, image, View::Flipped, &mut w.maps_alt)?;
             evidence(cfg, setups, &w.maps_alt, &w.shifts, &mut w.prior_alt, &mut w.scratch);
-            let keep = flip_criterion(setups, &w.lambdas, &w.prior);
-            let alt = flip_criterion(setups, &w.lambdas, &w.prior_alt);
+            let criterion = match rule {
+                ViewRule::NodeScore => view_score,
+                ViewRule::LogProb => flip_criterion,
+            };
+            let keep = criterion(setups, &w.lambdas, &w.prior);
+            let alt = criterion(setups, &w.lambdas, &w.prior_alt);
             // Ties keep the original (the reference's strict `<`).
             if keep < alt {
                 std::mem::swap(&mut w.prior, &mut w.prior_alt);

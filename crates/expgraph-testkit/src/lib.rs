@@ -6,7 +6,12 @@
 //! huge numbers, removed entries). 64 cases unless `PROPTEST_CASES` is set; a fixed seed unless
 //! `PROPTEST_RNG_SEED` is set; `FUZZ_VERBOSE=1` prints each input before it is read.
 //!
+//! [`formula`] rebuilds torchvision-named weights from the hash formula of
+//! `shared/models/resnet-golden/` (so tests never download weights).
+//!
 //! A dev-dependency only; it is not part of any library's surface.
+
+pub mod formula;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

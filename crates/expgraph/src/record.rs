@@ -56,10 +56,24 @@ pub struct Timings {
 /// Localization results of one method.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MethodResult {
-    /// Mean over parts of the mean normalized distance (spec §4.2).
+    /// Mean over parts of the mean normalized distance (spec §4.2), averaged over the draws of
+    /// annotated examples.
     pub mean_normalized_distance: f64,
-    /// Mean normalized distance per part.
+    /// Mean normalized distance per part (averaged over the draws).
     pub per_part: BTreeMap<String, f64>,
+    /// Share (0–1) of objects whose predicted part box (the annotated examples' mean part size)
+    /// has IoU ≥ 0.5 with the true part box, over parts and draws (spec §4.2).
+    #[serde(default)]
+    pub detection_accuracy: f64,
+    /// Share (0–1) of objects whose predicted centre lies in the true part box (spec §4.2).
+    #[serde(default)]
+    pub loc_rate: f64,
+    /// Mean normalized distance (over parts) of each draw of annotated examples.
+    #[serde(default)]
+    pub draws: Vec<f64>,
+    /// Sample standard deviation of `draws`.
+    #[serde(default)]
+    pub std_over_draws: f64,
 }
 
 /// Localization results of all methods.
@@ -67,6 +81,16 @@ pub struct MethodResult {
 pub struct Localization {
     /// Part names evaluated.
     pub parts: Vec<String>,
+    /// Objects evaluated per part (those having it).
+    #[serde(default)]
+    pub objects_per_part: BTreeMap<String, usize>,
+    /// Draws of annotated examples per part (seeded; draw 0 is what the report shows).
+    #[serde(default)]
+    pub draws: usize,
+    /// Draws replaced (all parts together) because their annotated examples selected no unit
+    /// for graph nodes or raw filters.
+    #[serde(default)]
+    pub failed_draws: usize,
     /// `graph`, `prior_mean`, `raw_filter`.
     pub methods: BTreeMap<String, MethodResult>,
 }
@@ -74,10 +98,45 @@ pub struct Localization {
 /// Location instability (spec §4.3), lower is better.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stability {
-    /// Explanatory-graph protocol (top nodes per layer, top-20 images) for graph nodes.
+    /// Explanatory-graph protocol (top nodes per layer, top-20 images) for graph nodes, each in
+    /// the view inference chose for the image.
     pub graph_nodes: f64,
-    /// The same protocol for raw filters (argmax unit).
+    /// The same protocol for raw filters (argmax unit of the normalized map,
+    /// `computeStability_raw.m`).
     pub raw_filters: f64,
+    /// The explanatory-graph protocol as the reference computes it for nodes: per node and
+    /// image, the better-scoring of the two orientations (`getAlterProbPos`). `None` without
+    /// mirrored views.
+    #[serde(default)]
+    pub graph_nodes_per_node_view: Option<f64>,
+    /// The ICNN protocol (all units, top-100 images among those with the landmark), raw filters
+    /// on the unnormalized maps as the ICNN code does: comparable with its published 0.137
+    /// (CUB), 0.139 (VOC), 0.144 (ILSVRC) for VGG-16 raw filters.
+    #[serde(default)]
+    pub icnn: Option<StabilityPair>,
+}
+
+/// Graph nodes and raw filters under one protocol.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StabilityPair {
+    /// Graph nodes.
+    pub graph_nodes: f64,
+    /// Raw filters.
+    pub raw_filters: f64,
+}
+
+/// How inference chose the objects' views (spec §1.7): the graph explains objects in one
+/// facing, so a good view choice shows (almost) every object facing the same way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewChoice {
+    /// Images inference ran on.
+    pub images: usize,
+    /// Of them, those shown mirrored.
+    pub mirrored: usize,
+    /// Images whose facing the annotations tell (beak, else head, left or right of the tail).
+    pub facing_known: usize,
+    /// Share (0.5–1) of those shown to the graph facing the majority direction.
+    pub facing_agreement: f64,
 }
 
 /// The JSON record of one benchmark run.
@@ -107,23 +166,29 @@ pub struct BenchRecord {
     /// digest of the graph (see `expgraph_graph::Provenance`).
     #[serde(default)]
     pub provenance: expgraph_graph::Provenance,
+    /// How inference chose the views (absent in records from before it was measured).
+    #[serde(default)]
+    pub views: Option<ViewChoice>,
 }
 
 impl BenchRecord {
     /// A Markdown table of the localization results (one row per method, one column per part).
     pub fn markdown_table(&self) -> String {
         let parts = &self.localization.parts;
-        let mut s = String::from("| method | mean |");
+        let mut s = String::from("| method | mean | ± std over draws | detection acc. | LOC rate |");
         for p in parts {
             s.push_str(&format!(" {p} |"));
         }
-        s.push_str("\n|---|---|");
+        s.push_str("\n|---|---|---|---|---|");
         for _ in parts {
             s.push_str("---|");
         }
         s.push('\n');
         for (name, m) in &self.localization.methods {
-            s.push_str(&format!("| {name} | {:.4} |", m.mean_normalized_distance));
+            s.push_str(&format!(
+                "| {name} | {:.4} | {:.4} | {:.3} | {:.3} |",
+                m.mean_normalized_distance, m.std_over_draws, m.detection_accuracy, m.loc_rate
+            ));
             for p in parts {
                 match m.per_part.get(p) {
                     Some(v) => s.push_str(&format!(" {v:.4} |")),
@@ -133,9 +198,35 @@ impl BenchRecord {
             s.push('\n');
         }
         s.push_str(&format!(
-            "\nLocation instability (lower is better): graph nodes {:.4}, raw filters {:.4}\n",
-            self.stability.graph_nodes, self.stability.raw_filters
+            "\n{} draw(s) of annotated examples per part ({} replaced: no unit selected); objects per part: {}\n",
+            self.localization.draws,
+            self.localization.failed_draws,
+            parts
+                .iter()
+                .map(|p| format!("{p} {}", self.localization.objects_per_part.get(p).copied().unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
+        let st = &self.stability;
+        s.push_str(&format!(
+            "\nLocation instability (lower is better), explanatory-graph protocol: graph nodes {:.4}{}, raw \
+             filters {:.4}\n",
+            st.graph_nodes,
+            st.graph_nodes_per_node_view.map_or(String::new(), |v| format!(" ({v:.4} with each node's better view)")),
+            st.raw_filters
+        ));
+        if let Some(icnn) = &st.icnn {
+            s.push_str(&format!(
+                "ICNN protocol: graph nodes {:.4}, raw filters (unnormalized maps) {:.4}\n",
+                icnn.graph_nodes, icnn.raw_filters
+            ));
+        }
+        if let Some(v) = &self.views {
+            s.push_str(&format!(
+                "Views: {} of {} images mirrored; facing agreement {:.3} over {} with a known facing\n",
+                v.mirrored, v.images, v.facing_agreement, v.facing_known
+            ));
+        }
         s
     }
 }

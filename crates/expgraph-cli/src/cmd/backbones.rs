@@ -12,6 +12,12 @@ pub struct Args {
     pub name: Option<String>,
 }
 
+/// The stage of a per-block tap `layerN.B` (`Some("layerN")`), `None` for any other tap.
+fn block_stage(tap: &str) -> Option<&str> {
+    let (stage, block) = tap.rsplit_once('.')?;
+    (stage.starts_with("layer") && !block.is_empty() && block.bytes().all(|b| b.is_ascii_digit())).then_some(stage)
+}
+
 /// Run `expgraph backbones`.
 pub fn run(args: Args) -> anyhow::Result<Summary> {
     let architectures: Vec<Architecture> =
@@ -23,19 +29,37 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         let defaults = a.default_layers();
         human.push_str(&format!("{a} (default layers: {})\n", defaults.join(", ")));
         human.push_str(&format!(
-            "  {:<16} {:>8} {:>6} {:>7} {:>13} {:>16}\n",
+            "  {:<22} {:>8} {:>6} {:>7} {:>13} {:>16}\n",
             "tap", "channels", "map", "stride", "first centre", "receptive field"
         ));
-        for t in &taps {
+        // Per-block taps (`layerN.B`) of a stage on one line: names and receptive fields as ranges.
+        let mut i = 0;
+        while i < taps.len() {
+            let t = &taps[i];
+            let stage = block_stage(&t.name);
+            let mut j = i + 1;
+            while stage.is_some() && j < taps.len() && block_stage(&taps[j].name) == stage {
+                j += 1;
+            }
+            let last = &taps[j - 1];
+            let (name, field) = if j - i > 1 {
+                (
+                    format!("{} … {}", t.name, last.name),
+                    format!("{} … {}", t.geometry.receptive_field, last.geometry.receptive_field),
+                )
+            } else {
+                (t.name.clone(), t.geometry.receptive_field.to_string())
+            };
             human.push_str(&format!(
-                "  {:<16} {:>8} {:>6} {:>7} {:>13} {:>16}\n",
-                t.name,
+                "  {:<22} {:>8} {:>6} {:>7} {:>13} {:>16}\n",
+                name,
                 t.channels,
                 format!("{0}×{0}", t.map_size),
                 t.geometry.stride,
                 t.geometry.first_centre,
-                t.geometry.receptive_field
+                field
             ));
+            i = j;
         }
         json.push(serde_json::json!({
             "name": a.name(),

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::summary::Summary;
 use expgraph_cache::FeatureCache;
-use expgraph_learn::{LearnParams, Progress};
+use expgraph_learn::{LearnParams, Progress, ViewRule};
 
 /// Arguments of `expgraph learn`.
 #[derive(clap::Args, Debug)]
@@ -43,6 +43,10 @@ pub struct Args {
     /// Ignore mirrored views even when the cache has them.
     #[arg(long)]
     pub no_flips: bool,
+    /// How the view of each image is chosen: `node-score` (align the training views to one
+    /// facing, then keep the better-explained view) or `log-prob` (the spec's Σ ln(prob)·prior).
+    #[arg(long, default_value = "node-score", value_parser = ["node-score", "log-prob"])]
+    pub view_rule: String,
 }
 
 /// Run `expgraph learn`.
@@ -59,7 +63,8 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .max_images(args.limit)
         .top_m(args.top_m)
         .reference_compat(args.reference_compat)
-        .use_flips(!args.no_flips);
+        .use_flips(!args.no_flips)
+        .view_rule(if args.view_rule == "log-prob" { ViewRule::LogProb } else { ViewRule::NodeScore });
     if let Some(names) = &args.layers {
         let unknown: Vec<&String> =
             names.iter().filter(|n| LearnParams::paper_density(&backbone, n).is_none()).collect();

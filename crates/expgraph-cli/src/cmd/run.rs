@@ -51,7 +51,7 @@ pub struct Args {
 /// Run `expgraph run`.
 pub fn run(a: Args) -> anyhow::Result<Summary> {
     let (name, data) = match a.data {
-        Some(dir) => ("cub-200-2011".to_string(), DataSource::Cub { dir }),
+        Some(dir) => ("cub-200-2011".to_string(), DataSource::Cub { dir, sampling: None }),
         None => ("synthetic-cub".to_string(), DataSource::Synthetic { images: a.limit, seed: a.seed }),
     };
     let config = PipelineConfig {

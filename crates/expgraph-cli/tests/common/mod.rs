@@ -4,7 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View};
+use expgraph_backbone::ResNetDepth;
+use expgraph_cache::{
+    serialize_safetensors, CacheManifest, CacheWriter, ImageEntry, LayerInfo, OwnedTensor, StorageDtype, StorageInfo,
+    View,
+};
+use expgraph_testkit::formula::formula_values;
 
 /// The `expgraph` binary under test.
 pub fn expgraph() -> Command {
@@ -80,4 +85,21 @@ pub fn write_cache(dir: &Path, spec: CacheSpec<'_>, blobs: impl Fn(&LayerInfo, u
         }
     }
     w.finish().unwrap();
+}
+
+/// A torchvision-named ResNet weight file of `depth` with the formula weights of
+/// `shared/models/resnet-golden/` (the ones its goldens were computed on).
+pub fn write_resnet_weights(path: &Path, depth: ResNetDepth) {
+    let tensors: Vec<(String, OwnedTensor)> = depth
+        .state_dict_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let values = formula_values(&name, &shape);
+            (name, OwnedTensor::f32(shape, values))
+        })
+        .collect();
+    let bytes =
+        serialize_safetensors(tensors.iter().map(|(n, t)| (n.as_str(), t)), std::iter::empty::<(String, String)>())
+            .unwrap();
+    std::fs::write(path, bytes).unwrap();
 }

@@ -32,10 +32,14 @@ pub enum DataSource {
         /// Generator seed.
         seed: u64,
     },
-    /// CUB-200-2011 (the folder holding `images.txt`), test split, area ≥ 2500 (spec §5).
+    /// CUB-200-2011 (the folder holding `images.txt`), test split, area ≥ 2500 (spec §5), then
+    /// the objects of `sampling` when given (the paper's 2000: `sampling.mat`'s `validObj`).
     Cub {
         /// Data set folder.
         dir: PathBuf,
+        /// The reference's `sampling.mat` (`validObj`: 1-based indices among the objects left
+        /// after the split and area filters); `None` = the whole test split.
+        sampling: Option<PathBuf>,
     },
     /// Pascal-Part: VOC2010 folder with `JPEGImages/` and the authors' `truth_<cat>.mat`.
     Pascal {
@@ -51,6 +55,17 @@ pub enum DataSource {
         /// Synset id, e.g. `n01503061`.
         synset: String,
     },
+}
+
+/// Which views graph localization tries on a test image (spec §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalizeViews {
+    /// As is and mirrored, the better template score winning (the default; what the AOG does).
+    #[default]
+    Both,
+    /// Only the view inference chose (tests the view choice).
+    Chosen,
 }
 
 /// Settings of a pipeline run.
@@ -82,12 +97,16 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// Annotated examples per part (paper: 3).
     pub shots: usize,
+    /// Independent seeded draws of the annotated examples; the record gives the mean and spread.
+    pub draws: usize,
     /// Working folder.
     pub work_dir: PathBuf,
     /// Write the HTML report.
     pub report: bool,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Views graph localization tries on a test image.
+    pub localize_views: LocalizeViews,
     /// Where progress goes (stages `negatives`, `extract`, `learn <layer>`).
     #[serde(skip)]
     pub progress: ProgressSink,
@@ -108,9 +127,11 @@ impl Default for PipelineConfig {
             iterations: 20,
             seed: 0,
             shots: 3,
+            draws: 5,
             work_dir: PathBuf::from("expgraph-run"),
             report: true,
             device: "cpu".into(),
+            localize_views: LocalizeViews::Both,
             progress: ProgressSink::none(),
         }
     }
@@ -257,7 +278,8 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     // Stage 4: metrics.
     let clock = Instant::now();
     let localization = evaluate::score_localization(&dataset, &localized)?;
-    let stability = evaluate::stability(&dataset, &graph, &cache, &activations)?;
+    let stability = evaluate::stability(&dataset, &graph, &cache, &activations, Some(&stats))?;
+    let views = evaluate::view_choice(&dataset, &activations);
     timings.eval = clock.elapsed().as_secs_f64();
 
     let record = BenchRecord {
@@ -272,6 +294,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
         localization,
         stability,
         provenance: expgraph_graph::Provenance::of_cache(&cache).with_graph(expgraph_graph::graph_digest(&graph_dir)?),
+        views: Some(views),
     };
     let report_index = if config.report {
         Some(report::write(config, &dataset, &cache, &graph, &activations, &localized, &record)?)

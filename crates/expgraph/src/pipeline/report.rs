@@ -133,7 +133,7 @@ fn overlays(
         let mut truth = Vec::new();
         for p in parts {
             if let Some(j) = p.objects.iter().position(|&o| o == object) {
-                let g = p.predictions["graph"][j];
+                let g = p.draws[0].predictions["graph"][j];
                 predicted.push(PartPoint { name: p.name.clone(), xy: [g.x, g.y] });
                 if let Some(t) = p.truth.get(j) {
                     truth.push(PartPoint { name: p.name.clone(), xy: [t.x, t.y] });
@@ -143,7 +143,7 @@ fn overlays(
         let vote_map =
             first.vote_maps.get(k).map(|m| VoteMap { width: m.size, height: m.size, values: m.values.clone() });
         let id = &dataset.objects[object].id;
-        let caption = if first.shots.contains(&object) {
+        let caption = if first.draws[0].shots.contains(&object) {
             format!("{id} (annotated example of {}; vote map of {})", first.name, first.name)
         } else {
             format!("{id} (vote map of {})", first.name)
