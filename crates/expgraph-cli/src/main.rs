@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own file under `src/cmd/`.
 
+mod backbone_args;
 mod cmd;
 mod progress;
 mod summary;

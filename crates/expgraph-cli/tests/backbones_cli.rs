@@ -8,7 +8,7 @@ use expgraph_backbone::ResNetDepth;
 use expgraph_cache::{serialize_safetensors, LayerInfo, OwnedTensor, TapGeometry};
 
 mod common;
-use common::{expgraph, stderr, write_cache, write_resnet_weights, CacheSpec};
+use common::{expgraph, safetensors_header, stderr, write_cache, write_resnet_weights, CacheSpec};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));
@@ -17,10 +17,7 @@ fn json(out: &Output) -> serde_json::Value {
 
 /// Names and shapes in a safetensors file's header.
 fn header_shapes(path: &Path) -> serde_json::Map<String, serde_json::Value> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header.into_iter().filter(|(k, _)| k != "__metadata__").map(|(k, v)| (k, v["shape"].clone())).collect()
+    safetensors_header(path).into_iter().map(|(k, v)| (k, v["shape"].clone())).collect()
 }
 
 #[test]

@@ -3,35 +3,14 @@
 //! checks, and `expgraph run --backbone resnet50` goes extract → learn → infer → localize →
 //! report on a few generated objects.
 
-use std::path::Path;
-
 use expgraph_backbone::ResNetDepth;
 
 mod common;
-use common::{expgraph, stderr, write_resnet_weights};
+use common::{expgraph, safetensors_f32, safetensors_header as header, stderr, write_resnet_weights};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// The header of a safetensors file: `name → {dtype, shape, data_offsets}`.
-fn header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut h: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    h.remove("__metadata__");
-    h
-}
-
-/// The f32 values of tensor `name` in a safetensors file.
-fn values(path: &Path, name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let h = header(path);
-    let offsets = h[name]["data_offsets"].as_array().unwrap();
-    let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
-    bytes[8 + n + a..8 + n + b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 #[test]
@@ -63,7 +42,7 @@ fn features_dump_writes_the_resnet50_stage_maps() {
         assert_eq!(h[name]["dtype"], "F32", "{name}");
         assert_eq!(h[name]["shape"], serde_json::json!(shape), "{name}");
         // Post-ReLU stage outputs: finite, non-negative, and not all zero.
-        let x = values(&out_file, name);
+        let x = safetensors_f32(&out_file, name);
         assert_eq!(x.len(), shape.iter().product::<usize>());
         assert!(x.iter().all(|v| v.is_finite() && *v >= 0.0), "{name}: a negative or non-finite value");
         let positive = x.iter().filter(|v| **v > 0.0).count();

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::backbone_args::BackboneArgs;
 use crate::summary::Summary;
 use expgraph_cache::StorageDtype;
 use expgraph_features::{
     check_image_files, list_images, load_or_compute_norm_stats, objects_from_dir, read_boxes, ExtractParams, FlipMode,
-    LoadedBackbone, NormStatsParams,
+    NormStatsParams,
 };
 
 /// Arguments of `expgraph extract`.
@@ -21,20 +22,8 @@ pub struct Args {
     /// Folder of JPEG/PNG images.
     #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
-    /// Weights: a .safetensors file, a hub repo id such as `timm/vgg16.tv_in1k` or
-    /// `timm/resnet50.a1_in1k`, or an ONNX model (`model.onnx`; needs a build with `--features onnx`).
-    #[arg(long, value_name = "FILE|REPO")]
-    pub weights: String,
-    /// Architecture of the weights; `auto` tells it from the tensor names, or `onnx` from a
-    /// `.onnx` file name (`expgraph backbones` lists the others with their layers). `onnx`
-    /// needs `--layers`: the ONNX node outputs to tap.
-    #[arg(long, default_value = "auto", value_parser = expgraph_features::Architecture::FLAG_CHOICES)]
-    pub backbone: String,
-    /// ONNX only: the geometry of a tap where the graph walk cannot tell it, as
-    /// NAME=STRIDE,CENTRE,FIELD (input pixels: cell stride, 1-based centre of the first cell,
-    /// receptive field); repeatable.
-    #[arg(long, value_name = "NAME=STRIDE,CENTRE,FIELD", value_parser = parse_tap_geometry)]
-    pub tap_geometry: Vec<(String, expgraph_backbone::TapGeometry)>,
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
     /// Folder of negative images for the per-unit std (spec §3); at least 2.
     #[arg(long, value_name = "DIR")]
     pub negatives: PathBuf,
@@ -44,11 +33,6 @@ pub struct Args {
     /// Object boxes JSON (see above).
     #[arg(long, value_name = "FILE.json")]
     pub boxes: Option<PathBuf>,
-    /// Layers to store, comma-separated; default by backbone: the paper's graph layers
-    /// (vgg16: conv4_2,conv4_3,conv5_2,conv5_3; resnet*: layer2.pre_relu,layer3.pre_relu,layer4.pre_relu);
-    /// required for onnx (node output names, e.g. Conv outputs for pre-ReLU maps).
-    #[arg(long, value_delimiter = ',')]
-    pub layers: Option<Vec<String>>,
     /// Use only the first N images.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -58,12 +42,6 @@ pub struct Args {
     /// Objects per forward pass (each also runs its mirrored view).
     #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     pub batch: usize,
-    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Pixel preprocessing; default: `caffe` for a local file, `torchvision` for a hub repo.
-    #[arg(long, value_parser = ["caffe", "torchvision"])]
-    pub preprocess: Option<String>,
     /// Storage of the maps: f16 (rel. error ≤ 4.9e-4) or u8 (per image-channel min/range).
     #[arg(long, default_value = "f16", value_parser = ["f16", "u8"])]
     pub storage: String,
@@ -80,43 +58,6 @@ pub struct Args {
     /// Replace a cache built from other inputs in `--out`.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-/// Loads the backbone of `--weights`/`--backbone`/`--preprocess`/`--device`, with `--layers`
-/// (the taps of an ONNX model) and `--tap-geometry` (explicit ONNX tap geometry).
-pub(crate) fn load_backbone_args(
-    weights: &str,
-    backbone: &str,
-    preprocess: Option<&str>,
-    device: &str,
-    layers: Option<&[String]>,
-    tap_geometry: &[(String, expgraph_backbone::TapGeometry)],
-) -> anyhow::Result<LoadedBackbone> {
-    let mut geometry = std::collections::BTreeMap::new();
-    for (name, g) in tap_geometry {
-        if geometry.insert(name.clone(), *g).is_some() {
-            anyhow::bail!("--tap-geometry names {name} twice");
-        }
-    }
-    Ok(LoadedBackbone::load(weights, backbone, preprocess, device, layers, &geometry)?)
-}
-
-/// Parses an explicit tap geometry `NAME=STRIDE,CENTRE,FIELD` (stride, first-unit centre and
-/// receptive field in input pixels, spec §1.3), as `--tap-geometry` takes it. The name may
-/// itself contain `=`: the last one separates it.
-pub(crate) fn parse_tap_geometry(s: &str) -> Result<(String, expgraph_backbone::TapGeometry), String> {
-    let (name, values) = s.rsplit_once('=').ok_or_else(|| format!("expected NAME=STRIDE,CENTRE,FIELD, got {s:?}"))?;
-    let numbers: Vec<f64> = values
-        .split(',')
-        .map(|v| v.trim().parse::<f64>().map_err(|e| format!("{v:?} in {s:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let [stride, first_centre, receptive_field] = numbers[..] else {
-        return Err(format!("expected three numbers STRIDE,CENTRE,FIELD after `=`, got {values:?}"));
-    };
-    if name.is_empty() || !(stride > 0.0 && receptive_field > 0.0 && first_centre.is_finite() && stride.is_finite()) {
-        return Err(format!("{s:?}: needs a tap name, a positive stride and field and a finite centre"));
-    }
-    Ok((name.to_string(), expgraph_backbone::TapGeometry { stride, first_centre, receptive_field }))
 }
 
 /// A count of at least 1 (clap names the flag when it is not).
@@ -146,16 +87,8 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .with_context(|| format!("--out {}: cannot write there", args.out.display()))?;
     drop(expgraph_io::DirLock::acquire(&args.out).with_context(|| format!("--out {}", args.out.display()))?);
     tracing::info!(images = objects.len(), negatives = negatives.len(), "inputs checked");
-    let loaded = load_backbone_args(
-        &args.weights,
-        &args.backbone,
-        args.preprocess.as_deref(),
-        &args.device,
-        args.layers.as_deref(),
-        &args.tap_geometry,
-    )?;
+    let (loaded, layers) = args.backbone.load()?;
     let (backbone, preprocess) = (loaded.model, loaded.preprocess);
-    let layers = args.layers.clone().unwrap_or_else(|| loaded.architecture.default_layers());
 
     let stats_params = NormStatsParams {
         layers: layers.clone(),
@@ -192,24 +125,4 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         "norm_stats": stats_path, "norm_stats_digest": stats.digest(),
     });
     Ok(Summary::new(human, json))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tap_geometry_flags() {
-        let (name, g) = parse_tap_geometry("/layer3/Add_output_0=16,8.5,99").unwrap();
-        assert_eq!(name, "/layer3/Add_output_0");
-        assert_eq!((g.stride, g.first_centre, g.receptive_field), (16.0, 8.5, 99.0));
-        assert_eq!(parse_tap_geometry("a=b=2, 1.5 ,3").unwrap().0, "a=b");
-        for bad in ["conv", "conv=1,2", "conv=1,2,3,4", "conv=x,1,1", "=1,1,1", "c=0,1,1", "c=1,1,-3"] {
-            assert!(parse_tap_geometry(bad).is_err(), "{bad}");
-        }
-        let once = parse_tap_geometry("t=1,1,1").unwrap();
-        let twice = vec![once.clone(), once];
-        let err = load_backbone_args("m.onnx", "onnx", None, "cpu", None, &twice).unwrap_err();
-        assert!(err.to_string().contains("twice"), "{err}");
-    }
 }

@@ -103,3 +103,22 @@ pub fn write_resnet_weights(path: &Path, depth: ResNetDepth) {
             .unwrap();
     std::fs::write(path, bytes).unwrap();
 }
+
+/// The header of a safetensors file: `name → {dtype, shape, data_offsets}` (without
+/// `__metadata__`).
+pub fn safetensors_header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    h.remove("__metadata__");
+    h
+}
+
+/// The values of the f32 tensor `name` of a safetensors file.
+pub fn safetensors_f32(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let offsets = safetensors_header(path)[name]["data_offsets"].clone();
+    let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+    bytes[8 + n + a..8 + n + b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}

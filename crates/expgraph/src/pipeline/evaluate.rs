@@ -391,4 +391,43 @@ mod tests {
         assert_eq!(sample_std(&[0.5]), 0.0);
         assert_eq!(mean(&[1.0, 2.0, 6.0]), 3.0);
     }
+
+    #[test]
+    fn node_tracks_take_each_nodes_better_orientation() {
+        use expgraph_cache::{LayerInfo, TapGeometry};
+        use expgraph_graph::{GraphLayer, LayerActivations};
+        let layer = GraphLayer {
+            info: LayerInfo {
+                name: "top".into(),
+                channels: 1,
+                height: 14,
+                width: 14,
+                geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
+            },
+            nodes_per_filter: 2,
+            mu: vec![[3.0, 3.0]; 2],
+            sigma: vec![1.0; 2],
+            mean_position: vec![[3.0, 3.0]; 2],
+            parents: vec![Vec::new(); 2],
+            score_norm: 1.0,
+        };
+        let acts = |flipped: bool, scores: [f32; 2]| ImageActivations {
+            image_id: "0".into(),
+            flipped,
+            layers: vec![LayerActivations {
+                layer: "top".into(),
+                positions: vec![[2.0, 3.0]; 2],
+                scores: scores.to_vec(),
+            }],
+        };
+        // Chosen view: original; node 0 scores higher there, node 1 in the mirrored view.
+        let chosen = [acts(false, [5.0, 1.0])];
+        let opposite = [acts(true, [4.0, 2.0])];
+        let ours = node_tracks(&layer, 0, 224.0, &chosen, None).unwrap();
+        let reference = node_tracks(&layer, 0, 224.0, &chosen, Some(&opposite)).unwrap();
+        // Map cell (h 2, w 3) → pixels (24.5, 40.5); mirrored back, w → 225 − 40.5 = 184.5.
+        assert_eq!((ours.position(1, 0), ours.score(1, 0)), (Point::new(40.5, 24.5), 1.0));
+        assert_eq!((reference.position(0, 0), reference.score(0, 0)), (Point::new(40.5, 24.5), 5.0));
+        assert_eq!((reference.position(1, 0), reference.score(1, 0)), (Point::new(184.5, 24.5), 2.0));
+    }
 }
