@@ -212,7 +212,8 @@ pub fn work_gate(a: WorkGateArgs) -> Result<()> {
         return Ok(());
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "expgraph-benches", "--example", "estep_ops"])
+        // `--workspace`: the workspace's feature set, so the build CI already did is reused.
+        .args(["build", "--release", "--workspace", "--example", "estep_ops"])
         .status()
         .context("building the estep_ops example")?;
     if !status.success() {
