@@ -1,7 +1,8 @@
 //! The [`Backbone`] trait that callers code against, and tap metadata.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
+use crate::geometry::{map_size, LayerShape};
 use crate::{BackboneError, TapGeometry};
 
 /// One layer whose output can be requested ("tapped").
@@ -15,6 +16,31 @@ pub struct TapInfo {
     pub geometry: TapGeometry,
 }
 
+/// What every backbone reports about itself. Implementations hold one and return it from
+/// [`Backbone::meta`], which gives [`Backbone::taps`], [`Backbone::device`] and
+/// [`Backbone::weights_digest`] their bodies.
+#[derive(Debug, Clone)]
+pub struct BackboneMeta {
+    /// All taps, shallow to deep.
+    pub taps: Vec<TapInfo>,
+    /// Device the weights live on.
+    pub device: Device,
+    /// blake3 hex digest of the weight file.
+    pub digest: String,
+}
+
+impl BackboneMeta {
+    /// Index of the tap called `name`; an unknown name is [`BackboneError::UnknownTap`] naming
+    /// `backbone` and listing the taps ([`compact_tap_names`]).
+    pub fn tap_index(&self, name: &str, backbone: &str) -> Result<usize, BackboneError> {
+        self.taps.iter().position(|t| t.name == name).ok_or_else(|| BackboneError::UnknownTap {
+            name: name.into(),
+            backbone: backbone.into(),
+            available: compact_tap_names(self.taps.iter().map(|t| t.name.as_str())),
+        })
+    }
+}
+
 /// A pretrained CNN that returns the feature maps of named layers ("taps").
 ///
 /// Implementations: [`crate::Vgg16`] (taps `convX_Y`, pre-ReLU), [`crate::ResNet`] (taps
@@ -25,14 +51,23 @@ pub trait Backbone: Send + Sync {
     /// Architecture name, e.g. `"vgg16"`.
     fn name(&self) -> &str;
 
+    /// Taps, device and weights digest.
+    fn meta(&self) -> &BackboneMeta;
+
     /// All taps, shallow to deep.
-    fn taps(&self) -> &[TapInfo];
+    fn taps(&self) -> &[TapInfo] {
+        &self.meta().taps
+    }
 
     /// Device the weights live on (inputs are moved there).
-    fn device(&self) -> &Device;
+    fn device(&self) -> &Device {
+        &self.meta().device
+    }
 
     /// blake3 hex digest of the weight file (part of cache keys).
-    fn weights_digest(&self) -> &str;
+    fn weights_digest(&self) -> &str {
+        &self.meta().digest
+    }
 
     /// Side of the (square) map of `tap` for a square input of side `input_size`; an error for an
     /// unknown tap or an input too small to reach it.
@@ -47,6 +82,31 @@ pub trait Backbone: Send + Sync {
     fn tap(&self, name: &str) -> Option<&TapInfo> {
         self.taps().iter().find(|t| t.name == name)
     }
+}
+
+/// Checks that `input` is an `[N, 3, H, W]` `f32` batch with N ≥ 1; returns `(H, W)`.
+pub(crate) fn check_image_batch(input: &Tensor) -> Result<(usize, usize), BackboneError> {
+    let Ok((n, c, h, w)) = input.dims4() else {
+        return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
+    };
+    if c != 3 || n == 0 {
+        return Err(BackboneError::Input(format!(
+            "expected an [N, 3, H, W] tensor with N ≥ 1, got {:?}",
+            input.dims()
+        )));
+    }
+    if input.dtype() != DType::F32 {
+        return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
+    }
+    Ok((h, w))
+}
+
+/// Checks that an `h × w` input is large enough for `layers`, the path to tap `tap`.
+pub(crate) fn check_reaches(layers: &[LayerShape], (h, w): (usize, usize), tap: &str) -> Result<(), BackboneError> {
+    if map_size(layers, h).is_none() || map_size(layers, w).is_none() {
+        return Err(BackboneError::Input(format!("input {h}×{w} is too small to reach {tap}")));
+    }
+    Ok(())
 }
 
 /// Tap names in short form for messages: runs of numbered taps `prefix.0`, `prefix.1`, … (a

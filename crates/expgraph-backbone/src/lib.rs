@@ -50,7 +50,7 @@ mod source;
 mod vgg;
 mod weights;
 
-pub use backbone::{compact_tap_names, Backbone, TapInfo};
+pub use backbone::{compact_tap_names, Backbone, BackboneMeta, TapInfo};
 pub use error::BackboneError;
 pub use expgraph_geometry::TapGeometry;
 pub use hub::HubConfig;

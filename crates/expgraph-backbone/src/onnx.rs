@@ -40,8 +40,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_onnx::onnx::{self, ModelProto, NodeProto};
 use prost::Message;
 
+use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
-use crate::{Backbone, BackboneError, TapGeometry, TapInfo, REFERENCE_INPUT_SIZE};
+use crate::{Backbone, BackboneError, BackboneMeta, TapGeometry, TapInfo, REFERENCE_INPUT_SIZE};
 
 /// Node outputs listed in an unknown-tap error, at most.
 const LISTED_OUTPUTS: usize = 24;
@@ -53,12 +54,10 @@ pub struct OnnxBackbone {
     model: ModelProto,
     /// Name of the image input.
     input_name: String,
-    taps: Vec<TapInfo>,
-    /// Per tap (same order as `taps`): the conv/pool layers from the input, when the walk could
-    /// tell them.
+    meta: BackboneMeta,
+    /// Per tap (same order as `meta.taps`): the conv/pool layers from the input, when the walk
+    /// could tell them.
     layers: Vec<Option<Vec<LayerShape>>>,
-    device: Device,
-    digest: String,
     /// Pruned graphs by (sorted, deduplicated) tap set.
     pruned: Mutex<HashMap<Vec<String>, Arc<ModelProto>>>,
     /// Map sides measured by dry runs, by (tap, input side).
@@ -70,8 +69,8 @@ impl std::fmt::Debug for OnnxBackbone {
         f.debug_struct("OnnxBackbone")
             .field("path", &self.path)
             .field("input", &self.input_name)
-            .field("taps", &self.taps)
-            .field("digest", &self.digest)
+            .field("taps", &self.meta.taps)
+            .field("digest", &self.meta.digest)
             .finish_non_exhaustive()
     }
 }
@@ -186,15 +185,13 @@ impl OnnxBackbone {
             path: path.to_path_buf(),
             model,
             input_name,
-            taps: infos,
+            meta: BackboneMeta { taps: infos, device: device.clone(), digest },
             layers,
-            device: device.clone(),
-            digest,
             pruned: Mutex::new(HashMap::new()),
             measured: Mutex::new(HashMap::new()),
         };
         backbone.measure_missing()?;
-        tracing::info!(path = %path.display(), taps = backbone.taps.len(), "loaded ONNX backbone");
+        tracing::info!(path = %path.display(), taps = backbone.meta.taps.len(), "loaded ONNX backbone");
         Ok(backbone)
     }
 
@@ -211,6 +208,7 @@ impl OnnxBackbone {
     /// Fills the channels (and 224 map sides) that the walk could not tell by one dry run.
     fn measure_missing(&mut self) -> Result<(), BackboneError> {
         let missing: Vec<String> = self
+            .meta
             .taps
             .iter()
             .zip(&self.layers)
@@ -224,7 +222,7 @@ impl OnnxBackbone {
         let names: Vec<&str> = missing.iter().map(String::as_str).collect();
         let outputs = self.dry_run(&names, REFERENCE_INPUT_SIZE)?;
         for (name, dims) in missing.iter().zip(outputs) {
-            if let Some(t) = self.taps.iter_mut().find(|t| &t.name == name) {
+            if let Some(t) = self.meta.taps.iter_mut().find(|t| &t.name == name) {
                 t.channels = dims[1];
             }
         }
@@ -252,11 +250,7 @@ impl OnnxBackbone {
     }
 
     fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
-        self.taps.iter().position(|t| t.name == name).ok_or_else(|| BackboneError::UnknownTap {
-            name: name.into(),
-            backbone: format!("onnx ({})", self.path.display()),
-            available: self.taps.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.meta.tap_index(name, &format!("onnx ({})", self.path.display()))
     }
 
     /// The graph pruned to `taps` (cached).
@@ -301,16 +295,8 @@ impl Backbone for OnnxBackbone {
         "onnx"
     }
 
-    fn taps(&self) -> &[TapInfo] {
-        &self.taps
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn weights_digest(&self) -> &str {
-        &self.digest
+    fn meta(&self) -> &BackboneMeta {
+        &self.meta
     }
 
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
@@ -338,23 +324,10 @@ impl Backbone for OnnxBackbone {
         if taps.is_empty() {
             return Ok(Vec::new());
         }
-        let Ok((n, c, h, w)) = input.dims4() else {
-            return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
-        };
-        if c != 3 || n == 0 {
-            return Err(BackboneError::Input(format!(
-                "expected an [N, 3, H, W] tensor with N ≥ 1, got {:?}",
-                input.dims()
-            )));
-        }
-        if input.dtype() != DType::F32 {
-            return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
-        }
+        let size = check_image_batch(input)?;
         for (&i, tap) in indices.iter().zip(taps) {
             if let Some(layers) = &self.layers[i] {
-                if map_size(layers, h).is_none() || map_size(layers, w).is_none() {
-                    return Err(BackboneError::Input(format!("input {h}×{w} is too small to reach {tap}")));
-                }
+                check_reaches(layers, size, tap)?;
             }
         }
         let input = input.to_device(&Device::Cpu)?;

@@ -28,13 +28,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
 use crate::weights::WeightFile;
-use crate::{nhwc, resolve_weights, Backbone, BackboneError, ConvImpl, TapInfo, WeightSource};
+use crate::{nhwc, resolve_weights, Backbone, BackboneError, BackboneMeta, ConvImpl, TapInfo, WeightSource};
 
 /// BatchNorm epsilon of torchvision's ResNets.
 pub const BATCH_NORM_EPS: f64 = 1e-5;
@@ -312,11 +313,9 @@ pub struct ResNet {
     depth: ResNetDepth,
     stem: FoldedConv,
     stages: Vec<Vec<Block>>,
-    taps: Vec<TapInfo>,
-    /// Parallel to `taps`.
+    meta: BackboneMeta,
+    /// Parallel to `meta.taps`.
     specs: Vec<TapSpec>,
-    device: Device,
-    digest: String,
     conv_impl: ConvImpl,
 }
 
@@ -349,12 +348,6 @@ fn tap_specs(depth: ResNetDepth) -> Vec<(String, TapSpec)> {
         out.push((format!("layer{n}"), TapSpec { stage, block, kind: TapKind::PostRelu }));
     }
     out
-}
-
-/// The tap names of `depth` in short form for error messages: block taps as ranges
-/// (`layer1.0…layer1.2, layer1.pre_relu, layer1, …`).
-fn tap_names_compact(depth: ResNetDepth) -> String {
-    crate::compact_tap_names(tap_specs(depth).iter().map(|(name, _)| name.as_str()))
 }
 
 impl ResNet {
@@ -452,63 +445,25 @@ impl ResNet {
             for b in 0..blocks {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 let p = format!("layer{}.{b}", s + 1);
-                let convs = if depth.bottleneck() {
+                // (shape, stride, padding) of convN with bnN, N = 1, 2, (3); stride on the 3×3 (v1.5).
+                let shapes: Vec<([usize; 4], usize, usize)> = if depth.bottleneck() {
                     vec![
-                        load_conv_bn(
-                            fetch,
-                            range_error,
-                            &format!("{p}.conv1"),
-                            &format!("{p}.bn1"),
-                            [planes, c_in, 1, 1],
-                            1,
-                            0,
-                            device,
-                        )?,
-                        load_conv_bn(
-                            fetch,
-                            range_error,
-                            &format!("{p}.conv2"),
-                            &format!("{p}.bn2"),
-                            [planes, planes, 3, 3],
-                            stride,
-                            1,
-                            device,
-                        )?,
-                        load_conv_bn(
-                            fetch,
-                            range_error,
-                            &format!("{p}.conv3"),
-                            &format!("{p}.bn3"),
-                            [c_out, planes, 1, 1],
-                            1,
-                            0,
-                            device,
-                        )?,
+                        ([planes, c_in, 1, 1], 1, 0),
+                        ([planes, planes, 3, 3], stride, 1),
+                        ([c_out, planes, 1, 1], 1, 0),
                     ]
                 } else {
-                    vec![
-                        load_conv_bn(
-                            fetch,
-                            range_error,
-                            &format!("{p}.conv1"),
-                            &format!("{p}.bn1"),
-                            [planes, c_in, 3, 3],
-                            stride,
-                            1,
-                            device,
-                        )?,
-                        load_conv_bn(
-                            fetch,
-                            range_error,
-                            &format!("{p}.conv2"),
-                            &format!("{p}.bn2"),
-                            [c_out, planes, 3, 3],
-                            1,
-                            1,
-                            device,
-                        )?,
-                    ]
+                    vec![([planes, c_in, 3, 3], stride, 1), ([c_out, planes, 3, 3], 1, 1)]
                 };
+                let convs = shapes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (shape, stride, padding))| {
+                        let n = i + 1;
+                        let (conv, bn) = (format!("{p}.conv{n}"), format!("{p}.bn{n}"));
+                        load_conv_bn(fetch, range_error, &conv, &bn, shape, stride, padding, device)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 let downsample = if stride != 1 || c_in != c_out {
                     Some(load_conv_bn(
                         fetch,
@@ -542,7 +497,14 @@ impl ResNet {
                 geometry: tap_geometry(&depth.main_path_through(spec.stage, spec.block)),
             })
             .collect();
-        Ok(ResNet { depth, stem, stages, taps, specs, device: device.clone(), digest, conv_impl })
+        Ok(ResNet {
+            depth,
+            stem,
+            stages,
+            meta: BackboneMeta { taps, device: device.clone(), digest },
+            specs,
+            conv_impl,
+        })
     }
 
     /// Which standard ResNet a state dict describes, from its tensor names and shapes: blocks per
@@ -607,7 +569,7 @@ impl ResNet {
 
     /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device.
     pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
-        if conv_impl == ConvImpl::Im2colNhwc && !self.device.is_cpu() {
+        if conv_impl == ConvImpl::Im2colNhwc && !self.meta.device.is_cpu() {
             return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
         }
         self.stem.prepare(conv_impl)?;
@@ -626,11 +588,7 @@ impl ResNet {
     }
 
     fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
-        self.taps.iter().position(|t| t.name == name).ok_or_else(|| BackboneError::UnknownTap {
-            name: name.into(),
-            backbone: self.depth.name().into(),
-            available: tap_names_compact(self.depth),
-        })
+        self.meta.tap_index(name, self.depth.name())
     }
 
     /// 0-based index of block `block` of stage `stage` counted over the whole network.
@@ -640,31 +598,14 @@ impl ResNet {
 
     /// Checks an NCHW f32 input with 3 channels that is large enough to reach the tap `deepest`.
     fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
-        let Ok((n, c, h, w)) = input.dims4() else {
-            return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
-        };
-        if c != 3 || n == 0 {
-            return Err(BackboneError::Input(format!(
-                "expected an [N, 3, H, W] tensor with N ≥ 1, got {:?}",
-                input.dims()
-            )));
-        }
-        if input.dtype() != DType::F32 {
-            return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
-        }
+        let size = check_image_batch(input)?;
         let spec = self.specs[deepest];
-        let shapes = self.depth.main_path_through(spec.stage, spec.block);
-        if map_size(&shapes, h).is_none() || map_size(&shapes, w).is_none() {
-            return Err(BackboneError::Input(format!(
-                "input {h}×{w} is too small to reach {}",
-                self.taps[deepest].name
-            )));
-        }
-        Ok(input.to_device(&self.device)?)
+        check_reaches(&self.depth.main_path_through(spec.stage, spec.block), size, &self.meta.taps[deepest].name)?;
+        Ok(input.to_device(&self.meta.device)?)
     }
 
     /// Runs the network through the block of the deepest wanted tap; returns, per tap index
-    /// (`wanted` is parallel to `self.taps`), the NCHW map if wanted.
+    /// (`wanted` is parallel to the taps), the NCHW map if wanted.
     fn run(&self, input: &Tensor, wanted: &[bool]) -> Result<Vec<Option<Tensor>>, BackboneError> {
         match self.conv_impl {
             ConvImpl::Candle => self.run_one(input.clone(), wanted, false),
@@ -687,7 +628,7 @@ impl ResNet {
     }
 
     /// One pass, NCHW (`nhwc == false`) or NHWC; outputs are NCHW either way. `wanted` is
-    /// parallel to `self.taps`.
+    /// parallel to the taps.
     fn run_one(&self, x: Tensor, wanted: &[bool], nhwc: bool) -> Result<Vec<Option<Tensor>>, BackboneError> {
         let mut outs = vec![None; wanted.len()];
         let wanted_specs: Vec<(usize, TapSpec)> =
@@ -726,7 +667,7 @@ impl ResNet {
                     let t = match (spec.kind, &sum) {
                         (TapKind::PreRelu, Some(sum)) => sum,
                         (TapKind::PreRelu, None) => {
-                            return Err(BackboneError::Input(format!("tap {} was not kept", self.taps[i].name)))
+                            return Err(BackboneError::Input(format!("tap {} was not kept", self.meta.taps[i].name)))
                         }
                         (TapKind::PostRelu, _) => &x,
                     };
@@ -743,8 +684,8 @@ impl std::fmt::Debug for ResNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResNet")
             .field("depth", &self.depth)
-            .field("device", &self.device)
-            .field("digest", &self.digest)
+            .field("device", &self.meta.device)
+            .field("digest", &self.meta.digest)
             .field("conv_impl", &self.conv_impl)
             .finish_non_exhaustive()
     }
@@ -755,16 +696,8 @@ impl Backbone for ResNet {
         self.depth.name()
     }
 
-    fn taps(&self) -> &[TapInfo] {
-        &self.taps
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn weights_digest(&self) -> &str {
-        &self.digest
+    fn meta(&self) -> &BackboneMeta {
+        &self.meta
     }
 
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
@@ -782,7 +715,7 @@ impl Backbone for ResNet {
             return Ok(Vec::new());
         };
         let input = self.checked_input(input, deepest)?;
-        let mut wanted = vec![false; self.taps.len()];
+        let mut wanted = vec![false; self.meta.taps.len()];
         indices.iter().for_each(|&i| wanted[i] = true);
         let outs = self.run(&input, &wanted)?;
         indices
@@ -790,7 +723,7 @@ impl Backbone for ResNet {
             .map(|&i| {
                 outs[i]
                     .clone()
-                    .ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", self.taps[i].name)))
+                    .ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", self.meta.taps[i].name)))
             })
             .collect()
     }
@@ -882,6 +815,7 @@ impl ResNetDepth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     fn input(n: usize, side: usize) -> Tensor {
         Tensor::randn(0f32, 1.0, (n, 3, side, side), &Device::Cpu).unwrap()
@@ -1148,7 +1082,7 @@ mod tests {
             assert!(model.forward_taps(&input(1, 32), &[bad]).is_err(), "{bad}");
             assert!(model.tap_map_size(bad, 224).is_err(), "{bad}");
         }
-        let r152 = tap_names_compact(ResNetDepth::R152);
+        let r152 = crate::compact_tap_names(tap_specs(ResNetDepth::R152).iter().map(|(name, _)| name.as_str()));
         assert!(r152.contains("layer3.0…layer3.35, layer3.pre_relu, layer3, layer4.0…layer4.2"), "{r152}");
         let zeros = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu).unwrap();
         assert!(model.forward_taps(&zeros(&[1, 4, 8, 8], DType::F32), &["layer1"]).is_err());

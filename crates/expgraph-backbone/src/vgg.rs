@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
+use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
 use crate::weights::WeightFile;
-use crate::{nhwc, resolve_weights, Backbone, BackboneError, TapInfo, WeightSource};
+use crate::{nhwc, resolve_weights, Backbone, BackboneError, BackboneMeta, TapInfo, WeightSource};
 
 /// One conv layer of VGG-16: tap name, torchvision `features.N` index, output channels, and
 /// whether a 2×2 max-pool follows its ReLU.
@@ -93,9 +94,7 @@ impl ConvLayer {
 /// `conv1_1` … `conv5_3`.
 pub struct Vgg16 {
     layers: Vec<ConvLayer>,
-    taps: Vec<TapInfo>,
-    device: Device,
-    digest: String,
+    meta: BackboneMeta,
     conv_impl: ConvImpl,
 }
 
@@ -160,12 +159,12 @@ impl Vgg16 {
                 geometry: tap_geometry(&layer_shapes_through(i)),
             })
             .collect();
-        Vgg16 { layers, taps, device: device.clone(), digest, conv_impl }
+        Vgg16 { layers, meta: BackboneMeta { taps, device: device.clone(), digest }, conv_impl }
     }
 
     /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device.
     pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
-        if conv_impl == ConvImpl::Im2colNhwc && !self.device.is_cpu() {
+        if conv_impl == ConvImpl::Im2colNhwc && !self.meta.device.is_cpu() {
             return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
         }
         for layer in &mut self.layers {
@@ -194,32 +193,14 @@ impl Vgg16 {
     }
 
     fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
-        VGG16.iter().position(|s| s.name == name).ok_or_else(|| BackboneError::UnknownTap {
-            name: name.into(),
-            backbone: "vgg16".into(),
-            available: VGG16.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
-        })
+        self.meta.tap_index(name, "vgg16")
     }
 
     /// Checks the input and returns it on this model's device.
     fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
-        let Ok((n, c, h, w)) = input.dims4() else {
-            return Err(BackboneError::Input(format!("expected an [N, 3, H, W] tensor, got shape {:?}", input.dims())));
-        };
-        if c != 3 || n == 0 {
-            return Err(BackboneError::Input(format!(
-                "expected an [N, 3, H, W] tensor with N ≥ 1, got {:?}",
-                input.dims()
-            )));
-        }
-        if input.dtype() != DType::F32 {
-            return Err(BackboneError::Input(format!("expected an f32 input, got {:?}", input.dtype())));
-        }
-        let shapes = layer_shapes_through(deepest);
-        if map_size(&shapes, h).is_none() || map_size(&shapes, w).is_none() {
-            return Err(BackboneError::Input(format!("input {h}×{w} is too small to reach {}", VGG16[deepest].name)));
-        }
-        Ok(input.to_device(&self.device)?)
+        let size = check_image_batch(input)?;
+        check_reaches(&layer_shapes_through(deepest), size, VGG16[deepest].name)?;
+        Ok(input.to_device(&self.meta.device)?)
     }
 
     /// Runs layers `0..=last` and returns the pre-ReLU NCHW output of each layer `i` with
@@ -319,16 +300,8 @@ impl Backbone for Vgg16 {
         "vgg16"
     }
 
-    fn taps(&self) -> &[TapInfo] {
-        &self.taps
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn weights_digest(&self) -> &str {
-        &self.digest
+    fn meta(&self) -> &BackboneMeta {
+        &self.meta
     }
 
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
@@ -358,6 +331,7 @@ impl Backbone for Vgg16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     fn tiny() -> Vgg16 {
         Vgg16::random(32, 7, &Device::Cpu).unwrap()

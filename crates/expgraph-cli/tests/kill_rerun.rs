@@ -6,10 +6,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use expgraph_cache::{LayerInfo, TapGeometry};
-
 mod common;
-use common::{expgraph, shared, write_cache, CacheSpec};
+use common::{conv5_3_cache, expgraph, shared};
 
 /// Every file below `dir` (relative path → bytes), the lock file aside.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -101,22 +99,7 @@ fn extract_killed_and_rerun_is_byte_identical() {
 /// A conv5_3 cache of 48 images × 32 filters with a blob per filter (enough for `learn` to take a
 /// moment).
 fn cache(dir: &Path) {
-    let info = LayerInfo {
-        name: "conv5_3".into(),
-        channels: 32,
-        height: 14,
-        width: 14,
-        geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
-    };
-    let spec = CacheSpec {
-        backbone: "vgg16",
-        preprocess: "caffe",
-        weights_digest: "w",
-        layers: vec![info],
-        images: 48,
-        shard_size: 16,
-    };
-    write_cache(dir, spec, |_, img, c| {
+    conv5_3_cache(dir, "w", 32, (48, 16), |_, img, c| {
         let cell = (2 + (img + c) % 10) * 14 + 2 + (img * 3 + c) % 10;
         vec![(cell, 2.0 + (c % 5) as f32), (cell + 1, 1.0)]
     });

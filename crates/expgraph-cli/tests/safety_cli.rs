@@ -3,29 +3,14 @@
 use std::path::Path;
 use std::process::Output;
 
-use expgraph_cache::{LayerInfo, TapGeometry};
-
 mod common;
-use common::{expgraph, stderr, write_cache, CacheSpec};
+use common::{conv5_3_cache, expgraph, stderr};
 
 /// A small conv5_3 cache (8 images with a blob each) from weights `weights`.
 fn cache(dir: &Path, weights: &str) {
-    let info = LayerInfo {
-        name: "conv5_3".into(),
-        channels: 4,
-        height: 14,
-        width: 14,
-        geometry: TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
-    };
-    let spec = CacheSpec {
-        backbone: "vgg16",
-        preprocess: "caffe",
-        weights_digest: weights,
-        layers: vec![info],
-        images: 8,
-        shard_size: 4,
-    };
-    write_cache(dir, spec, |_, img, c| vec![((3 + (img + c) % 8) * 14 + 4 + (img * 3 + c) % 7, 2.0 + c as f32)]);
+    conv5_3_cache(dir, weights, 4, (8, 4), |_, img, c| {
+        vec![((3 + (img + c) % 8) * 14 + 4 + (img * 3 + c) % 7, 2.0 + c as f32)]
+    });
 }
 
 fn learn(cache: &Path, out: &Path) -> Output {

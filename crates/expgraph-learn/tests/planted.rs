@@ -7,6 +7,15 @@ use common::*;
 use expgraph_learn::synthetic::{generate, SyntheticSpec};
 use expgraph_learn::{infer, infer_views, LearnParams, ViewPolicy, ViewRule};
 
+/// The two planted layers `low` (density 0.05) and `top` (0.1), 3 parents per node.
+fn planted_params(iterations: usize) -> LearnParams {
+    LearnParams::default().layers(&[("low", 0.05), ("top", 0.1)]).iterations(iterations).top_n(3)
+}
+
+fn fit(data: &expgraph_learn::synthetic::SyntheticData, params: LearnParams) -> expgraph_learn::LearnOutput {
+    params.check().unwrap().fit(&data.features).unwrap()
+}
+
 fn learn_planted(
     compat: bool,
 ) -> (expgraph_learn::synthetic::SyntheticData, expgraph_learn::LearnOutput, Vec<expgraph_graph::ImageActivations>) {
@@ -18,15 +27,7 @@ fn learn_planted(
         part_motion_px: 20.0,
         ..SyntheticSpec::default()
     });
-    let learned = LearnParams::default()
-        .layers(&[("low", 0.05), ("top", 0.1)])
-        .iterations(10)
-        .top_n(3)
-        .reference_compat(compat)
-        .check()
-        .unwrap()
-        .fit(&data.features)
-        .unwrap();
+    let learned = fit(&data, planted_params(10).reference_compat(compat));
     let acts = infer(&learned.graph, &data.features, None).unwrap();
     (data, learned, acts)
 }
@@ -115,17 +116,7 @@ fn real_flips_are_chosen_for_mirrored_objects() {
         with_flipped_view: true,
         ..SyntheticSpec::default()
     });
-    let fit = |rule: ViewRule| {
-        LearnParams::default()
-            .layers(&[("low", 0.05), ("top", 0.1)])
-            .iterations(10)
-            .top_n(3)
-            .view_rule(rule)
-            .check()
-            .unwrap()
-            .fit(&data.features)
-            .unwrap()
-    };
+    let fit = |rule: ViewRule| fit(&data, planted_params(10).view_rule(rule));
     let agreement = |flips: &[bool]| {
         let agree = flips.iter().zip(&data.mirrored).filter(|(a, b)| a == b).count() as f64 / 60.0;
         agree.max(1.0 - agree)
@@ -176,15 +167,7 @@ fn learned_records_are_what_inference_computes_on_the_training_images() {
         ..SyntheticSpec::default()
     });
     for compat in [false, true] {
-        let learned = LearnParams::default()
-            .layers(&[("low", 0.05), ("top", 0.1)])
-            .iterations(3)
-            .top_n(3)
-            .reference_compat(compat)
-            .check()
-            .unwrap()
-            .fit(&data.features)
-            .unwrap();
+        let learned = fit(&data, planted_params(3).reference_compat(compat));
         let acts = infer(&learned.graph, &data.features, None).unwrap();
         let inferred_flips: Vec<bool> = acts.iter().map(|a| a.flipped).collect();
         let mut same = true;

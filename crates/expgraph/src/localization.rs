@@ -49,6 +49,37 @@ fn pixel_views(
         .collect()
 }
 
+/// Inference of every cached image in each view: all as is, and all mirrored. Localization
+/// tries both on a test image; the reference's stability protocol takes each node's better one.
+#[derive(Debug, Clone)]
+pub struct BothViews {
+    /// Every image inferred as is.
+    pub original: Vec<ImageActivations>,
+    /// Every image inferred mirrored.
+    pub mirrored: Vec<ImageActivations>,
+}
+
+impl BothViews {
+    /// Infer every image of `cache` in both views (the cache must hold mirrored views).
+    pub fn infer(graph: &ExplanatoryGraph, cache: &FeatureCache) -> Result<Self, PipelineError> {
+        require_mirror(cache)?;
+        Ok(Self {
+            original: infer_views(graph, cache, None, ViewPolicy::Original)?,
+            mirrored: infer_views(graph, cache, None, ViewPolicy::Mirrored)?,
+        })
+    }
+
+    /// [`BothViews::infer`] when every graph layer of `cache` holds mirrored views, else `None`.
+    pub fn infer_if_mirrored(graph: &ExplanatoryGraph, cache: &FeatureCache) -> Result<Option<Self>, PipelineError> {
+        for layer in &graph.layers {
+            if !cache.layer(&layer.info.name)?.has_flipped() {
+                return Ok(None);
+            }
+        }
+        Self::infer(graph, cache).map(Some)
+    }
+}
+
 fn require_mirror(cache: &FeatureCache) -> Result<(), PipelineError> {
     if cache.manifest().views.contains(&View::Flipped) {
         Ok(())
@@ -66,13 +97,20 @@ impl UnitSet {
         activations: Vec<ImageActivations>,
         both_views: Option<&FeatureCache>,
     ) -> Result<Self, PipelineError> {
+        let views = both_views.map(|cache| BothViews::infer(graph, cache)).transpose()?;
+        Self::graph_with_views(graph, activations, views.as_ref())
+    }
+
+    /// [`UnitSet::graph`] with both-view inference already done (`views`, see [`BothViews`]).
+    pub fn graph_with_views(
+        graph: &ExplanatoryGraph,
+        activations: Vec<ImageActivations>,
+        views: Option<&BothViews>,
+    ) -> Result<Self, PipelineError> {
         let layout = UnitLayout::for_graph(graph);
-        let views = match both_views {
+        let views = match views {
             None => pixel_views(&layout, &activations.iter().collect::<Vec<_>>(), None)?,
-            Some(cache) => {
-                require_mirror(cache)?;
-                let original = infer_views(graph, cache, None, ViewPolicy::Original)?;
-                let mirrored = infer_views(graph, cache, None, ViewPolicy::Mirrored)?;
+            Some(BothViews { original, mirrored }) => {
                 let by_id: HashMap<&str, usize> =
                     original.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
                 let index = activations
@@ -89,7 +127,7 @@ impl UnitSet {
                 fn pick<'a>(all: &'a [ImageActivations], index: &[usize]) -> Vec<&'a ImageActivations> {
                     index.iter().map(|&i| &all[i]).collect()
                 }
-                pixel_views(&layout, &pick(&original, &index), Some(&pick(&mirrored, &index)))?
+                pixel_views(&layout, &pick(original, &index), Some(&pick(mirrored, &index)))?
             }
         };
         Ok(Self { method: "graph", layout, templates: activations, views, provenance: None })

@@ -122,3 +122,24 @@ pub fn safetensors_f32(path: &Path, name: &str) -> Vec<f32> {
     let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
     bytes[8 + n + a..8 + n + b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
+
+/// A VGG-16 cache of one layer, `conv5_3` (14 × 14, `channels` filters), of `images` images
+/// from weights `weights_digest`; `blobs` as in [`write_cache`].
+pub fn conv5_3_cache(
+    dir: &Path,
+    weights_digest: &str,
+    channels: usize,
+    (images, shard_size): (usize, usize),
+    blobs: impl Fn(&LayerInfo, usize, usize) -> Vec<(usize, f32)>,
+) {
+    let info = LayerInfo {
+        name: "conv5_3".into(),
+        channels,
+        height: 14,
+        width: 14,
+        geometry: expgraph_cache::TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
+    };
+    let spec =
+        CacheSpec { backbone: "vgg16", preprocess: "caffe", weights_digest, layers: vec![info], images, shard_size };
+    write_cache(dir, spec, blobs);
+}

@@ -4,11 +4,10 @@
 #![allow(clippy::result_large_err)] // the trait fixes the error type
 
 use candle_core::{Device, Tensor};
-use expgraph_backbone::{Backbone, BackboneError, TapGeometry, TapInfo};
+use expgraph_backbone::{Backbone, BackboneError, BackboneMeta, TapGeometry, TapInfo};
 
 pub struct FakeBackbone {
-    taps: Vec<TapInfo>,
-    device: Device,
+    meta: BackboneMeta,
 }
 
 impl FakeBackbone {
@@ -18,7 +17,8 @@ impl FakeBackbone {
             channels: 3,
             geometry: TapGeometry { stride: s, first_centre: (s + 1.0) / 2.0, receptive_field: s },
         };
-        Self { taps: vec![tap("p4", 4.0), tap("p8", 8.0)], device: Device::Cpu }
+        let taps = vec![tap("p4", 4.0), tap("p8", 8.0)];
+        Self { meta: BackboneMeta { taps, device: Device::Cpu, digest: "fake-weights".into() } }
     }
 
     fn pool(&self, tap: &str) -> Result<usize, BackboneError> {
@@ -36,14 +36,8 @@ impl Backbone for FakeBackbone {
     fn name(&self) -> &str {
         "fake"
     }
-    fn taps(&self) -> &[TapInfo] {
-        &self.taps
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn weights_digest(&self) -> &str {
-        "fake-weights"
+    fn meta(&self) -> &BackboneMeta {
+        &self.meta
     }
     fn tap_map_size(&self, tap: &str, input_size: usize) -> Result<usize, BackboneError> {
         Ok(input_size / self.pool(tap)?)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use expgraph_cache::{FeatureCache, LayerMaps, View};
+use expgraph_cache::{FeatureCache, View};
 use expgraph_datasets::{Dataset, CUB_PARTS, CUB_STABILITY_LANDMARKS};
 use expgraph_eval::{
     evaluate_localization, location_instability, raw_filter_tracks, raw_filter_tracks_scaled, Landmarks, LayerTracks,
@@ -12,14 +12,13 @@ use expgraph_eval::{
 use expgraph_features::NormStats;
 use expgraph_geometry::{Extent, PixelPoint};
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
-use expgraph_learn::{infer_views, ViewPolicy};
 use expgraph_localize::{LocalizeError, LocalizeParams, PriorMean};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{LocalizeViews, PipelineConfig, PipelineError};
-use crate::localization::UnitSet;
+use crate::localization::{BothViews, UnitSet};
 use crate::record::{Localization, MethodResult, Stability, StabilityPair, ViewChoice};
 
 /// The methods every table compares (spec §4.1).
@@ -66,18 +65,17 @@ pub(super) fn localize_parts(
     graph: &ExplanatoryGraph,
     cache: &FeatureCache,
     activations: &[ImageActivations],
+    both_views: Option<&BothViews>,
 ) -> Result<Vec<PartResult>, PipelineError> {
     let names: Vec<String> = config.parts.clone().unwrap_or_else(|| dataset.part_names.clone());
     // One rule for both voters (spec §4.1): the AOG's template score, and every test image tried
-    // as is and mirrored, the better template score winning.
+    // as is and mirrored (when the cache has mirrored views), the better template score winning.
     let params = LocalizeParams::default().check()?;
     let layers: Vec<String> = graph.layers.iter().map(|l| l.info.name.clone()).collect();
-    let mirrored =
-        layers.iter().map(|l| cache.layer(l)).collect::<Result<Vec<_>, _>>()?.iter().all(|m| m.has_flipped());
     // Raw-filter templates use the original view, graph templates the view inference chose.
-    let raw = UnitSet::raw(cache, &layers, mirrored)?;
-    let both = mirrored && config.localize_views == LocalizeViews::Both;
-    let nodes = UnitSet::graph(graph, activations.to_vec(), both.then_some(cache))?;
+    let raw = UnitSet::raw(cache, &layers, both_views.is_some())?;
+    let graph_views = both_views.filter(|_| config.localize_views == LocalizeViews::Both);
+    let nodes = UnitSet::graph_with_views(graph, activations.to_vec(), graph_views)?;
     let frame = graph.input_size as f64;
 
     let mut out = Vec::new();
@@ -231,7 +229,7 @@ fn node_tracks(
     l: usize,
     frame: f64,
     activations: &[ImageActivations],
-    alternative: Option<&[ImageActivations]>,
+    alternative: Option<&[&ImageActivations]>,
 ) -> Result<LayerTracks, PipelineError> {
     let units = layer.num_nodes();
     let n = activations.len();
@@ -240,7 +238,7 @@ fn node_tracks(
     for (i, a) in activations.iter().enumerate() {
         for u in 0..units {
             let mut best = a;
-            if let Some(alt) = alternative.map(|alt| &alt[i]) {
+            if let Some(alt) = alternative.map(|alt| alt[i]) {
                 if alt.layers[l].scores[u] > a.layers[l].scores[u] {
                     best = alt;
                 }
@@ -266,30 +264,20 @@ pub(super) fn stability(
     graph: &ExplanatoryGraph,
     cache: &FeatureCache,
     activations: &[ImageActivations],
+    both_views: Option<&BothViews>,
     stats: Option<&NormStats>,
 ) -> Result<Stability, PipelineError> {
     let frame = graph.input_size as f64;
     let landmarks = Landmarks::new(dataset.landmarks_in_frame(&stability_landmarks(dataset), frame))?;
-    let mirrored = graph
-        .layers
-        .iter()
-        .map(|l| cache.layer(&l.info.name))
-        .collect::<Result<Vec<_>, _>>()?
-        .iter()
-        .all(|m| m.has_flipped());
-    // The opposite view of every image: inference with every image in the other view.
-    let (original, flipped) = if mirrored {
-        let original = infer_views(graph, cache, None, ViewPolicy::Original)?;
-        let flipped = infer_views(graph, cache, None, ViewPolicy::Mirrored)?;
-        (original, flipped)
-    } else {
-        (Vec::new(), Vec::new())
+    // Each image's opposite view: the other one of its both-view inferences.
+    let opposite: Vec<&ImageActivations> = match both_views {
+        Some(v) => activations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| if a.flipped { v.original.get(i) } else { v.mirrored.get(i) })
+            .collect(),
+        None => Vec::new(),
     };
-    let opposite: Vec<ImageActivations> = activations
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| if a.flipped { original.get(i) } else { flipped.get(i) }.cloned())
-        .collect();
     let mut nodes = Vec::new();
     let mut nodes_better = Vec::new();
     let mut raw = Vec::new();
@@ -422,9 +410,9 @@ mod tests {
         };
         // Chosen view: original; node 0 scores higher there, node 1 in the mirrored view.
         let chosen = [acts(false, [5.0, 1.0])];
-        let opposite = [acts(true, [4.0, 2.0])];
+        let opposite = acts(true, [4.0, 2.0]);
         let ours = node_tracks(&layer, 0, 224.0, &chosen, None).unwrap();
-        let reference = node_tracks(&layer, 0, 224.0, &chosen, Some(&opposite)).unwrap();
+        let reference = node_tracks(&layer, 0, 224.0, &chosen, Some(&[&opposite])).unwrap();
         // Map cell (h 2, w 3) → pixels (24.5, 40.5); mirrored back, w → 225 − 40.5 = 184.5.
         assert_eq!((ours.position(1, 0), ours.score(1, 0)), (Point::new(40.5, 24.5), 1.0));
         assert_eq!((reference.position(0, 0), reference.score(0, 0)), (Point::new(40.5, 24.5), 5.0));

@@ -272,13 +272,16 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     expgraph_graph::Provenance::of_cache(&cache)
         .with_graph(expgraph_graph::graph_digest(&graph_dir)?)
         .save(&acts_dir)?;
-    let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, &activations)?;
+    // Every image inferred in both views, once: localization tries both on a test image, the
+    // reference's stability protocol takes each node's better one.
+    let both_views = crate::localization::BothViews::infer_if_mirrored(&graph, &cache)?;
+    let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, &activations, both_views.as_ref())?;
     timings.localize = clock.elapsed().as_secs_f64();
 
     // Stage 4: metrics.
     let clock = Instant::now();
     let localization = evaluate::score_localization(&dataset, &localized)?;
-    let stability = evaluate::stability(&dataset, &graph, &cache, &activations, Some(&stats))?;
+    let stability = evaluate::stability(&dataset, &graph, &cache, &activations, both_views.as_ref(), Some(&stats))?;
     let views = evaluate::view_choice(&dataset, &activations);
     timings.eval = clock.elapsed().as_secs_f64();
 
