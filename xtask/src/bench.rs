@@ -51,7 +51,17 @@ pub struct CommonArgs {
     /// and the spread over draws).
     #[arg(long, default_value_t = 5)]
     pub draws: usize,
+    /// Where the backbone runs: `cpu`, `cuda` or `cuda:N` (CUDA needs xtask built with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Arithmetic of the backbone's forward pass: f32, or f16 / bf16 (half precision, for GPUs).
+    #[arg(long, default_value = "f32", value_parser = PRECISION_CHOICES)]
+    pub precision: String,
 }
+
+/// The names `--precision` accepts.
+pub const PRECISION_CHOICES: [&str; 3] = ["f32", "f16", "bf16"];
 
 /// `bench-synth` arguments.
 #[derive(clap::Args, Debug)]
@@ -216,6 +226,8 @@ fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
         report: c.report,
         draws: c.draws,
         localize_views: if c.localize_views == "chosen" { LocalizeViews::Chosen } else { LocalizeViews::Both },
+        device: c.device,
+        precision: c.precision,
         ..PipelineConfig::default()
     };
     let outcome = expgraph::pipeline::run(&config).context("benchmark pipeline")?;
@@ -230,7 +242,8 @@ fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
     Ok(())
 }
 
-fn git_rev() -> String {
+/// The checked-out commit (`unknown` outside a git checkout).
+pub(crate) fn git_rev() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -322,6 +335,18 @@ mod tests {
             SynthArgs::from_arg_matches(&parse(<SynthArgs as clap::Args>::augment_args(Command::new("s")), &base[2..]))
                 .unwrap();
         assert_eq!(synth.common.negatives_limit, 200);
+        assert_eq!((synth.common.device.as_str(), synth.common.precision.as_str()), ("cpu", "f32"));
+        let gpu = ["--weights", "W", "--device", "cuda:1", "--precision", "bf16"];
+        let synth =
+            SynthArgs::from_arg_matches(&parse(<SynthArgs as clap::Args>::augment_args(Command::new("s")), &gpu))
+                .unwrap();
+        assert_eq!((synth.common.device.as_str(), synth.common.precision.as_str()), ("cuda:1", "bf16"));
+        let e = <SynthArgs as clap::Args>::augment_args(Command::new("s"))
+            .no_binary_name(true)
+            .try_get_matches_from(["--weights", "W", "--precision", "f64"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--precision") && e.contains("f16"), "{e}");
         let both = ["--data", "D", "--weights", "W", "--sampling", "s.mat", "--all-test-objects"];
         assert!(<CubArgs as clap::Args>::augment_args(Command::new("c"))
             .no_binary_name(true)

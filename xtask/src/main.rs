@@ -1,11 +1,15 @@
-//! `cargo xtask …`: benchmarks that run the whole pipeline and write a JSON record, data set
-//! fetchers, and the report screenshot. Wired through the `xtask` alias in `.cargo/config.toml`.
+//! `cargo xtask …`: benchmarks that run the whole pipeline (or feature extraction alone) and
+//! write a JSON record, the GPU test run, data set fetchers, and the report screenshot. Wired
+//! through the `xtask` alias in `.cargo/config.toml`; a GPU build is
+//! `cargo run --release -p xtask --features cuda -- …`.
 
 mod bench;
 mod chromium;
+mod extract_bench;
 mod fetch;
 mod gate;
 mod screenshot;
+mod test_gpu;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +30,11 @@ enum Command {
     BenchPascal(bench::PascalArgs),
     /// Benchmark on ILSVRC 2013 DET Animal-Part.
     BenchIlsvrc(bench::IlsvrcArgs),
+    /// Time feature extraction alone (decode, forward, normalize, write) on generated or real
+    /// images, optionally against the serial extractor (`--serial`).
+    BenchExtract(extract_bench::ExtractBenchArgs),
+    /// Run the GPU tests (`gpu` in their names) of the crates with a `cuda` feature, built with it.
+    TestGpu(test_gpu::TestGpuArgs),
     /// Download CUB-200-2011 and verify its checksum.
     FetchCub(fetch::FetchArgs),
     /// Put the paper's 1000 negative images into DIR/negatives (download or `--from` a local
@@ -48,6 +57,8 @@ fn main() -> anyhow::Result<()> {
         Command::BenchCub(a) => bench::cub(a),
         Command::BenchPascal(a) => bench::pascal(a),
         Command::BenchIlsvrc(a) => bench::ilsvrc(a),
+        Command::BenchExtract(a) => extract_bench::run(a),
+        Command::TestGpu(a) => test_gpu::run(a),
         Command::FetchCub(a) => fetch::cub(a),
         Command::FetchNegatives(a) => fetch::negatives(a),
         Command::Screenshot(a) => screenshot::run(a),

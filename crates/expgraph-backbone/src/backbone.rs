@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::geometry::{map_size, LayerShape};
-use crate::{BackboneError, TapGeometry};
+use crate::{BackboneError, Precision, TapGeometry};
 
 /// One layer whose output can be requested ("tapped").
 #[derive(Clone, Debug, PartialEq)]
@@ -75,12 +75,32 @@ pub trait Backbone: Send + Sync {
 
     /// Outputs (NCHW `f32`) of `taps`, in the order requested (before or after a ReLU as the
     /// architecture documents each tap), for an `[N, 3, H, W]` `f32` input that is already
-    /// preprocessed. Only the layers up to the deepest requested tap run.
+    /// preprocessed. Only the layers up to the deepest requested tap run. Inputs and outputs are
+    /// `f32` whatever [`Backbone::precision`] the network computes in.
     fn forward_taps(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>, BackboneError>;
 
     /// The tap called `name`, if any.
     fn tap(&self, name: &str) -> Option<&TapInfo> {
         self.taps().iter().find(|t| t.name == name)
+    }
+
+    /// The precision the network computes in ([`Precision::F32`] unless changed with
+    /// [`Backbone::set_precision`]).
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
+    /// Makes the network compute in `precision` from the next [`Backbone::forward_taps`] on; the
+    /// input is cast to it after the f32 check and every tap is cast back to `f32`. Switching back
+    /// to [`Precision::F32`] restores the f32 results bit for bit. The default implementation (a
+    /// backbone that computes in f32 only) accepts `F32` and answers
+    /// [`BackboneError::UnsupportedPrecision`] otherwise.
+    fn set_precision(&mut self, precision: Precision) -> Result<(), BackboneError> {
+        if precision == Precision::F32 {
+            Ok(())
+        } else {
+            Err(BackboneError::UnsupportedPrecision { backbone: self.name().to_string(), precision })
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::Precision;
+
 /// Everything that can go wrong while loading a backbone or running it.
 #[derive(Debug, thiserror::Error)]
 pub enum BackboneError {
@@ -63,6 +65,27 @@ pub enum BackboneError {
          `--tap-geometry {tap}=STRIDE,CENTRE,FIELD`)"
     )]
     OnnxGeometry { path: PathBuf, tap: String, reason: String },
+    /// A device name that cannot be parsed, or a device that cannot be used
+    /// ([`crate::parse_device`]).
+    #[error("device {name}: {what}")]
+    Device {
+        /// The device as requested (`cuda:N` for a CUDA request).
+        name: String,
+        /// What is wrong, and what to do about it.
+        what: String,
+    },
+    /// A precision name that does not exist ([`Precision::from_name`]).
+    #[error("unknown precision `{0}`; expected one of f32, f16, bf16")]
+    UnknownPrecision(String),
+    /// A backbone that cannot compute in the requested precision
+    /// ([`crate::Backbone::set_precision`]).
+    #[error("backbone {backbone} computes in f32 only, not {precision}")]
+    UnsupportedPrecision {
+        /// The backbone's name.
+        backbone: String,
+        /// The precision asked for.
+        precision: Precision,
+    },
     /// An error inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

@@ -17,10 +17,15 @@
 //! * [`geometry`]: the receptive-field recursion behind [`TapInfo::geometry`].
 //! * `OnnxBackbone` (feature `onnx`, needs `protoc` at build time): any CNN exported to ONNX,
 //!   taps at named node outputs, geometry from walking the graph's Conv/pool nodes (module `onnx`).
+//! * [`parse_device`] (`cpu`, `cuda`, `gpu`, `cuda:N`; clear errors without the `cuda` feature or
+//!   without a usable GPU), [`device_label`] and [`device_memory`] (free/total GPU memory).
+//! * [`Precision`] (`f32`, `f16`, `bf16`): what [`Backbone::set_precision`] makes [`Vgg16`] and
+//!   [`ResNet`] compute in; inputs and taps stay f32. Half precision is meant for GPUs.
 //!
 //! On the CPU, convolutions use an NHWC im2col + matmul path with a fused max-pool + ReLU
-//! ([`ConvImpl::Im2colNhwc`], about 2.5× faster than candle's stock `conv2d`); other devices use
-//! candle's own ops ([`ConvImpl::Candle`]). Build with the `cuda` feature for CUDA devices.
+//! ([`ConvImpl::Im2colNhwc`], about 2.5× faster than candle's stock `conv2d`; f32 only); other
+//! devices and half precision use candle's own ops ([`ConvImpl::Candle`]). Build with the `cuda`
+//! feature for CUDA devices.
 //! Binaries may want `mimalloc` as global allocator (large temporaries); this library sets none.
 //!
 //! ```no_run
@@ -38,12 +43,14 @@
 //! ```
 
 mod backbone;
+mod device;
 mod error;
 pub mod geometry;
 pub mod hub;
 mod nhwc;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+mod precision;
 mod preprocess;
 mod resnet;
 mod source;
@@ -51,11 +58,13 @@ mod vgg;
 mod weights;
 
 pub use backbone::{compact_tap_names, Backbone, BackboneMeta, TapInfo};
+pub use device::{device_label, device_memory, parse_device};
 pub use error::BackboneError;
 pub use expgraph_geometry::TapGeometry;
 pub use hub::HubConfig;
 #[cfg(feature = "onnx")]
 pub use onnx::OnnxBackbone;
+pub use precision::Precision;
 pub use preprocess::{Preprocess, CAFFE_MEAN_RGB, TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB};
 pub use resnet::{ResNet, ResNetDepth, BATCH_NORM_EPS};
 pub use source::{resolve_weights, resolve_weights_with, WeightSource, DEFAULT_HUB_FILENAME};

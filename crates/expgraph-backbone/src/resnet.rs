@@ -28,14 +28,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
+use crate::vgg::{check_conv_impl, effective_conv_impl};
 use crate::weights::WeightFile;
-use crate::{nhwc, resolve_weights, Backbone, BackboneError, BackboneMeta, ConvImpl, TapInfo, WeightSource};
+use crate::{
+    nhwc, precision, resolve_weights, Backbone, BackboneError, BackboneMeta, ConvImpl, Precision, TapInfo, WeightSource,
+};
 
 /// BatchNorm epsilon of torchvision's ResNets.
 pub const BATCH_NORM_EPS: f64 = 1e-5;
@@ -144,11 +147,26 @@ struct FoldedConv {
     padding: usize,
     /// The NHWC matrix-product form, for [`ConvImpl::Im2colNhwc`].
     gemm: Option<nhwc::GemmConv>,
+    /// `weight` and `bias` cast to a half precision, while the model computes in it (the f32
+    /// tensors are kept, so that going back to f32 is exact).
+    half: Option<(Tensor, Tensor)>,
 }
 
 impl FoldedConv {
+    fn new(weight: Tensor, bias: Tensor, stride: usize, padding: usize) -> Self {
+        FoldedConv { weight, bias, stride, padding, gemm: None, half: None }
+    }
+
     fn c_out(&self) -> usize {
         self.bias.dims()[0]
+    }
+
+    /// `half` for `precision`: weight and bias cast to it, or `None` for f32.
+    fn cast(&self, precision: Precision) -> Result<Option<(Tensor, Tensor)>, BackboneError> {
+        Ok(match precision {
+            Precision::F32 => None,
+            half => Some((self.weight.to_dtype(half.dtype())?, self.bias.to_dtype(half.dtype())?)),
+        })
     }
 
     fn prepare(&mut self, conv_impl: ConvImpl) -> Result<(), BackboneError> {
@@ -158,11 +176,16 @@ impl FoldedConv {
         Ok(())
     }
 
-    /// NCHW in, NCHW out (no activation).
+    /// NCHW in, NCHW out (no activation), in the precision of `x`: f32, or the half precision
+    /// the weights were cast to.
     fn forward_nchw(&self, x: &Tensor) -> Result<Tensor, BackboneError> {
         let c_out = self.c_out();
-        Ok(x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-            .broadcast_add(&self.bias.reshape((1, c_out, 1, 1))?)?)
+        let (weight, bias) = match &self.half {
+            Some((weight, bias)) => (weight, bias),
+            None => (&self.weight, &self.bias),
+        };
+        let y = precision::conv2d(x, weight, self.padding, self.stride)?;
+        Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
     }
 
     /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op.
@@ -247,13 +270,8 @@ fn load_conv_bn(
         return Err(range_error(&var_name, "has negative values (a variance must be ≥ 0)"));
     }
     let (w, b) = fold_batch_norm(&weight, &gamma, &beta, &mean, &var, BATCH_NORM_EPS);
-    Ok(FoldedConv {
-        weight: Tensor::from_vec(w, &shape, device)?,
-        bias: Tensor::from_vec(b, c_out, device)?,
-        stride,
-        padding,
-        gemm: None,
-    })
+    // Folded on the CPU, stored on the model's device.
+    Ok(FoldedConv::new(Tensor::from_vec(w, &shape, device)?, Tensor::from_vec(b, c_out, device)?, stride, padding))
 }
 
 /// One residual block: main-path convs (2 or 3) and the optional downsample shortcut.
@@ -263,6 +281,10 @@ struct Block {
 }
 
 impl Block {
+    fn convs(&self) -> impl Iterator<Item = &FoldedConv> {
+        self.convs.iter().chain(self.downsample.as_ref())
+    }
+
     fn convs_mut(&mut self) -> impl Iterator<Item = &mut FoldedConv> {
         self.convs.iter_mut().chain(self.downsample.as_mut())
     }
@@ -309,6 +331,9 @@ impl Block {
 /// A torchvision ResNet (v1.5) with folded BatchNorm, returning stage outputs `layer1` … `layer4`,
 /// their pre-ReLU residual sums `layerN.pre_relu` and the block outputs `layerN.B` (tap order: see
 /// the module docs).
+///
+/// Computes in f32 by default; [`Backbone::set_precision`] switches to f16 or bf16 (meant for
+/// GPUs; on the CPU half precision runs [`ConvImpl::Candle`], slower than the f32 fast path).
 pub struct ResNet {
     depth: ResNetDepth,
     stem: FoldedConv,
@@ -316,7 +341,9 @@ pub struct ResNet {
     meta: BackboneMeta,
     /// Parallel to `meta.taps`.
     specs: Vec<TapSpec>,
+    /// The implementation used in f32 (half precision always uses [`ConvImpl::Candle`]).
     conv_impl: ConvImpl,
+    precision: Precision,
 }
 
 /// What a tap holds: a block's output after its ReLU, or its residual sum before it.
@@ -504,6 +531,7 @@ impl ResNet {
             meta: BackboneMeta { taps, device: device.clone(), digest },
             specs,
             conv_impl,
+            precision: Precision::F32,
         })
     }
 
@@ -567,11 +595,10 @@ impl ResNet {
         self.depth
     }
 
-    /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device.
+    /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device and
+    /// [`Precision::F32`].
     pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
-        if conv_impl == ConvImpl::Im2colNhwc && !self.meta.device.is_cpu() {
-            return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
-        }
+        check_conv_impl(conv_impl, &self.meta.device, self.precision)?;
         self.stem.prepare(conv_impl)?;
         for block in self.stages.iter_mut().flatten() {
             for conv in block.convs_mut() {
@@ -582,9 +609,21 @@ impl ResNet {
         Ok(self)
     }
 
-    /// The convolution implementation in use.
+    /// The convolution implementation in use: the one chosen for f32 (by default
+    /// [`ConvImpl::default_for`] the device; [`ResNet::with_conv_impl`]), or [`ConvImpl::Candle`]
+    /// while the model computes in half precision.
     pub fn conv_impl(&self) -> ConvImpl {
-        self.conv_impl
+        effective_conv_impl(self.conv_impl, self.precision)
+    }
+
+    /// Every convolution, stem first, in a fixed order.
+    fn convs(&self) -> impl Iterator<Item = &FoldedConv> {
+        std::iter::once(&self.stem).chain(self.stages.iter().flatten().flat_map(Block::convs))
+    }
+
+    /// [`ResNet::convs`], mutable, in the same order.
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut FoldedConv> {
+        std::iter::once(&mut self.stem).chain(self.stages.iter_mut().flatten().flat_map(Block::convs_mut))
     }
 
     fn tap_index(&self, name: &str) -> Result<usize, BackboneError> {
@@ -596,18 +635,19 @@ impl ResNet {
         self.depth.blocks()[..stage].iter().sum::<usize>() + block
     }
 
-    /// Checks an NCHW f32 input with 3 channels that is large enough to reach the tap `deepest`.
+    /// Checks an NCHW f32 input with 3 channels that is large enough to reach the tap `deepest`;
+    /// returns it on this model's device, in its precision.
     fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
         let size = check_image_batch(input)?;
         let spec = self.specs[deepest];
         check_reaches(&self.depth.main_path_through(spec.stage, spec.block), size, &self.meta.taps[deepest].name)?;
-        Ok(input.to_device(&self.meta.device)?)
+        Ok(input.to_device(&self.meta.device)?.to_dtype(self.precision.dtype())?)
     }
 
     /// Runs the network through the block of the deepest wanted tap; returns, per tap index
     /// (`wanted` is parallel to the taps), the NCHW map if wanted.
     fn run(&self, input: &Tensor, wanted: &[bool]) -> Result<Vec<Option<Tensor>>, BackboneError> {
-        match self.conv_impl {
+        match self.conv_impl() {
             ConvImpl::Candle => self.run_one(input.clone(), wanted, false),
             ConvImpl::Im2colNhwc => {
                 let mut per_tap: Vec<Vec<Tensor>> = vec![Vec::new(); wanted.len()];
@@ -686,7 +726,8 @@ impl std::fmt::Debug for ResNet {
             .field("depth", &self.depth)
             .field("device", &self.meta.device)
             .field("digest", &self.meta.digest)
-            .field("conv_impl", &self.conv_impl)
+            .field("conv_impl", &self.conv_impl())
+            .field("precision", &self.precision)
             .finish_non_exhaustive()
     }
 }
@@ -720,12 +761,25 @@ impl Backbone for ResNet {
         let outs = self.run(&input, &wanted)?;
         indices
             .iter()
-            .map(|&i| {
-                outs[i]
-                    .clone()
-                    .ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", self.meta.taps[i].name)))
+            .map(|&i| match &outs[i] {
+                Some(t) => Ok(t.to_dtype(DType::F32)?),
+                None => Err(BackboneError::Input(format!("tap {} was not computed", self.meta.taps[i].name))),
             })
             .collect()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn set_precision(&mut self, precision: Precision) -> Result<(), BackboneError> {
+        // Cast everything first, so that a failure (out of GPU memory) leaves the model as it was.
+        let cast = self.convs().map(|conv| conv.cast(precision)).collect::<Result<Vec<_>, _>>()?;
+        for (conv, half) in self.convs_mut().zip(cast) {
+            conv.half = half;
+        }
+        self.precision = precision;
+        Ok(())
     }
 }
 
@@ -815,7 +869,6 @@ impl ResNetDepth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
 
     fn input(n: usize, side: usize) -> Tensor {
         Tensor::randn(0f32, 1.0, (n, 3, side, side), &Device::Cpu).unwrap()
@@ -999,7 +1052,7 @@ mod tests {
         for stride in [1, 2] {
             let w1 = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &dev).unwrap();
             let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
-            let mut conv = FoldedConv { weight: w1, bias, stride, padding: 0, gemm: None };
+            let mut conv = FoldedConv::new(w1, bias, stride, 0);
             conv.prepare(ConvImpl::Im2colNhwc).unwrap();
             let want = conv.forward_nchw(&x).unwrap();
             let got = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();

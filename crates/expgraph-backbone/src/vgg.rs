@@ -2,13 +2,15 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
 use crate::weights::WeightFile;
-use crate::{nhwc, resolve_weights, Backbone, BackboneError, BackboneMeta, TapInfo, WeightSource};
+use crate::{
+    nhwc, precision, resolve_weights, Backbone, BackboneError, BackboneMeta, Precision, TapInfo, WeightSource,
+};
 
 /// One conv layer of VGG-16: tap name, torchvision `features.N` index, output channels, and
 /// whether a 2×2 max-pool follows its ReLU.
@@ -47,9 +49,11 @@ pub const REFERENCE_INPUT_SIZE: usize = 224;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvImpl {
     /// NHWC activations, parallel im2col + one matmul per layer, fused max-pool + ReLU
-    /// (docs/cpu-performance.md §4.3). CPU only; about 2.5× faster than [`ConvImpl::Candle`] there.
+    /// (docs/cpu-performance.md §4.3). CPU and [`Precision::F32`] only; about 2.5× faster than
+    /// [`ConvImpl::Candle`] there.
     Im2colNhwc,
-    /// candle's stock NCHW `conv2d` / `max_pool2d`; works on every device.
+    /// candle's stock NCHW `conv2d` / `max_pool2d`; works on every device and in every
+    /// [`Precision`].
     Candle,
 }
 
@@ -71,13 +75,32 @@ struct ConvLayer {
     bias: Tensor,
     /// `[9·C_in, C_out]` in (kh, kw, cin) row order, for [`ConvImpl::Im2colNhwc`].
     gemm_weight: Option<Tensor>,
+    /// `weight` and `bias` cast to a half precision, while the model computes in it (the f32
+    /// tensors are kept, so that going back to f32 is exact).
+    half: Option<(Tensor, Tensor)>,
 }
 
 impl ConvLayer {
     fn new(weight: Tensor, bias: Tensor, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
-        let mut layer = ConvLayer { weight, bias, gemm_weight: None };
+        let mut layer = ConvLayer { weight, bias, gemm_weight: None, half: None };
         layer.prepare(conv_impl)?;
         Ok(layer)
+    }
+
+    /// `half` for `precision`: weight and bias cast to it, or `None` for f32.
+    fn cast(&self, precision: Precision) -> Result<Option<(Tensor, Tensor)>, BackboneError> {
+        Ok(match precision {
+            Precision::F32 => None,
+            half => Some((self.weight.to_dtype(half.dtype())?, self.bias.to_dtype(half.dtype())?)),
+        })
+    }
+
+    /// Weight and bias in the precision the model computes in.
+    fn params(&self) -> (&Tensor, &Tensor) {
+        match &self.half {
+            Some((weight, bias)) => (weight, bias),
+            None => (&self.weight, &self.bias),
+        }
     }
 
     fn prepare(&mut self, conv_impl: ConvImpl) -> Result<(), BackboneError> {
@@ -92,10 +115,15 @@ impl ConvLayer {
 
 /// VGG-16 conv stack (Simonyan & Zisserman; torchvision layout) returning pre-ReLU taps
 /// `conv1_1` … `conv5_3`.
+///
+/// Computes in f32 by default; [`Backbone::set_precision`] switches to f16 or bf16 (meant for
+/// GPUs; on the CPU half precision runs [`ConvImpl::Candle`], slower than the f32 fast path).
 pub struct Vgg16 {
     layers: Vec<ConvLayer>,
     meta: BackboneMeta,
+    /// The implementation used in f32 (half precision always uses [`ConvImpl::Candle`]).
     conv_impl: ConvImpl,
+    precision: Precision,
 }
 
 impl Vgg16 {
@@ -159,14 +187,18 @@ impl Vgg16 {
                 geometry: tap_geometry(&layer_shapes_through(i)),
             })
             .collect();
-        Vgg16 { layers, meta: BackboneMeta { taps, device: device.clone(), digest }, conv_impl }
+        Vgg16 {
+            layers,
+            meta: BackboneMeta { taps, device: device.clone(), digest },
+            conv_impl,
+            precision: Precision::F32,
+        }
     }
 
-    /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device.
+    /// Chooses the convolution implementation; [`ConvImpl::Im2colNhwc`] needs a CPU device and
+    /// [`Precision::F32`].
     pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
-        if conv_impl == ConvImpl::Im2colNhwc && !self.meta.device.is_cpu() {
-            return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
-        }
+        check_conv_impl(conv_impl, &self.meta.device, self.precision)?;
         for layer in &mut self.layers {
             layer.prepare(conv_impl)?;
         }
@@ -174,9 +206,11 @@ impl Vgg16 {
         Ok(self)
     }
 
-    /// The convolution implementation in use.
+    /// The convolution implementation in use: the one chosen for f32 (by default
+    /// [`ConvImpl::default_for`] the device; [`Vgg16::with_conv_impl`]), or [`ConvImpl::Candle`]
+    /// while the model computes in half precision.
     pub fn conv_impl(&self) -> ConvImpl {
-        self.conv_impl
+        effective_conv_impl(self.conv_impl, self.precision)
     }
 
     /// The weights under their torchvision names (`features.N.weight` OIHW, `features.N.bias`),
@@ -196,11 +230,11 @@ impl Vgg16 {
         self.meta.tap_index(name, "vgg16")
     }
 
-    /// Checks the input and returns it on this model's device.
+    /// Checks the input and returns it on this model's device, in its precision.
     fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
         let size = check_image_batch(input)?;
         check_reaches(&layer_shapes_through(deepest), size, VGG16[deepest].name)?;
-        Ok(input.to_device(&self.meta.device)?)
+        Ok(input.to_device(&self.meta.device)?.to_dtype(self.precision.dtype())?)
     }
 
     /// Runs layers `0..=last` and returns the pre-ReLU NCHW output of each layer `i` with
@@ -211,7 +245,7 @@ impl Vgg16 {
         last: usize,
         wanted: &[bool],
     ) -> Result<(Vec<Option<Tensor>>, usize), BackboneError> {
-        match self.conv_impl {
+        match self.conv_impl() {
             ConvImpl::Im2colNhwc => {
                 // One image at a time: batching only inflates the im2col buffers (cpu-performance.md §4.5).
                 let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); last + 1];
@@ -266,8 +300,9 @@ impl Vgg16 {
     ) -> Result<(Vec<Option<Tensor>>, usize), BackboneError> {
         let mut outs = vec![None; last + 1];
         for (i, (spec, layer)) in VGG16.iter().zip(&self.layers).enumerate().take(last + 1) {
-            let c_out = layer.bias.dims()[0];
-            let y = x.conv2d(&layer.weight, 1, 1, 1, 1)?.broadcast_add(&layer.bias.reshape((1, c_out, 1, 1))?)?;
+            let (weight, bias) = layer.params();
+            let c_out = bias.dims()[0];
+            let y = precision::conv2d(&x, weight, 1, 1)?.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
             if wanted[i] {
                 outs[i] = Some(y.clone());
             }
@@ -280,6 +315,30 @@ impl Vgg16 {
             }
         }
         Ok((outs, last + 1))
+    }
+}
+
+/// Checks that `conv_impl` can run on `device` in `precision`.
+pub(crate) fn check_conv_impl(conv_impl: ConvImpl, device: &Device, precision: Precision) -> Result<(), BackboneError> {
+    if conv_impl == ConvImpl::Im2colNhwc {
+        if !device.is_cpu() {
+            return Err(BackboneError::Input("the im2col NHWC convolution runs on the CPU only".into()));
+        }
+        if precision != Precision::F32 {
+            return Err(BackboneError::Input(format!(
+                "the im2col NHWC convolution computes in f32 only, not {precision}; set the precision to f32 first"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The implementation that runs: `chosen` in f32, [`ConvImpl::Candle`] in half precision.
+pub(crate) fn effective_conv_impl(chosen: ConvImpl, precision: Precision) -> ConvImpl {
+    if precision.is_half() {
+        ConvImpl::Candle
+    } else {
+        chosen
     }
 }
 
@@ -321,17 +380,31 @@ impl Backbone for Vgg16 {
         let (outs, _) = self.run_layers(&input, last, &wanted)?;
         indices
             .iter()
-            .map(|&i| {
-                outs[i].clone().ok_or_else(|| BackboneError::Input(format!("tap {} was not computed", VGG16[i].name)))
+            .map(|&i| match &outs[i] {
+                Some(t) => Ok(t.to_dtype(DType::F32)?),
+                None => Err(BackboneError::Input(format!("tap {} was not computed", VGG16[i].name))),
             })
             .collect()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn set_precision(&mut self, precision: Precision) -> Result<(), BackboneError> {
+        // Cast everything first, so that a failure (out of GPU memory) leaves the model as it was.
+        let cast = self.layers.iter().map(|layer| layer.cast(precision)).collect::<Result<Vec<_>, _>>()?;
+        for (layer, half) in self.layers.iter_mut().zip(cast) {
+            layer.half = half;
+        }
+        self.precision = precision;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
 
     fn tiny() -> Vgg16 {
         Vgg16::random(32, 7, &Device::Cpu).unwrap()

@@ -8,33 +8,17 @@ use candle_core::{Device, Tensor};
 use expgraph_backbone::{Backbone, ConvImpl, Preprocess, Vgg16};
 
 mod common;
-use common::vgg16_golden_files;
-
-const TAPS: [&str; 4] = ["conv4_2", "conv4_3", "conv5_2", "conv5_3"];
+use common::{assert_close, vgg16_golden_files, VGG16_BOUNDS, VGG16_GOLDEN_TAPS as TAPS};
 
 fn max_abs(t: &Tensor) -> f32 {
     t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
 }
 
-fn l2(t: &Tensor) -> f64 {
-    t.to_dtype(candle_core::DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt()
-}
-
-/// Checks the README's tolerance: max|Δ| ≤ 2e-5·max|golden| and relative L2 ≤ 5e-6.
-fn assert_close(name: &str, ours: &Tensor, golden: &Tensor) {
-    assert_eq!(ours.dims(), golden.dims(), "{name}: shape");
-    let diff = (ours - golden).unwrap();
-    let (max_diff, scale) = (max_abs(&diff), max_abs(golden));
-    let rel_l2 = l2(&diff) / l2(golden);
-    eprintln!("{name}: max|Δ| = {max_diff:.3e} (max|golden| = {scale:.1}), relative L2 = {rel_l2:.3e}");
-    assert!(max_diff <= 2e-5 * scale, "{name}: max|Δ| {max_diff} > 2e-5 × {scale}");
-    assert!(rel_l2 <= 5e-6, "{name}: relative L2 {rel_l2} > 5e-6");
-}
-
+/// Checks the README's tolerance ([`VGG16_BOUNDS`]).
 fn check_model(model: &Vgg16, golden: &HashMap<String, Tensor>) {
     let outputs = model.forward_taps(&golden["input"], &TAPS).unwrap();
     for (name, ours) in TAPS.iter().zip(&outputs) {
-        assert_close(name, ours, &golden[*name]);
+        assert_close(name, ours, &golden[*name], VGG16_BOUNDS.0, VGG16_BOUNDS.1);
     }
 }
 

@@ -122,6 +122,38 @@ impl CacheWriter {
     ///
     /// Fails on a wrong length, a non-finite value, or (f16) a value too large for f16.
     pub fn write_shard(&mut self, shard: usize, layer: &str, view: View, maps: &[f32]) -> Result<(), CacheError> {
+        let written = self.write_file(shard, layer, view, maps)?;
+        self.record(shard, written);
+        Ok(())
+    }
+
+    /// Write several layer/view files of `shard` at once, each on its own thread (encoding,
+    /// checksum and the atomic write are the slow part of extraction on a GPU). The files are
+    /// the same as from [`CacheWriter::write_shard`] one by one; on an error, the files written
+    /// before it stay done (a resumed run keeps them) and the first error is returned.
+    pub fn write_shard_files(&mut self, shard: usize, files: &[(&str, View, &[f32])]) -> Result<(), CacheError> {
+        let this = &*self;
+        let results: Vec<Result<WrittenFile, CacheError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .iter()
+                .map(|(layer, view, maps)| scope.spawn(move || this.write_file(shard, layer, *view, maps)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(written) => self.record(shard, written),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Check, encode and atomically write one shard file; what [`CacheWriter::record`] notes.
+    fn write_file(&self, shard: usize, layer: &str, view: View, maps: &[f32]) -> Result<WrittenFile, CacheError> {
         let slot = self.slot(shard, layer, view)?;
         let info = &self.file.manifest.layers[slot / self.file.manifest.views.len()];
         let n = self.shard_range(shard).len();
@@ -144,9 +176,13 @@ impl CacheWriter {
         fs::create_dir_all(&layer_dir).map_err(|e| io_err(&layer_dir, e))?;
         let path = shard::shard_path(&self.dir, layer, view, shard);
         write_atomic(&path, &bytes)?;
-        self.file.checksums.insert(checksum_key(&self.dir, &path), checksum(&bytes));
-        self.done[shard][slot] = true;
-        Ok(())
+        Ok(WrittenFile { slot, key: checksum_key(&self.dir, &path), checksum: checksum(&bytes) })
+    }
+
+    /// Note a written file's checksum and mark it done.
+    fn record(&mut self, shard: usize, written: WrittenFile) {
+        self.file.checksums.insert(written.key, written.checksum);
+        self.done[shard][written.slot] = true;
     }
 
     /// Write `manifest.json` (atomically, last). Fails if a shard file is missing.
@@ -332,4 +368,11 @@ fn remove_cache_files(dir: &Path) -> Result<(), CacheError> {
         }
     }
     Ok(())
+}
+
+/// A shard file on disk, not yet noted in the manifest.
+struct WrittenFile {
+    slot: usize,
+    key: String,
+    checksum: String,
 }

@@ -1,7 +1,7 @@
 //! Round trip, resumption and error handling of the on-disk cache.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use expgraph_cache::{
     CacheError, CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype, StorageInfo,
@@ -266,4 +266,59 @@ fn a_second_writer_of_the_folder_fails_at_once_naming_the_holder() {
     drop(first);
     write_all(dir.path(), 3, st, None).unwrap();
     FeatureCache::open(dir.path()).unwrap();
+}
+
+/// Every file of a folder tree (path relative to it → bytes), sorted.
+fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != expgraph_io::LOCK_FILE) {
+                out.push((path.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn files_written_together_equal_files_written_one_by_one() {
+    let (one, together) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_all(one.path(), 5, storage(StorageDtype::F16, 2), None).unwrap();
+    let m = manifest(5);
+    let mut w = CacheWriter::create(together.path(), m.clone(), storage(StorageDtype::F16, 2), false).unwrap();
+    for shard in w.pending_shards() {
+        let range = w.shard_range(shard);
+        let maps: Vec<(String, View, Vec<f32>)> = w
+            .files_per_shard()
+            .into_iter()
+            .map(|(name, view)| {
+                let values = maps_for(&m, range.clone(), &name, view);
+                (name, view, values)
+            })
+            .collect();
+        let files: Vec<(&str, View, &[f32])> = maps.iter().map(|(n, v, m)| (n.as_str(), *v, m.as_slice())).collect();
+        w.write_shard_files(shard, &files).unwrap();
+    }
+    w.finish().unwrap();
+    let (a, b) = (tree(one.path()), tree(together.path()));
+    assert!(a.len() > 3);
+    assert_eq!(a, b);
+
+    // A bad file among good ones: the error comes back, the good files are done.
+    let bad = tempfile::tempdir().unwrap();
+    let mut w = CacheWriter::create(bad.path(), m.clone(), storage(StorageDtype::F16, 2), false).unwrap();
+    let range = w.shard_range(0);
+    let names = w.files_per_shard();
+    let good = maps_for(&m, range.clone(), &names[0].0, names[0].1);
+    let mut nan = maps_for(&m, range, &names[1].0, names[1].1);
+    nan[3] = f32::NAN;
+    let files = [(names[0].0.as_str(), names[0].1, good.as_slice()), (names[1].0.as_str(), names[1].1, nan.as_slice())];
+    assert!(w.write_shard_files(0, &files).is_err());
+    assert!(w.pending_shards().contains(&0));
 }

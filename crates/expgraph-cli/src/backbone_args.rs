@@ -1,9 +1,10 @@
 //! The backbone flags `extract` and `features dump` share: weights, architecture, layers,
-//! preprocessing, device and explicit ONNX tap geometry.
+//! preprocessing, device, arithmetic precision and explicit ONNX tap geometry.
 
 use std::collections::BTreeMap;
 
-use expgraph_backbone::TapGeometry;
+use anyhow::Context;
+use expgraph_backbone::{Precision, TapGeometry};
 use expgraph_features::LoadedBackbone;
 
 /// Which backbone to run, on what, and which layers to tap.
@@ -34,10 +35,24 @@ pub struct BackboneArgs {
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Arithmetic of the backbone's forward pass: f32 (default), or f16 / bf16 (half precision,
+    /// meant for GPUs: faster there, slower on most CPUs). The cache stores f16 or u8 either way.
+    #[arg(long, default_value = "f32", value_parser = PRECISION_CHOICES)]
+    pub precision: String,
+}
+
+/// The names `--precision` accepts.
+pub const PRECISION_CHOICES: [&str; 3] = ["f32", "f16", "bf16"];
+
+/// The backbone precision a `--precision` value names (clap has checked it against
+/// [`PRECISION_CHOICES`]; the library's parser has the last word).
+pub fn parse_precision(name: &str) -> anyhow::Result<Precision> {
+    Precision::from_name(name).with_context(|| format!("--precision {name}"))
 }
 
 impl BackboneArgs {
-    /// Loads the backbone, and the layers to tap: `--layers`, or the architecture's default.
+    /// Loads the backbone in `--precision` on `--device`, and the layers to tap: `--layers`, or
+    /// the architecture's default.
     pub fn load(&self) -> anyhow::Result<(LoadedBackbone, Vec<String>)> {
         let mut geometry = BTreeMap::new();
         for (name, g) in &self.tap_geometry {
@@ -45,7 +60,8 @@ impl BackboneArgs {
                 anyhow::bail!("--tap-geometry names {name} twice");
             }
         }
-        let loaded = LoadedBackbone::load(
+        let precision = parse_precision(&self.precision)?;
+        let mut loaded = LoadedBackbone::load(
             &self.weights,
             &self.backbone,
             self.preprocess.as_deref(),
@@ -53,6 +69,10 @@ impl BackboneArgs {
             self.layers.as_deref(),
             &geometry,
         )?;
+        loaded
+            .model
+            .set_precision(precision)
+            .with_context(|| format!("--precision {} on --device {}", self.precision, self.device))?;
         let layers = self.layers.clone().unwrap_or_else(|| loaded.architecture.default_layers());
         Ok((loaded, layers))
     }
@@ -97,6 +117,7 @@ mod tests {
             tap_geometry: vec![once.clone(), once],
             preprocess: None,
             device: "cpu".into(),
+            precision: "f32".into(),
         };
         let err = args.load().unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");

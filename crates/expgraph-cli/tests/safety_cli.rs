@@ -49,6 +49,70 @@ fn extract_rejects_zero_counts_naming_the_flag() {
 }
 
 #[test]
+fn batch_and_precision_flags_reject_bad_values_with_the_choices() {
+    let base = ["--weights", "w", "--images", "i", "--negatives", "n", "-o", "c"];
+    for (cmd, flag, value, says) in [
+        ("extract", "--batch", "0", "at least 1 (or `auto`)"),
+        ("extract", "--batch", "many", "expected `auto` or a count"),
+        ("extract", "--precision", "f64", "[possible values: f32, f16, bf16]"),
+        ("run", "--batch", "0", "at least 1 (or `auto`)"),
+        ("run", "--precision", "f64", "[possible values: f32, f16, bf16]"),
+        ("features", "--precision", "half", "[possible values: f32, f16, bf16]"),
+    ] {
+        let mut c = expgraph();
+        c.arg(cmd);
+        if cmd == "features" {
+            c.args(["dump", "--weights", "w", "-o", "d.safetensors", "i.png"]);
+        } else if cmd == "extract" {
+            c.args(base);
+        }
+        let out = c.args([flag, value]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd} {flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains(value) && err.contains(says), "{cmd} {flag} {value}: {err}");
+    }
+    // `auto` and counts parse: the run then fails on the missing inputs instead (exit 1).
+    for batch in ["auto", "3"] {
+        let out =
+            expgraph().arg("extract").args(base).args(["--batch", batch, "--precision", "bf16"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "--batch {batch}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn cuda_on_a_cpu_only_build_is_an_error_naming_the_feature() {
+    if cfg!(feature = "cuda") {
+        eprintln!("skipping: this build has CUDA (the gpu tests cover it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (images, negatives) = (dir.path().join("images"), dir.path().join("negatives"));
+    for folder in [&images, &negatives] {
+        std::fs::create_dir_all(folder).unwrap();
+        for i in 0..2u8 {
+            image::RgbImage::from_fn(40, 32, |x, y| image::Rgb([x as u8 * 6, y as u8 * 7, i * 90]))
+                .save(folder.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    for device in ["cuda:0", "cuda"] {
+        let out = expgraph()
+            .args(["extract", "--weights", "w.safetensors", "--device", device, "--images"])
+            .arg(&images)
+            .arg("--negatives")
+            .arg(&negatives)
+            .arg("-o")
+            .arg(dir.path().join("cache"))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{device}: {err}");
+        assert!(err.contains("--features cuda") && err.contains(device), "{device}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn infer_refuses_a_cache_of_other_weights_and_report_activations_of_another_graph() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -45,14 +45,14 @@ mod stats;
 
 pub use check::check_image_files;
 pub use crop::{clip_box, crop_resize, image_size, load_rgb, mirror, RgbImage};
-pub use device::parse_device;
+pub use device::{device_label, device_memory, parse_device};
 pub use dump::{dump_raw_maps, write_raw_maps, RawMaps};
 pub use error::FeaturesError;
-pub use extract::{ExtractParams, ExtractReport, Extractor, FlipMode, ObjectImage};
-pub use forward::{forward_crops, TapOutput};
+pub use extract::{BatchSize, ExtractParams, ExtractReport, ExtractTiming, Extractor, FlipMode, ObjectImage};
+pub use forward::{forward_crops, forward_crops_normalized_f16, forward_crops_timed, ForwardTimes, TapOutput};
 pub use inputs::{list_images, objects_from_dir, read_boxes};
 pub use setup::{default_layers, load_backbone, Architecture, LoadedBackbone, TapDescription, BACKBONE_CHOICES};
 pub use stats::{
-    compute_norm_stats, expected_meta, files_digest, load_or_compute_norm_stats, normalize_in_place, LayerStd,
-    NormStats, NormStatsMeta, NormStatsParams, StdAccumulator, NORMALIZED_EPS_FRACTION, NORMALIZED_MAX,
+    compute_norm_stats, expected_meta, files_digest, load_or_compute_norm_stats, normalize_in_place, normalize_value,
+    LayerStd, NormStats, NormStatsMeta, NormStatsParams, StdAccumulator, NORMALIZED_EPS_FRACTION, NORMALIZED_MAX,
 };

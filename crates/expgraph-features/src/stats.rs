@@ -118,7 +118,17 @@ impl LayerStd {
 /// Normalize one image's pre-ReLU maps in place: `clamp(max(x, 0) / divisor, 0, NORMALIZED_MAX)`.
 pub fn normalize_in_place(values: &mut [f32], divisors: &[f32]) {
     for (v, d) in values.iter_mut().zip(divisors) {
-        *v = if *v > 0.0 { (*v / d).min(NORMALIZED_MAX) } else { 0.0 };
+        *v = normalize_value(*v, *d);
+    }
+}
+
+/// One unit's normalized value: `v / d` capped at [`NORMALIZED_MAX`] where `v > 0`, else 0.
+#[inline]
+pub fn normalize_value(v: f32, d: f32) -> f32 {
+    if v > 0.0 {
+        (v / d).min(NORMALIZED_MAX)
+    } else {
+        0.0
     }
 }
 

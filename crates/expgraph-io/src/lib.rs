@@ -20,9 +20,11 @@
 //! ```
 
 mod lock;
+mod memory;
 mod progress;
 
 pub use lock::{DirLock, LOCK_FILE};
+pub use memory::{peak_rss_bytes, total_memory_bytes};
 pub use progress::{Progress, ProgressSink};
 
 use std::io::{self, BufWriter, Write};

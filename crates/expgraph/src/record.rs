@@ -24,20 +24,14 @@ impl Host {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mem = proc_kib("/proc/meminfo", "MemTotal:").map(|k| k / 1024).unwrap_or(0);
+        let mem = expgraph_io::total_memory_bytes().map(|b| b >> 20).unwrap_or(0);
         Self { cpu, cores, mem }
     }
 }
 
 /// Peak resident set size of this process so far, MiB (0 where `/proc` is absent).
 pub fn peak_rss_mb() -> u64 {
-    proc_kib("/proc/self/status", "VmHWM:").map(|k| k / 1024).unwrap_or(0)
-}
-
-fn proc_kib(file: &str, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
+    expgraph_io::peak_rss_bytes().map(|b| b >> 20).unwrap_or(0)
 }
 
 /// Wall-clock seconds of each stage.

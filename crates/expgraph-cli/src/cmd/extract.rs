@@ -8,8 +8,8 @@ use crate::backbone_args::BackboneArgs;
 use crate::summary::Summary;
 use expgraph_cache::StorageDtype;
 use expgraph_features::{
-    check_image_files, list_images, load_or_compute_norm_stats, objects_from_dir, read_boxes, ExtractParams, FlipMode,
-    NormStatsParams,
+    check_image_files, list_images, load_or_compute_norm_stats, objects_from_dir, read_boxes, BatchSize, ExtractParams,
+    ExtractReport, FlipMode, NormStatsParams,
 };
 
 /// Arguments of `expgraph extract`.
@@ -39,9 +39,10 @@ pub struct Args {
     /// Use only the first N negatives (sorted by name).
     #[arg(long, value_name = "N")]
     pub negatives_limit: Option<usize>,
-    /// Objects per forward pass (each also runs its mirrored view).
-    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
-    pub batch: usize,
+    /// Objects per forward pass (each also runs its mirrored view): `auto` (CPU: a small fixed
+    /// batch; GPU: as many as fit in about half the free device memory) or a count ≥ 1.
+    #[arg(long, value_name = "auto|N", default_value = "auto")]
+    pub batch: BatchSize,
     /// Storage of the maps: f16 (rel. error ≤ 4.9e-4) or u8 (per image-channel min/range).
     #[arg(long, default_value = "f16", value_parser = ["f16", "u8"])]
     pub storage: String,
@@ -94,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         layers: layers.clone(),
         preprocess,
         input_size: expgraph_backbone::REFERENCE_INPUT_SIZE,
-        batch: args.batch.max(1),
+        batch: stats_batch(args.batch),
         progress: crate::progress::sink(),
     };
     let stats_path = args.stats.clone().unwrap_or_else(|| args.out.join("norm-stats.safetensors"));
@@ -104,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .layers(layers)
         .preprocess(preprocess)
         .input_size(expgraph_backbone::REFERENCE_INPUT_SIZE)
-        .batch(args.batch)
+        .batch_size(args.batch)
         .storage(storage)
         .shard_size(args.shard_size)
         .flip(flip)
@@ -112,17 +113,85 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .progress(crate::progress::sink())
         .check(backbone.as_ref(), &stats)?
         .run(&objects, &args.out)?;
-    let human = format!(
-        "feature cache {}: {} images ({} computed now, {:.0} ms/image)",
-        report.dir.display(),
-        report.images,
-        report.computed,
-        report.ms_per_image
-    );
+    let human = format!("{}\n{}", cache_line(&report), timing_line(&report));
     let json = serde_json::json!({
         "cache": report.dir, "key": report.key, "backbone": loaded.architecture.name(), "images": report.images,
         "computed": report.computed, "ms_per_image": report.ms_per_image,
+        "device": args.backbone.device, "precision": args.backbone.precision,
+        "batch": report.batch, "batch_requested": args.batch, "timing": report.timing,
         "norm_stats": stats_path, "norm_stats_digest": stats.digest(),
     });
     Ok(Summary::new(human, json))
+}
+
+/// Negatives per forward pass of the normalization statistics: `--batch N` as given; with
+/// `auto`, 4 (the statistics see a few dozen negatives, so the batch barely matters there).
+fn stats_batch(batch: BatchSize) -> usize {
+    match batch {
+        BatchSize::Fixed(n) => n.max(1),
+        BatchSize::Auto => 4,
+    }
+}
+
+/// The summary's first line: where the cache is and what this run computed.
+fn cache_line(report: &ExtractReport) -> String {
+    format!(
+        "feature cache {}: {} images ({} computed now, {:.0} ms/image, batch {})",
+        report.dir.display(),
+        report.images,
+        report.computed,
+        report.ms_per_image,
+        report.batch
+    )
+}
+
+/// The summary's second line: where the time went (stages overlap when pipelined, so they may
+/// add up to more than the wall time) and the peak memory.
+fn timing_line(report: &ExtractReport) -> String {
+    let t = &report.timing;
+    let mib = |b: Option<u64>| b.map_or_else(|| "n/a".to_string(), |b| format!("{} MiB", b >> 20));
+    let stages: Vec<String> = t.stages().iter().map(|(name, s)| format!("{} {s:.2}", name.replace('_', " "))).collect();
+    format!(
+        "time {:.2} s: {}; peak RSS {}, peak device memory {}",
+        t.wall_s,
+        stages.join(", "),
+        mib(t.peak_rss_bytes),
+        mib(t.peak_device_bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expgraph_features::ExtractTiming;
+
+    #[test]
+    fn stats_batch_follows_a_fixed_batch_and_defaults_to_4() {
+        assert_eq!(stats_batch(BatchSize::Fixed(7)), 7);
+        assert_eq!(stats_batch(BatchSize::Auto), 4);
+    }
+
+    #[test]
+    fn the_summary_names_the_batch_and_the_time_split() {
+        let report = ExtractReport {
+            dir: "c".into(),
+            key: "k".into(),
+            images: 3,
+            computed: 2,
+            ms_per_image: 12.4,
+            batch: 16,
+            timing: ExtractTiming {
+                wall_s: 1.5,
+                decode_s: 0.25,
+                forward_s: 1.0,
+                peak_rss_bytes: Some(3 << 20),
+                ..ExtractTiming::default()
+            },
+        };
+        let first = cache_line(&report);
+        assert!(first.starts_with("feature cache c: 3 images (2 computed now, 12 ms/image, batch 16)"), "{first}");
+        let second = timing_line(&report);
+        assert!(second.starts_with("time 1.50 s: decode 0.25, upload 0.00, forward 1.00"), "{second}");
+        assert!(second.contains("peak RSS 3 MiB, peak device memory n/a"), "{second}");
+    }
 }

@@ -7,6 +7,9 @@ use anyhow::Context;
 
 use crate::summary::Summary;
 use expgraph::pipeline::{DataSource, PipelineConfig};
+use expgraph_features::BatchSize;
+
+use crate::backbone_args::PRECISION_CHOICES;
 
 /// Arguments of `expgraph run`.
 #[derive(clap::Args, Debug)]
@@ -43,9 +46,16 @@ pub struct Args {
     /// Preprocessing preset (`caffe` or `torchvision`; default: by weight source).
     #[arg(long)]
     pub preprocess: Option<String>,
-    /// `cpu` or `cuda:N` (needs the `cuda` build).
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Arithmetic of the backbone's forward pass: f32 (default), or f16 / bf16 (half precision,
+    /// meant for GPUs).
+    #[arg(long, default_value = "f32", value_parser = PRECISION_CHOICES)]
+    pub precision: String,
+    /// Objects per forward pass of the feature extraction: `auto` (from the device) or a count ≥ 1.
+    #[arg(long, value_name = "auto|N", default_value = "auto")]
+    pub batch: BatchSize,
 }
 
 /// Run `expgraph run`.
@@ -68,6 +78,8 @@ pub fn run(a: Args) -> anyhow::Result<Summary> {
         work_dir: a.out.clone(),
         report: true,
         device: a.device,
+        precision: a.precision,
+        extract_batch: a.batch,
         progress: crate::progress::sink(),
         ..PipelineConfig::default()
     };

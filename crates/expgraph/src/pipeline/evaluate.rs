@@ -104,6 +104,14 @@ pub(super) fn localize_parts(
             let shots: Vec<(usize, PixelPoint)> =
                 pool[..config.shots].iter().map(|&i| (i, truth[i][0].centre.to_pixel())).collect();
             let points: Vec<PixelPoint> = shots.iter().map(|s| s.1).collect();
+            // A part annotated outside the object's crop cannot be taught: replace the draw.
+            let edge = frame + 0.5;
+            if let Some(outside) = points.iter().find(|p| !(0.5..=edge).contains(&p.h) || !(0.5..=edge).contains(&p.w))
+            {
+                tracing::warn!(part = %name, h = outside.h, w = outside.w, "annotated example outside the crop; draw replaced");
+                failed += 1;
+                continue;
+            }
             let (graph_model, raw_model) = match (nodes.fit(&params, &shots), raw.fit(&params, &shots)) {
                 (Ok(g), Ok(r)) => (g, r),
                 (Err(PipelineError::Localize(e @ LocalizeError::NoUnitSelected { .. })), _)

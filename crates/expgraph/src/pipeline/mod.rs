@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use expgraph_cache::FeatureCache;
 use expgraph_features::{
-    check_image_files, load_backbone, load_or_compute_norm_stats, ExtractParams, NormStatsParams, ObjectImage,
+    check_image_files, load_backbone, load_or_compute_norm_stats, BatchSize, ExtractParams, NormStatsParams,
+    ObjectImage,
 };
 use expgraph_io::ProgressSink;
 use expgraph_learn::LearnParams;
@@ -105,6 +106,10 @@ pub struct PipelineConfig {
     pub report: bool,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Arithmetic of the backbone: `f32` (default), or `f16` / `bf16` (GPU).
+    pub precision: String,
+    /// Objects per forward pass of the extraction (`auto`: from the device).
+    pub extract_batch: BatchSize,
     /// Views graph localization tries on a test image.
     pub localize_views: LocalizeViews,
     /// Where progress goes (stages `negatives`, `extract`, `learn <layer>`).
@@ -131,6 +136,8 @@ impl Default for PipelineConfig {
             work_dir: PathBuf::from("expgraph-run"),
             report: true,
             device: "cpu".into(),
+            precision: "f32".into(),
+            extract_batch: BatchSize::Auto,
             localize_views: LocalizeViews::Both,
             progress: ProgressSink::none(),
         }
@@ -223,7 +230,9 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     // Fail before the expensive work on an unreadable image.
     check_image_files(objects.iter().map(|o| o.path.as_path()), "image")?;
     check_image_files(negatives.iter().map(|p| p.as_path()), "negative")?;
-    let loaded = load_backbone(&config.weights, &config.backbone, config.preprocess.as_deref(), &config.device)?;
+    let mut loaded = load_backbone(&config.weights, &config.backbone, config.preprocess.as_deref(), &config.device)?;
+    let precision = expgraph_backbone::Precision::from_name(&config.precision)?;
+    loaded.model.set_precision(precision)?;
     let (backbone, preprocess) = (loaded.model, loaded.preprocess);
     let layers: Vec<String> = loaded.architecture.default_layers();
     let stats_params = NormStatsParams {
@@ -239,6 +248,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     ExtractParams::new()
         .layers(layers)
         .preprocess(preprocess)
+        .batch_size(config.extract_batch)
         .progress(config.progress.clone())
         .overwrite(true)
         .check(backbone.as_ref(), &stats)?
