@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use expgraph::backbone::Precision;
-use expgraph::datasets::{generate_synthetic_cub, read_cub, CubOptions, Dataset, SynthParams};
 use expgraph::features::{
     compute_norm_stats, load_backbone, objects_from_dir, BatchSize, ExtractParams, ExtractTiming, NormStatsParams,
-    ObjectImage,
 };
+use expgraph::pipeline::{extraction_objects, synthetic_dataset, synthetic_negatives};
 use expgraph::record::Host;
 use serde::Serialize;
 
@@ -161,7 +160,7 @@ pub fn run(a: ExtractBenchArgs) -> Result<()> {
                 objects_from_dir(dir, None, Some(a.objects)).with_context(|| format!("--images {}", dir.display()))?;
             (dir.display().to_string(), objects)
         }
-        None => ("synthetic-cub".to_string(), synthetic_objects(&work, a.objects, a.seed)?),
+        None => ("synthetic-cub".to_string(), extraction_objects(&synthetic_dataset(&work, a.objects, a.seed)?)),
     };
     if objects.len() < a.objects {
         tracing::warn!(wanted = a.objects, found = objects.len(), "fewer objects than --objects; timing those");
@@ -252,40 +251,6 @@ fn resolve_weights(given: Option<&str>, workspace: &Path) -> Result<String> {
         "no weights: pass --weights FILE|REPO (or set EXPGRAPH_WEIGHTS); the default {} does not exist",
         default.display()
     )
-}
-
-/// The synthetic CUB-format data set of `n` images (one object each) that `bench-synth` and
-/// `expgraph run` generate, in `work/data/synthetic-n{n}-s{seed}` (generated once, read back
-/// afterwards), as objects with their crop boxes.
-fn synthetic_objects(work: &Path, n: usize, seed: u64) -> Result<Vec<ObjectImage>> {
-    let set = synthetic(&work.join(format!("data/synthetic-n{n}-s{seed}")), n, seed)?;
-    Ok(set
-        .objects
-        .iter()
-        .map(|o| ObjectImage {
-            id: o.id.clone(),
-            path: set.image_path(o),
-            bbox: Some(o.crop_box(set.images[o.image].size)),
-        })
-        .collect())
-}
-
-/// `n` generated whole images of another seed, the negatives of the normalization (what the
-/// pipeline uses without `--negatives`).
-fn synthetic_negatives(work: &Path, n: usize, seed: u64) -> Result<Vec<PathBuf>> {
-    let seed = seed ^ 0x6e65_6761_7469_7665; // "negative", as the pipeline
-    let dir = work.join(format!("data/negatives-n{n}-s{seed}"));
-    let set = synthetic(&dir, n, seed)?;
-    Ok(set.images.iter().map(|i| set.root.join(&i.path)).collect())
-}
-
-/// A synthetic set in `dir`: generated once, read back afterwards.
-fn synthetic(dir: &Path, n: usize, seed: u64) -> Result<Dataset> {
-    if dir.join("images.txt").is_file() {
-        return read_cub(dir, &CubOptions::default()).with_context(|| format!("reading {}", dir.display()));
-    }
-    let params = SynthParams { n_images: n, seed, ..SynthParams::default() };
-    Ok(generate_synthetic_cub(dir, &params).with_context(|| format!("generating {}", dir.display()))?.dataset)
 }
 
 /// The rates of a run of `objects` objects.

@@ -20,9 +20,6 @@ pub enum FeaturesError {
     /// A bad parameter or input.
     #[error("invalid input: {0}")]
     Input(String),
-    /// A device that cannot be used.
-    #[error("device {name}: {what}")]
-    Device { name: String, what: String },
     /// An error of the backbone (boxed: it is large).
     #[error(transparent)]
     Backbone(Box<expgraph_backbone::BackboneError>),

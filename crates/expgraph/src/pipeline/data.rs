@@ -7,16 +7,15 @@ use expgraph_datasets::{
     PascalPartOptions, SynthParams,
 };
 
+use expgraph_features::ObjectImage;
+
 use super::{DataSource, PipelineConfig, PipelineError};
 
 /// Load (or generate) the data set of `config`, limited to `config.max_images` objects spread
 /// evenly over the set (deterministic).
 pub(super) fn load_dataset(config: &PipelineConfig) -> Result<Dataset, PipelineError> {
     let full = match &config.data {
-        DataSource::Synthetic { images, seed } => {
-            let dir = config.work_dir.join(format!("data/synthetic-n{images}-s{seed}"));
-            synthetic(&dir, *images, *seed)?
-        }
+        DataSource::Synthetic { images, seed } => synthetic_dataset(&config.work_dir, *images, *seed)?,
         DataSource::Cub { dir, sampling } => {
             let options = sampling.as_ref().map_or_else(CubOptions::paper, CubOptions::paper_subset);
             read_cub(dir, &options)?
@@ -38,6 +37,34 @@ pub(super) fn load_dataset(config: &PipelineConfig) -> Result<Dataset, PipelineE
         .ok_or_else(|| PipelineError::Input(format!("cannot select {n} objects of {}", full.name)))
 }
 
+/// The objects of `dataset` as the extractor takes them: each object's image and crop box.
+pub fn extraction_objects(dataset: &Dataset) -> Vec<ObjectImage> {
+    dataset
+        .objects
+        .iter()
+        .map(|o| ObjectImage {
+            id: o.id.clone(),
+            path: dataset.image_path(o),
+            bbox: Some(o.crop_box(dataset.images[o.image].size)),
+        })
+        .collect()
+}
+
+/// A synthetic CUB-format set of `images` objects in `work/data/synthetic-n{images}-s{seed}`:
+/// generated once, read back afterwards (the embedded default data set).
+pub fn synthetic_dataset(work: &Path, images: usize, seed: u64) -> Result<Dataset, PipelineError> {
+    synthetic(&work.join(format!("data/synthetic-n{images}-s{seed}")), images, seed)
+}
+
+/// `n` generated negatives (whole synthetic images of a seed derived from `seed`, generic
+/// scenes), in `work/data/negatives-n{n}-s{seed'}`: the embedded default negatives.
+pub fn synthetic_negatives(work: &Path, n: usize, seed: u64) -> Result<Vec<PathBuf>, PipelineError> {
+    let seed = seed ^ 0x6e65_6761_7469_7665; // "negative"
+    let dir = work.join(format!("data/negatives-n{n}-s{seed}"));
+    let set = synthetic(&dir, n, seed)?;
+    Ok(set.images.iter().map(|i| set.root.join(&i.path)).collect())
+}
+
 /// A synthetic CUB-format set in `dir`: generated once, read back afterwards.
 fn synthetic(dir: &Path, images: usize, seed: u64) -> Result<Dataset, PipelineError> {
     if dir.join("images.txt").is_file() {
@@ -53,13 +80,7 @@ fn synthetic(dir: &Path, images: usize, seed: u64) -> Result<Dataset, PipelineEr
 pub(super) fn negatives(config: &PipelineConfig) -> Result<Vec<PathBuf>, PipelineError> {
     let mut paths = match &config.negatives {
         Some(dir) => expgraph_features::list_images(dir)?,
-        None => {
-            let seed = config.seed ^ 0x6e65_6761_7469_7665; // "negative"
-            let n = config.negatives_limit.max(2);
-            let dir = config.work_dir.join(format!("data/negatives-n{n}-s{seed}"));
-            let set = synthetic(&dir, n, seed)?;
-            set.images.iter().map(|i| set.root.join(&i.path)).collect()
-        }
+        None => synthetic_negatives(&config.work_dir, config.negatives_limit.max(2), config.seed)?,
     };
     paths.truncate(config.negatives_limit);
     if paths.len() < 2 {

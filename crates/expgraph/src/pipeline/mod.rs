@@ -5,6 +5,7 @@
 //! graph, activations), so a run can be inspected or resumed stage by stage with the CLI.
 
 mod data;
+pub use data::{extraction_objects, synthetic_dataset, synthetic_negatives};
 mod evaluate;
 mod report;
 
@@ -14,7 +15,6 @@ use std::time::Instant;
 use expgraph_cache::FeatureCache;
 use expgraph_features::{
     check_image_files, load_backbone, load_or_compute_norm_stats, BatchSize, ExtractParams, NormStatsParams,
-    ObjectImage,
 };
 use expgraph_io::ProgressSink;
 use expgraph_learn::LearnParams;
@@ -218,15 +218,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     let dataset = data::load_dataset(config)?;
     tracing::info!(dataset = %dataset.name, objects = dataset.objects.len(), "data set ready");
     let negatives = data::negatives(config)?;
-    let objects: Vec<ObjectImage> = dataset
-        .objects
-        .iter()
-        .map(|o| ObjectImage {
-            id: o.id.clone(),
-            path: dataset.image_path(o),
-            bbox: Some(o.crop_box(dataset.images[o.image].size)),
-        })
-        .collect();
+    let objects = data::extraction_objects(&dataset);
     // Fail before the expensive work on an unreadable image.
     check_image_files(objects.iter().map(|o| o.path.as_path()), "image")?;
     check_image_files(negatives.iter().map(|p| p.as_path()), "negative")?;
