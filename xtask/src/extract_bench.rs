@@ -70,7 +70,7 @@ pub struct ExtractBenchArgs {
 }
 
 /// A clap parser of a count of at least `min` (the error names the minimum).
-fn at_least(min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+pub(crate) fn at_least(min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
     move |s: &str| match s.trim().parse::<usize>() {
         Ok(n) if n >= min => Ok(n),
         Ok(n) => Err(format!("must be at least {min}, got {n}")),

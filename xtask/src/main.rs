@@ -1,8 +1,10 @@
-//! `cargo xtask …`: benchmarks that run the whole pipeline (or feature extraction alone) and
-//! write a JSON record, the GPU test run, data set fetchers, and the report screenshot. Wired
+//! `cargo xtask …`: benchmarks that run the whole pipeline (or feature extraction alone, or the
+//! backbone forward against ONNX Runtime: `bench-backbone [--compare-onnxruntime]`) and write a
+//! JSON record, the GPU test run, data set fetchers, and the report screenshot. Wired
 //! through the `xtask` alias in `.cargo/config.toml`; a GPU build is
 //! `cargo run --release -p xtask --features cuda -- …`.
 
+mod backbone_bench;
 mod bench;
 mod chromium;
 mod extract_bench;
@@ -33,6 +35,9 @@ enum Command {
     /// Time feature extraction alone (decode, forward, normalize, write) on generated or real
     /// images, optionally against the serial extractor (`--serial`).
     BenchExtract(extract_bench::ExtractBenchArgs),
+    /// Time the backbone forward (VGG-16 to conv5_3, ResNet-50 to layer4) on the CPU, with
+    /// `--compare-onnxruntime` interleaved with ONNX Runtime on the same graph, weights and input.
+    BenchBackbone(backbone_bench::BenchBackboneArgs),
     /// Run the GPU tests (`gpu` in their names) of the crates with a `cuda` feature, built with it.
     TestGpu(test_gpu::TestGpuArgs),
     /// Download CUB-200-2011 and verify its checksum.
@@ -58,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchPascal(a) => bench::pascal(a),
         Command::BenchIlsvrc(a) => bench::ilsvrc(a),
         Command::BenchExtract(a) => extract_bench::run(a),
+        Command::BenchBackbone(a) => backbone_bench::run(a),
         Command::TestGpu(a) => test_gpu::run(a),
         Command::FetchCub(a) => fetch::cub(a),
         Command::FetchNegatives(a) => fetch::negatives(a),

@@ -5,6 +5,11 @@
 //! stride-1 convolution multiplies the activations in place (no im2col), a 1×1 stride-s one
 //! subsamples first.
 //!
+//! The 3×3, stride-1, pad-1 convolutions of both networks normally run the Winograd kernel of
+//! [`crate::winograd`] instead (2–5× faster per layer, no layer-sized im2col buffer); the im2col
+//! of this module remains VGG-16's path with `Vgg16::with_winograd(false)`, and [`GemmConv`]
+//! ResNet's for every other convolution (and for 3×3 ones that add a residual).
+//!
 //! The ops are candle custom ops with CPU kernels only; on other devices the stock candle
 //! convolution path is used instead (see [`crate::ConvImpl`]).
 
@@ -16,7 +21,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 /// Borrow the contiguous `f32` data of a CPU storage.
-fn contiguous_f32<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         bail!("{op}: only f32 tensors are supported, got {:?}", storage.dtype())
     };

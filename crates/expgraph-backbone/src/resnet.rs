@@ -36,6 +36,7 @@ use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
 use crate::vgg::{check_conv_impl, effective_conv_impl};
 use crate::weights::WeightFile;
+use crate::winograd::{Schedule, Winograd3x3};
 use crate::{
     nhwc, precision, resolve_weights, Backbone, BackboneError, BackboneMeta, ConvImpl, Precision, TapInfo, WeightSource,
 };
@@ -147,6 +148,9 @@ struct FoldedConv {
     padding: usize,
     /// The NHWC matrix-product form, for [`ConvImpl::Im2colNhwc`].
     gemm: Option<nhwc::GemmConv>,
+    /// The Winograd form of a 3×3, stride-1, pad-1 convolution, used instead of `gemm` by
+    /// [`ConvImpl::Im2colNhwc`] when there is no residual to add.
+    winograd: Option<Winograd3x3>,
     /// `weight` and `bias` cast to a half precision, while the model computes in it (the f32
     /// tensors are kept, so that going back to f32 is exact).
     half: Option<(Tensor, Tensor)>,
@@ -154,7 +158,7 @@ struct FoldedConv {
 
 impl FoldedConv {
     fn new(weight: Tensor, bias: Tensor, stride: usize, padding: usize) -> Self {
-        FoldedConv { weight, bias, stride, padding, gemm: None, half: None }
+        FoldedConv { weight, bias, stride, padding, gemm: None, winograd: None, half: None }
     }
 
     fn c_out(&self) -> usize {
@@ -169,9 +173,21 @@ impl FoldedConv {
         })
     }
 
-    fn prepare(&mut self, conv_impl: ConvImpl) -> Result<(), BackboneError> {
-        if conv_impl == ConvImpl::Im2colNhwc && self.gemm.is_none() {
+    /// Prepares the weights of `conv_impl`: for [`ConvImpl::Im2colNhwc`] the matrix-product form,
+    /// plus the Winograd form of a 3×3, stride-1, pad-1 convolution when `winograd`.
+    fn prepare(&mut self, conv_impl: ConvImpl, winograd: bool) -> Result<(), BackboneError> {
+        if conv_impl != ConvImpl::Im2colNhwc {
+            return Ok(());
+        }
+        if self.gemm.is_none() {
             self.gemm = Some(nhwc::GemmConv::new(&self.weight, &self.bias, self.stride, self.padding)?);
+        }
+        let (_, _, kh, kw) = self.weight.dims4()?;
+        let eligible = (kh, kw, self.stride, self.padding) == (3, 3, 1, 1);
+        if !(winograd && eligible) {
+            self.winograd = None;
+        } else if self.winograd.is_none() {
+            self.winograd = Some(Winograd3x3::new(&self.weight, &self.bias)?);
         }
         Ok(())
     }
@@ -190,6 +206,14 @@ impl FoldedConv {
 
     /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op.
     fn forward_nhwc(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor, BackboneError> {
+        if let (Some(winograd), None) = (&self.winograd, residual) {
+            return Ok(winograd.forward_with(
+                x,
+                false,
+                relu,
+                Schedule::for_shape(winograd.c_in(), winograd.c_out()),
+            )?);
+        }
         let Some(gemm) = &self.gemm else {
             return Err(BackboneError::Input("im2col weights were not prepared".into()));
         };
@@ -344,6 +368,8 @@ pub struct ResNet {
     /// The implementation used in f32 (half precision always uses [`ConvImpl::Candle`]).
     conv_impl: ConvImpl,
     precision: Precision,
+    /// Whether [`ConvImpl::Im2colNhwc`] uses Winograd where it can ([`ResNet::with_winograd`]).
+    winograd: bool,
 }
 
 /// What a tap holds: a block's output after its ReLU, or its residual sum before it.
@@ -461,7 +487,7 @@ impl ResNet {
         let width = |c: usize| (c / width_divisor).max(1);
         let stem_c = width(64);
         let mut stem = load_conv_bn(fetch, range_error, "conv1", "bn1", [stem_c, 3, 7, 7], 2, 3, device)?;
-        stem.prepare(conv_impl)?;
+        stem.prepare(conv_impl, true)?;
         let expansion = if depth.bottleneck() { 4 } else { 1 };
         let mut c_in = stem_c;
         let mut stages = Vec::with_capacity(4);
@@ -507,7 +533,7 @@ impl ResNet {
                 };
                 let mut block = Block { convs, downsample };
                 for conv in block.convs_mut() {
-                    conv.prepare(conv_impl)?;
+                    conv.prepare(conv_impl, true)?;
                 }
                 stage.push(block);
                 c_in = c_out;
@@ -532,6 +558,7 @@ impl ResNet {
             specs,
             conv_impl,
             precision: Precision::F32,
+            winograd: true,
         })
     }
 
@@ -599,14 +626,30 @@ impl ResNet {
     /// [`Precision::F32`].
     pub fn with_conv_impl(mut self, conv_impl: ConvImpl) -> Result<Self, BackboneError> {
         check_conv_impl(conv_impl, &self.meta.device, self.precision)?;
-        self.stem.prepare(conv_impl)?;
+        self.conv_impl = conv_impl;
+        self.prepare_all()?;
+        Ok(self)
+    }
+
+    /// Turns the Winograd kernel of [`ConvImpl::Im2colNhwc`] (3×3 stride-1 convolutions without
+    /// a residual) off, so that every convolution runs the matrix-product form, or back on (the
+    /// default). For benchmarks comparing the two.
+    #[doc(hidden)]
+    pub fn with_winograd(mut self, winograd: bool) -> Result<Self, BackboneError> {
+        self.winograd = winograd;
+        self.prepare_all()?;
+        Ok(self)
+    }
+
+    fn prepare_all(&mut self) -> Result<(), BackboneError> {
+        let (conv_impl, winograd) = (self.conv_impl, self.winograd);
+        self.stem.prepare(conv_impl, winograd)?;
         for block in self.stages.iter_mut().flatten() {
             for conv in block.convs_mut() {
-                conv.prepare(conv_impl)?;
+                conv.prepare(conv_impl, winograd)?;
             }
         }
-        self.conv_impl = conv_impl;
-        Ok(self)
+        Ok(())
     }
 
     /// The convolution implementation in use: the one chosen for f32 (by default
@@ -1038,7 +1081,7 @@ mod tests {
         assert_eq!(folded.dims(), reference.dims());
         assert!(max_diff(&folded, &reference) <= 1e-5 * max_abs(&reference));
         // The NHWC path (general im2col, stride 2) gives the same.
-        conv.prepare(ConvImpl::Im2colNhwc).unwrap();
+        conv.prepare(ConvImpl::Im2colNhwc, true).unwrap();
         let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
         let fast = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
         assert!(max_diff(&fast, &reference) <= 1e-5 * max_abs(&reference));
@@ -1053,7 +1096,7 @@ mod tests {
             let w1 = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &dev).unwrap();
             let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
             let mut conv = FoldedConv::new(w1, bias, stride, 0);
-            conv.prepare(ConvImpl::Im2colNhwc).unwrap();
+            conv.prepare(ConvImpl::Im2colNhwc, true).unwrap();
             let want = conv.forward_nchw(&x).unwrap();
             let got = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
             assert_eq!(got.dims(), want.dims());
@@ -1099,6 +1142,24 @@ mod tests {
             // Batch results equal single-image results.
             let single = fast.forward_taps(&x.narrow(0, 1, 1).unwrap(), &["layer3"]).unwrap();
             assert_eq!(max_diff(&single[0], &a[2].narrow(0, 1, 1).unwrap()), 0.0);
+        }
+    }
+
+    /// The CPU path (Winograd for the 3×3 stride-1 convolutions, gemm for the rest) gives the
+    /// same bits for every rayon pool size, and agrees with the all-gemm path.
+    #[test]
+    fn fast_path_is_bit_identical_across_thread_counts() {
+        let model = ResNet::random(ResNetDepth::R50, 4, 8, &Device::Cpu).unwrap();
+        let x = input(2, 61);
+        let taps = ["layer1", "layer2.pre_relu", "layer3", "layer4"];
+        let bits = |threads| crate::testing::tap_bits_with_threads(&model, &x, &taps, threads);
+        let one = bits(1);
+        assert_eq!(one, bits(2), "1 vs 2 threads");
+        assert_eq!(one, bits(3), "1 vs 3 threads");
+        let gemm = ResNet::random(ResNetDepth::R50, 4, 8, &Device::Cpu).unwrap().with_winograd(false).unwrap();
+        let (a, b) = (model.forward_taps(&x, &taps).unwrap(), gemm.forward_taps(&x, &taps).unwrap());
+        for ((tap, a), b) in taps.iter().zip(&a).zip(&b) {
+            assert!(max_diff(a, b) <= 1e-5 * max_abs(b), "{tap}");
         }
     }
 

@@ -42,7 +42,7 @@ impl NodeSetup {
 
     /// The 1-D prior factor `g(d; prior_sigma)` at offset `d` from the centre, with the
     /// vectorizable [`fast_exp`] (the sibling factors of the mixture normalization).
-    #[inline]
+    #[inline(always)]
     fn prior_factor(&self, d: f64) -> f64 {
         self.prior_norm * fast_exp(-d * d * self.prior_inv)
     }
@@ -104,21 +104,36 @@ pub struct EStepScratch {
     pub(crate) col_cells: Vec<AxisCells>,
     points: Vec<[[f64; NC]; 2]>,
     z: Vec<f64>,
+    boxes: Vec<[f64; 4]>,
+    overlap: Vec<(usize, u64)>,
     pub(crate) templates: Vec<Template>,
 }
 
 /// Candidate coordinates `(h, w)` of a node centred at `c`: `c + o`, or in reference arithmetic
 /// `((c − 1) + 1) + o` as the MEX code computes them.
+#[inline(always)]
 fn candidate_points(cfg: &EStepConfig, node: &NodeSetup, c: [f64; 2]) -> [[f64; NC]; 2] {
     if cfg.reference_arithmetic {
         let base = [(c[0] - 1.0) + 1.0, (c[1] - 1.0) + 1.0];
-        [node.offsets.map(|o| base[0] + o), node.offsets.map(|o| base[1] + o)]
+        [arr(|i| base[0] + node.offsets[i]), arr(|i| base[1] + node.offsets[i])]
     } else {
-        [node.offsets.map(|o| c[0] + o), node.offsets.map(|o| c[1] + o)]
+        [arr(|i| c[0] + node.offsets[i]), arr(|i| c[1] + node.offsets[i])]
     }
 }
 
+/// `[f(0), …, f(5)]` by a plain loop: `<[T; N]>::map` is not always inlined, and its closures
+/// (the E-step's [`fast_exp`] calls among them) then stay out-of-line calls in the hot loops.
+#[inline(always)]
+pub(crate) fn arr(mut f: impl FnMut(usize) -> f64) -> [f64; NC] {
+    let mut out = [0.0; NC];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = f(i);
+    }
+    out
+}
+
 /// The background weight τ of one image (spec §2.3): `valid_tau · mean_V Σ_c prob_V(c)`.
+#[inline(always)]
 pub(crate) fn background_tau(cfg: &EStepConfig, nodes: &[NodeSetup], lambdas: &[f64]) -> f64 {
     if nodes.is_empty() {
         return 0.0;
@@ -201,6 +216,9 @@ pub fn accumulate(
             let c = [n.mu[0] + shifts[v][0], n.mu[1] + shifts[v][1]];
             scratch.points.push(candidate_points(cfg, n, c));
         }
+        // Each node's candidate box `[h_lo, h_hi, w_lo, w_hi]`.
+        scratch.boxes.clear();
+        scratch.boxes.extend(scratch.points.iter().map(|p| [p[0][0], p[0][NC - 1], p[1][0], p[1][NC - 1]]));
         if normalize && cfg.reference_arithmetic {
             reference_z(nodes, base, k, lambdas, &scratch.points, tau, &mut scratch.z);
         } else if normalize {
@@ -213,34 +231,51 @@ pub fn accumulate(
                     continue;
                 }
                 let pa = &scratch.points[a];
-                for b in 0..k {
-                    let pb = &scratch.points[b];
-                    if (0..2).any(|ax| pa[ax][NC - 1] < pb[ax][0] || pa[ax][0] > pb[ax][NC - 1]) {
-                        continue;
+                // The siblings whose candidate box overlaps a's, as a bit set built without
+                // branches (most pairs do not overlap), visited in increasing b as before.
+                let bx = &scratch.boxes;
+                scratch.overlap.clear();
+                for (j, chunk) in bx.chunks(64).enumerate() {
+                    let mut word = 0u64;
+                    for (i, q) in chunk.iter().enumerate() {
+                        let apart =
+                            (pa[0][NC - 1] < q[0]) | (pa[0][0] > q[1]) | (pa[1][NC - 1] < q[2]) | (pa[1][0] > q[3]);
+                        word |= u64::from(!apart) << i;
                     }
-                    // Sibling b contributes only where a's candidates lie inside b's candidate
-                    // box: a sub-rectangle of a's grid.
-                    let [hs, ws] = [0, 1].map(|ax| inside(&pa[ax], pb[ax][0], pb[ax][NC - 1]));
-                    if hs.is_empty() || ws.is_empty() {
-                        continue;
-                    }
-                    let sib = &nodes[base + b];
-                    let [fh, fw] = if a == b {
-                        // A node's own prior at its own candidates: its template's factors.
-                        [sib.prob_factors; 2]
-                    } else {
-                        let centre = [sib.mu[0] + shifts[base + b][0], sib.mu[1] + shifts[base + b][1]];
-                        [
-                            sibling_factors(&pa[0], hs.clone(), &pb[0], sib, centre[0], cfg.nearest_sibling),
-                            sibling_factors(&pa[1], ws.clone(), &pb[1], sib, centre[1], cfg.nearest_sibling),
-                        ]
-                    };
-                    let lam = lambdas[base + b];
-                    let z = &mut scratch.z[a * CANDIDATES..(a + 1) * CANDIDATES];
-                    for iw in ws {
-                        let fw = lam * fw[iw];
-                        for ih in hs.clone() {
-                            z[iw * NC + ih] += fw * fh[ih];
+                    scratch.overlap.push((j, word));
+                }
+                for wi in 0..scratch.overlap.len() {
+                    let (j, mut word) = scratch.overlap[wi];
+                    while word != 0 {
+                        let b = j * 64 + word.trailing_zeros() as usize;
+                        word &= word - 1;
+                        let pa = &scratch.points[a];
+                        let pb = &scratch.points[b];
+                        // Sibling b contributes only where a's candidates lie inside b's candidate
+                        // box: a sub-rectangle of a's grid.
+                        let (hs, ws) =
+                            (inside(&pa[0], pb[0][0], pb[0][NC - 1]), inside(&pa[1], pb[1][0], pb[1][NC - 1]));
+                        if hs.is_empty() || ws.is_empty() {
+                            continue;
+                        }
+                        let sib = &nodes[base + b];
+                        let [fh, fw] = if a == b {
+                            // A node's own prior at its own candidates: its template's factors.
+                            [sib.prob_factors; 2]
+                        } else {
+                            let centre = [sib.mu[0] + shifts[base + b][0], sib.mu[1] + shifts[base + b][1]];
+                            [
+                                sibling_factors(&pa[0], hs.clone(), &pb[0], sib, centre[0], cfg.nearest_sibling),
+                                sibling_factors(&pa[1], ws.clone(), &pb[1], sib, centre[1], cfg.nearest_sibling),
+                            ]
+                        };
+                        let lam = lambdas[base + b];
+                        let z = &mut scratch.z[a * CANDIDATES..(a + 1) * CANDIDATES];
+                        for iw in ws {
+                            let fw = lam * fw[iw];
+                            for ih in hs.clone() {
+                                z[iw * NC + ih] += fw * fh[ih];
+                            }
                         }
                     }
                 }
@@ -252,7 +287,7 @@ pub fn accumulate(
             let lam = lambdas[v];
             let p = &prior[v * CANDIDATES..(v + 1) * CANDIDATES];
             let var = n.prior_sigma * n.prior_sigma;
-            let der = n.offsets.map(|o| o / var);
+            let der = arr(|i| n.offsets[i] / var);
             let mut s = NodeImageStats { best_score: f64::NEG_INFINITY, ..Default::default() };
             let mut best = 0;
             for iw in 0..NC {
@@ -286,6 +321,7 @@ pub fn accumulate(
 }
 
 /// The grid indices of the (increasing) candidate coordinates `p` inside `[lo, hi]`.
+#[inline(always)]
 fn inside(p: &[f64; NC], lo: f64, hi: f64) -> Range<usize> {
     let start = p.iter().position(|&x| x >= lo).unwrap_or(NC);
     let end = p.iter().rposition(|&x| x <= hi).map_or(0, |i| i + 1);
@@ -295,7 +331,7 @@ fn inside(p: &[f64; NC], lo: f64, hi: f64) -> Range<usize> {
 /// For node a's candidate coordinates `pa[range]` on one axis (inside sibling b's candidate
 /// extent `pb`), the 1-D factor of b's prior there: the nearest candidate's factor (reference)
 /// or b's Gaussian at the exact point. Entries outside `range` are 0.
-#[inline]
+#[inline(always)]
 fn sibling_factors(
     pa: &[f64; NC],
     range: Range<usize>,

@@ -13,7 +13,7 @@
 //! Units are visited row by row, column by column, so each candidate's sum runs in a fixed order
 //! whatever the thread count.
 
-use crate::estep::{EStepConfig, EStepScratch, NodeSetup};
+use crate::estep::{arr, EStepConfig, EStepScratch, NodeSetup};
 use crate::fast_exp::fast_exp;
 use crate::kernel::SmoothingKernel;
 use crate::reference::reference_evidence;
@@ -49,6 +49,7 @@ pub(crate) struct MapIndex {
 
 impl MapIndex {
     /// Indexes one `h × w` map.
+    #[inline(always)]
     fn build(&mut self, map: &[f32], h: usize, w: usize) {
         self.words_per_row = w.div_ceil(64);
         self.bits.clear();
@@ -68,28 +69,25 @@ impl MapIndex {
     }
 
     /// `Σ max(x, 0)` over the inclusive cell ranges `[r0, r1] × [c0, c1]`.
+    #[inline(always)]
     fn sum(&self, w: usize, r0: usize, r1: usize, c0: usize, c1: usize) -> f64 {
         let s = |r: usize, c: usize| self.sat[r * (w + 1) + c];
         s(r1 + 1, c1 + 1) - s(r0, c1 + 1) - s(r1 + 1, c0) + s(r0, c0)
     }
 
-    /// Calls `visit(column)` for each positive unit of row `r` in columns `c0..=c1`, in order.
-    fn for_each_positive(&self, r: usize, c0: usize, c1: usize, mut visit: impl FnMut(usize)) {
-        let row = &self.bits[r * self.words_per_row..(r + 1) * self.words_per_row];
-        for (word, &bits) in row.iter().enumerate().take(c1 / 64 + 1).skip(c0 / 64) {
-            let mut bits = bits;
-            let first = word * 64;
-            if c0 > first {
-                bits &= !0u64 << (c0 - first);
-            }
-            if c1 < first + 63 {
-                bits &= !0u64 >> (63 - (c1 - first));
-            }
-            while bits != 0 {
-                visit(first + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
+    /// The bit set of positive units of row `r`, word `word` (columns `64·word ..`), masked to
+    /// columns `c0..=c1`.
+    #[inline(always)]
+    fn masked_word(&self, r: usize, word: usize, c0: usize, c1: usize) -> u64 {
+        let mut bits = self.bits[r * self.words_per_row + word];
+        let first = word * 64;
+        if c0 > first {
+            bits &= !0u64 << (c0 - first);
         }
+        if c1 < first + 63 {
+            bits &= !0u64 >> (63 - (c1 - first));
+        }
+        bits
     }
 }
 
@@ -101,6 +99,7 @@ impl MapIndex {
 /// exponentials per candidate instead of one per (cell, candidate). Where a starting factor or
 /// ratio could leave the f64 range (far candidates, a very narrow kernel), every factor is
 /// evaluated directly.
+#[inline(always)]
 fn axis_cells(
     kernel: &SmoothingKernel,
     base: f64,
@@ -111,10 +110,10 @@ fn axis_cells(
 ) {
     out.clear();
     let inv = 1.0 / (2.0 * kernel.sigma * kernel.sigma);
-    let first = offsets.map(|o| o - (lo as f64 - base));
+    let first = arr(|i| offsets[i] - (lo as f64 - base));
     let recur = first.iter().all(|d| d * d * inv < 600.0) && ((hi - lo) as f64 + 1.0) * inv < 300.0;
-    let mut e = first.map(|d| fast_exp(-d * d * inv));
-    let mut ratio = first.map(|d| fast_exp((2.0 * d - 1.0) * inv));
+    let mut e = arr(|i| fast_exp(-first[i] * first[i] * inv));
+    let mut ratio = arr(|i| fast_exp((2.0 * first[i] - 1.0) * inv));
     let shrink = fast_exp(-2.0 * inv);
     for k in lo..=hi {
         let rel = k as f64 - base;
@@ -182,6 +181,7 @@ pub fn evidence(
 
 /// `Σ (G − floor) · x` of every candidate over the window `[r_lo, r_hi, c_lo, c_hi]`'s positive
 /// units within the cut-off, into `prior` (overwritten).
+#[inline(always)]
 fn gaussian_part(
     cfg: &EStepConfig,
     node: &NodeSetup,
@@ -202,19 +202,29 @@ fn gaussian_part(
             continue;
         }
         let line = &map[r * cfg.width..(r + 1) * cfg.width];
-        index.for_each_positive(r, c_lo, c_hi, |c| {
-            let ct = &cols[c - c_lo];
-            let x = f64::from(line[c]);
-            let floor_x = floor * x;
-            for iw in ct.lo..ct.hi {
-                let (limit, ew) = (cut - ct.d2[iw], peak * ct.e[iw] * x);
-                let out = &mut prior[iw * NC..(iw + 1) * NC];
-                // All 6 rows, masked by the cut-off circle (+∞ distance outside the row
-                // range): branch-free, so it vectorizes.
-                for ((o, d2), e) in out.iter_mut().zip(&rt.d2).zip(&rt.e) {
-                    *o += if *d2 < limit { e * ew - floor_x } else { 0.0 };
+        // The positive units of the row's window columns, in order (written out rather than
+        // through a closure, so that it is compiled with the caller's vector ISA).
+        for word in c_lo / 64..=c_hi / 64 {
+            let mut bits = index.masked_word(r, word, c_lo, c_hi);
+            while bits != 0 {
+                let c = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let ct = &cols[c - c_lo];
+                let x = f64::from(line[c]);
+                let floor_x = floor * x;
+                for iw in ct.lo..ct.hi {
+                    let (limit, ew) = (cut - ct.d2[iw], peak * ct.e[iw] * x);
+                    let out: &mut [f64; NC] =
+                        (&mut prior[iw * NC..(iw + 1) * NC]).try_into().expect("a column of candidates");
+                    // All 6 rows, masked by the cut-off circle (+∞ distance outside the row
+                    // range): branch-free, so it vectorizes. Outside the circle the mask makes
+                    // the addend +0.0, as `if d2 < limit { e · ew − floor_x } else { 0.0 }`.
+                    for ((o, d2), e) in out.iter_mut().zip(&rt.d2).zip(&rt.e) {
+                        let mask = u64::from(*d2 < limit).wrapping_neg();
+                        *o += f64::from_bits((e * ew - floor_x).to_bits() & mask);
+                    }
                 }
             }
-        });
+        }
     }
 }

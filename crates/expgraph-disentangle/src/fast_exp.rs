@@ -3,36 +3,37 @@
 //! parent selection (spec §2.2, one exponential per child × candidate × image). Reference-compat
 //! arithmetic keeps [`f64::exp`].
 
+/// 1.5 · 2^52: adding it rounds to an integer that sits in the low mantissa bits.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+// fdlibm's split of ln 2, digits as published.
+#[allow(clippy::excessive_precision)]
+const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+#[allow(clippy::excessive_precision)]
+const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+/// 1/k! for k = 0..=13.
+const C: [f64; 14] = [
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5_040.0,
+    1.0 / 40_320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+    1.0 / 39_916_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 6_227_020_800.0,
+];
+
 /// `e^x` for `x ≤ 709`, within 3 ulp of [`f64::exp`]; exactly 0 below −708 (where `e^x` is
 /// below 3.3e-308 and [`f64::exp`] would give a subnormal). Cody–Waite reduction
 /// `x = k·ln 2 + r`, `|r| ≤ ln 2 / 2`, and the degree-13 Taylor polynomial of `e^r` (truncation
 /// error below 1e-17 relative); `2^k` is built from the exponent bits.
 #[inline(always)]
 pub fn fast_exp(x: f64) -> f64 {
-    /// 1.5 · 2^52: adding it rounds to an integer that sits in the low mantissa bits.
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
-    // fdlibm's split of ln 2, digits as published.
-    #[allow(clippy::excessive_precision)]
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    #[allow(clippy::excessive_precision)]
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
-    /// 1/k! for k = 0..=13.
-    const C: [f64; 14] = [
-        1.0,
-        1.0,
-        0.5,
-        1.0 / 6.0,
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5_040.0,
-        1.0 / 40_320.0,
-        1.0 / 362_880.0,
-        1.0 / 3_628_800.0,
-        1.0 / 39_916_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 6_227_020_800.0,
-    ];
     let t = x * std::f64::consts::LOG2_E + MAGIC;
     let k = t - MAGIC;
     let r = (x - k * LN2_HI) - k * LN2_LO;
@@ -52,9 +53,62 @@ pub fn fast_exp(x: f64) -> f64 {
     }
 }
 
+/// [`fast_exp`] of 8 lanes with AVX-512: the same IEEE operations in the same order per lane
+/// (no fused multiply-add), so every lane is bit-identical to [`fast_exp`] of it.
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn fast_exp_avx512(x: std::arch::x86_64::__m512d) -> std::arch::x86_64::__m512d {
+    use std::arch::x86_64::*;
+    let c = |v: f64| _mm512_set1_pd(v);
+    let magic = c(MAGIC);
+    let t = _mm512_add_pd(_mm512_mul_pd(x, c(std::f64::consts::LOG2_E)), magic);
+    let k = _mm512_sub_pd(t, magic);
+    let r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(k, c(LN2_HI))), _mm512_mul_pd(k, c(LN2_LO)));
+    let r2 = _mm512_mul_pd(r, r);
+    let r4 = _mm512_mul_pd(r2, r2);
+    let r8 = _mm512_mul_pd(r4, r4);
+    let q = |i: usize| _mm512_add_pd(c(C[i]), _mm512_mul_pd(c(C[i + 1]), r));
+    let low = _mm512_add_pd(
+        _mm512_add_pd(q(0), _mm512_mul_pd(q(2), r2)),
+        _mm512_mul_pd(_mm512_add_pd(q(4), _mm512_mul_pd(q(6), r2)), r4),
+    );
+    let high = _mm512_add_pd(_mm512_add_pd(q(8), _mm512_mul_pd(q(10), r2)), _mm512_mul_pd(q(12), r4));
+    let p = _mm512_add_pd(low, _mm512_mul_pd(high, r8));
+    let bits = _mm512_sub_epi64(_mm512_castpd_si512(t), _mm512_set1_epi64(MAGIC.to_bits() as i64));
+    let scale = _mm512_castsi512_pd(_mm512_slli_epi64::<52>(_mm512_add_epi64(bits, _mm512_set1_epi64(1023))));
+    let below = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(x, c(-708.0));
+    _mm512_mask_blend_pd(below, _mm512_mul_pd(p, scale), _mm512_setzero_pd())
+}
+
 #[cfg(test)]
 mod tests {
     use super::fast_exp as exp;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_lanes_are_bit_identical_to_the_scalar_exp() {
+        use std::arch::x86_64::*;
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut xs: Vec<f64> = (0..=400_000).map(|i| -720.0 + 730.0 * f64::from(i) / 400_000.0).collect();
+        xs.extend([0.0, -0.0, -1e-300, -708.0, -708.0000001, 709.0, f64::NAN, f64::NEG_INFINITY, -1e-17]);
+        while !xs.len().is_multiple_of(8) {
+            xs.push(-0.5);
+        }
+        for chunk in xs.chunks_exact(8) {
+            let mut out = [0.0f64; 8];
+            // SAFETY: AVX-512 F checked above; `chunk` and `out` hold 8 values.
+            unsafe { _mm512_storeu_pd(out.as_mut_ptr(), super::fast_exp_avx512(_mm512_loadu_pd(chunk.as_ptr()))) };
+            for (x, o) in chunk.iter().zip(out) {
+                assert_eq!(o.to_bits(), exp(*x).to_bits(), "x = {x}");
+            }
+        }
+    }
 
     #[test]
     fn matches_std_exp_within_three_ulp() {

@@ -39,6 +39,7 @@ mod estep;
 mod evidence;
 mod fast_exp;
 mod init;
+mod isa;
 mod kernel;
 mod mstep;
 mod reference;
@@ -47,7 +48,10 @@ mod settings;
 pub use estep::{accumulate, flip_criterion, view_score, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
 pub use evidence::evidence;
 pub use fast_exp::fast_exp;
+#[cfg(target_arch = "x86_64")]
+pub use fast_exp::fast_exp_avx512;
 pub use init::{nodes_per_filter, random_means};
+pub use isa::Isa;
 pub use kernel::SmoothingKernel;
 pub use mstep::{sigma_max, step_sigma, update_mu, update_sigma, NodeTotals};
 pub use settings::{candidate_offsets, grid_spacing, half_range, CANDIDATES};

@@ -139,7 +139,9 @@ pub(crate) fn run_pass(
 
 fn read_checked(layer: &dyn LayerMaps, image: usize, view: View, out: &mut [f32]) -> Result<(), LearnError> {
     layer.read_image(image, view, out);
-    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+    // A branch-free scan (it vectorizes); the position is looked for only when there is one.
+    if out.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+        let i = out.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(LearnError::NonFinite {
             layer: layer.info().name.clone(),
             image,

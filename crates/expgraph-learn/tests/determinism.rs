@@ -1,4 +1,4 @@
-//! The graph file is byte-identical for 1 vs 2 threads and across repeated runs (fixed chunks,
+//! The graph file is byte-identical for 1, 2 and 3 threads and across repeated runs (fixed chunks,
 //! ordered reductions, seeded initialization).
 
 use expgraph_learn::synthetic::{generate, SyntheticSpec};
@@ -31,6 +31,7 @@ fn graph_bytes_do_not_depend_on_threads_or_repeats() {
     let one = learn_bytes(1, 7, &data);
     let two = learn_bytes(2, 7, &data);
     assert!(one == two, "1 vs 2 threads differ");
+    assert!(learn_bytes(3, 7, &data) == one, "1 vs 3 threads differ");
     assert!(learn_bytes(2, 7, &data) == two, "repeated run differs");
     assert!(learn_bytes(2, 8, &data) != two, "the seed must matter");
 }

@@ -1,0 +1,54 @@
+//! The CPU 3×3/pad-1 convolution kernels of expgraph-backbone on representative VGG-16 layer
+//! shapes (NHWC, batch 1, f32, ReLU of the input fused as in the network): the previous im2col +
+//! one matmul (`im2col_matmul`, `Vgg16::with_winograd(false)`) against Winograd F(2×2, 3×3)
+//! (`winograd`, the default for every layer).
+//!
+//! Criterion runs the variants one after the other, so on a shared machine prefer the interleaved
+//! ratios of `cargo run --release -p expgraph-backbone --example conv_speed`. Measured on the
+//! 2-core machine (2 threads, 2026-11-30), old/new, interleaved medians (this bench, quiet spell):
+//! conv1_2 3.7–4.5× (4.7×), conv2_2 2.5–2.9× (3.0×), conv3_2 2.0–2.1× (1.9×), conv4_2 2.0–2.2×
+//! (2.2×), conv5_2 1.9–2.2× (2.1×). Winograd here: 7.0, 6.8, 7.8, 11.5, 3.5 ms.
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, Winograd3x3};
+
+// As in the network benchmarks (cpu-performance.md §4.4).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// (layer, C_in, C_out, side).
+const SHAPES: [(&str, usize, usize, usize); 5] = [
+    ("conv1_2", 64, 64, 224),
+    ("conv2_2", 128, 128, 112),
+    ("conv3_2", 256, 256, 56),
+    ("conv4_2", 512, 512, 28),
+    ("conv5_2", 512, 512, 14),
+];
+
+fn conv_kernels(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    for (name, c_in, c_out, side) in SHAPES {
+        let x = Tensor::randn(0f32, 1.0, (1, side, side, c_in), &dev).expect("input");
+        let w = Tensor::randn(0f32, 0.05, (c_out, c_in, 3, 3), &dev).expect("weight");
+        let b = Tensor::randn(0f32, 0.1, c_out, &dev).expect("bias");
+        let gemm_weight = im2col_weight(&w).expect("im2col weight");
+        let winograd = Winograd3x3::new(&w, &b).expect("winograd weight");
+        let mut group = c.benchmark_group(format!("conv3x3_{name}_{c_in}x{c_out}_{side}"));
+        group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+        // Throughput in multiply-adds of the direct convolution (the same for both kernels).
+        group.throughput(Throughput::Elements((side * side * c_in * c_out * 9) as u64));
+        group.bench_with_input(BenchmarkId::new("im2col_matmul", 1), &x, |bench, x| {
+            bench.iter(|| im2col_conv3x3(x, &gemm_weight, &b, true).expect("im2col"))
+        });
+        group.bench_with_input(BenchmarkId::new("winograd", 1), &x, |bench, x| {
+            bench.iter(|| winograd.forward(x, true).expect("winograd"))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, conv_kernels);
+criterion_main!(benches);

@@ -1,0 +1,168 @@
+//! Interleaved old-vs-new timing of the CPU fast path (noise-robust on a shared machine: both
+//! variants run in turn in every round, and the report gives the median of per-round ratios).
+//!
+//! `cargo run --release -p expgraph-backbone --example conv_speed -- [rounds]` (RAYON_NUM_THREADS
+//! sets the threads). Prints, per VGG-16 layer shape, the im2col + matmul kernel against Winograd,
+//! then the whole forward to conv5_3 (real weights when `EXPGRAPH_SHARED`/`../shared` has them)
+//! at batch 1 and 8, im2col everywhere against the default (Winograd in every layer).
+//! Second argument: `layers` (kernels only), `winograd` (the new kernels only, for profiling),
+//! `resnet` (ResNet-50 to layer4, random weights, all-gemm against the default), `profile` (only
+//! the default VGG-16 forward, `rounds` times), `stock` (VGG-16, candle's `conv2d` against the
+//! default).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, Winograd3x3};
+use expgraph_backbone::{Backbone, ResNet, ResNetDepth, Vgg16};
+
+// As in the benches: large temporaries page-fault less (cpu-performance.md §4.4).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `a` and `b` alternately for `rounds` rounds; returns (median a, median b, median a/b), seconds.
+fn interleave(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, f64) {
+    a();
+    b();
+    let (mut ta, mut tb, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        };
+        // Alternate which goes first, so neither always gets the warmer cache.
+        let (x, y) = if round % 2 == 0 {
+            let x = time(&mut a);
+            (x, time(&mut b))
+        } else {
+            let y = time(&mut b);
+            (time(&mut a), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        ratio.push(x / y);
+    }
+    (median(ta), median(tb), median(ratio))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let mode = std::env::args().nth(2).unwrap_or_default();
+    let only_layers = mode == "layers" || mode == "winograd";
+    if mode == "resnet" {
+        let new = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
+        let old = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?.with_winograd(false)?;
+        for batch in [1usize, 8] {
+            let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;
+            let rounds = if batch == 1 { rounds } else { rounds.div_ceil(4) };
+            let (ta, tb, r) = interleave(
+                rounds,
+                || drop(old.forward_taps(&x, &["layer4"]).expect("old")),
+                || drop(new.forward_taps(&x, &["layer4"]).expect("new")),
+            );
+            println!(
+                "resnet50 to layer4, batch {batch}: gemm {:.1} ms/img, winograd {:.1} ms/img, old/new {r:.2}",
+                ta * 1e3 / batch as f64,
+                tb * 1e3 / batch as f64
+            );
+        }
+        return Ok(());
+    }
+    // `winograd`: only the new kernel runs (for profiling it alone).
+    let skip_old = mode == "winograd";
+    let dev = Device::Cpu;
+    if mode == "stock" {
+        // candle's stock conv2d against the default, VGG-16 at batch 1 (random weights).
+        let new = Vgg16::random(1, 0, &dev)?;
+        let stock = Vgg16::random(1, 0, &dev)?.with_conv_impl(expgraph_backbone::ConvImpl::Candle)?;
+        let x = Tensor::randn(0f32, 50.0, (1, 3, 224, 224), &dev)?;
+        let (ta, tb, r) = interleave(
+            rounds,
+            || drop(stock.forward_taps(&x, &["conv5_3"]).expect("stock")),
+            || drop(new.forward_taps(&x, &["conv5_3"]).expect("new")),
+        );
+        println!(
+            "vgg16 to conv5_3, batch 1: candle conv2d {:.1} ms, winograd {:.1} ms, old/new {r:.2}",
+            ta * 1e3,
+            tb * 1e3
+        );
+        return Ok(());
+    }
+    if mode == "profile" {
+        // The default VGG-16 forward alone, `rounds` times (for a profiler).
+        let model = Vgg16::random(1, 0, &dev)?;
+        let x = Tensor::randn(0f32, 50.0, (1, 3, 224, 224), &dev)?;
+        for _ in 0..rounds {
+            model.forward_taps(&x, &["conv5_3"])?;
+        }
+        return Ok(());
+    }
+    println!("threads: {}", rayon::current_num_threads());
+    let shapes = [
+        ("conv1_1", 3, 64, 224),
+        ("conv1_2", 64, 64, 224),
+        ("conv2_1", 64, 128, 112),
+        ("conv2_2", 128, 128, 112),
+        ("conv3_1", 128, 256, 56),
+        ("conv3_2", 256, 256, 56),
+        ("conv4_1", 256, 512, 28),
+        ("conv4_2", 512, 512, 28),
+        ("conv5_2", 512, 512, 14),
+    ];
+    for (name, c_in, c_out, side) in shapes {
+        let x = Tensor::randn(0f32, 1.0, (1, side, side, c_in), &dev)?;
+        let w = Tensor::randn(0f32, 0.05, (c_out, c_in, 3, 3), &dev)?;
+        let b = Tensor::randn(0f32, 0.1, c_out, &dev)?;
+        let gw = im2col_weight(&w)?;
+        let wino = Winograd3x3::new(&w, &b)?;
+        let gflop = 2.0 * (side * side * c_in * c_out * 9) as f64 / 1e9;
+        let (ta, tb, r) = interleave(
+            rounds,
+            || {
+                if !skip_old {
+                    drop(im2col_conv3x3(&x, &gw, &b, true).expect("im2col"))
+                }
+            },
+            || drop(wino.forward(&x, true).expect("winograd")),
+        );
+        println!(
+            "{name} {c_in}->{c_out}@{side}: im2col {:.2} ms ({:.0} GFLOP/s), winograd {:.2} ms ({:.0} eff. GFLOP/s), old/new {r:.2}",
+            ta * 1e3,
+            gflop / ta,
+            tb * 1e3,
+            gflop / tb
+        );
+    }
+    if only_layers {
+        return Ok(());
+    }
+    let shared = std::env::var_os("EXPGRAPH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    let weights = shared.join("models/vgg16-imagenet-conv.safetensors");
+    let new = if weights.is_file() { Vgg16::load_file(&weights, &dev)? } else { Vgg16::random(1, 0, &dev)? };
+    let old = if weights.is_file() { Vgg16::load_file(&weights, &dev)? } else { Vgg16::random(1, 0, &dev)? }
+        .with_winograd(false)?;
+    for batch in [1usize, 8] {
+        let x = Tensor::randn(0f32, 50.0, (batch, 3, 224, 224), &dev)?;
+        let rounds = if batch == 1 { rounds } else { rounds.div_ceil(4) };
+        let (ta, tb, r) = interleave(
+            rounds,
+            || drop(old.forward_taps(&x, &["conv5_3"]).expect("old")),
+            || drop(new.forward_taps(&x, &["conv5_3"]).expect("new")),
+        );
+        println!(
+            "vgg16 to conv5_3, batch {batch}: im2col {:.1} ms/img, winograd {:.1} ms/img, old/new {r:.2}",
+            ta * 1e3 / batch as f64,
+            tb * 1e3 / batch as f64
+        );
+    }
+    Ok(())
+}
