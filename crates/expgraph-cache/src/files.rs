@@ -50,6 +50,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> 
     expgraph_io::write_bytes(path, bytes).map_err(|e| io_err(path, e))
 }
 
+/// Write `manifest.json` of `dir` (atomically): the one encoding of a finished cache's manifest,
+/// whether one writer or a merge of parts made it.
+pub(crate) fn write_manifest(dir: &Path, file: &ManifestFile) -> Result<std::path::PathBuf, CacheError> {
+    let path = dir.join(MANIFEST_FILE);
+    let json =
+        serde_json::to_vec_pretty(file).map_err(|e| CacheError::Format { path: path.clone(), what: e.to_string() })?;
+    write_atomic(&path, &json)?;
+    Ok(path)
+}
+
 /// Memory-map a file read-only.
 ///
 /// Safety of the map: cache files are written once (temp + rename) and never modified in

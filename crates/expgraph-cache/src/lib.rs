@@ -15,6 +15,9 @@
 //! CACHE/<layer>/<view>-<shard:05>.safetensors  tensor `maps` [n, C, H, W] (f16, or u8 + `min`/`scale` [n, C])
 //! ```
 //! `view` is `original` or `flipped`; shard `k` holds images `k·S .. (k+1)·S` (S = shard size).
+//! A sharded extraction (several machines, [`CachePart`]) writes `CACHE/parts/part-I-of-N.json`
+//! per part instead of the manifest; [`merge_parts`] checks and joins them into the cache one
+//! machine would have written.
 //! Shards are written atomically (temp + rename) and carry the cache key in their header, so an
 //! interrupted [`CacheWriter`] resumes; the manifest is written last, so a folder without
 //! `manifest.json` is never mistaken for a finished cache.
@@ -35,6 +38,7 @@ mod key;
 mod layer;
 mod manifest;
 mod owned;
+mod part;
 mod reader;
 mod shard;
 mod storage;
@@ -48,6 +52,7 @@ pub use key::compute_cache_key;
 pub use layer::{InMemoryLayer, LayerMaps};
 pub use manifest::{CacheManifest, ImageEntry, LayerInfo, TapGeometry, View};
 pub use owned::{serialize_safetensors, EncodeError, OwnedTensor};
+pub use part::{find_part_records, merge_parts, CachePart, MergeReport, PARTS_DIR};
 pub use reader::{DiskLayer, FeatureCache};
 pub use storage::{StorageDtype, StorageInfo};
 pub use writer::CacheWriter;

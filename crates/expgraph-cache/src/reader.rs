@@ -26,6 +26,16 @@ impl FeatureCache {
         let dir = dir.as_ref().to_path_buf();
         let path = dir.join(MANIFEST_FILE);
         if !path.exists() {
+            if let Some((found, count)) = crate::part::parts_progress(&dir) {
+                return Err(CacheError::Format {
+                    path,
+                    what: format!(
+                        "missing: the folder holds {found} of the {count} shards of a sharded extraction; \
+                         merge them with `expgraph cache merge --out {}` (naming the other shards' folders)",
+                        dir.display()
+                    ),
+                });
+            }
             return Err(CacheError::Missing { path, what: "no manifest.json: not a (finished) feature cache" });
         }
         let text = fs::read(&path).map_err(|e| io_err(&path, e))?;

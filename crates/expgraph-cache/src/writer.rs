@@ -6,7 +6,10 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::files::{checksum, checksum_key, io_err, write_atomic, ManifestFile, ManifestProbe, MANIFEST_FILE};
+use crate::files::{
+    checksum, checksum_key, io_err, write_atomic, write_manifest, ManifestFile, ManifestProbe, MANIFEST_FILE,
+};
+use crate::part::{write_part_record, CachePart};
 use crate::shard::{self, ShardMeta};
 use crate::{compute_cache_key, CacheError, CacheManifest, LayerInfo, StorageInfo, View};
 
@@ -33,6 +36,8 @@ pub struct CacheWriter {
     file: ManifestFile,
     /// `done[shard][file]`, file = layer index * views + view index.
     done: Vec<Vec<bool>>,
+    /// The slice of the shard files this writer writes (a sharded extraction), or all of them.
+    part: Option<CachePart>,
     /// Held while writing: a second writer of the folder fails at once.
     _lock: expgraph_io::DirLock,
 }
@@ -46,15 +51,44 @@ impl CacheWriter {
     /// which case its files are removed first.
     pub fn create(
         dir: impl AsRef<Path>,
-        mut manifest: CacheManifest,
+        manifest: CacheManifest,
         storage: StorageInfo,
         overwrite: bool,
     ) -> Result<Self, CacheError> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open(dir.as_ref(), manifest, storage, overwrite, None)
+    }
+
+    /// Start (or resume) writing part `part` of a sharded extraction of this cache into `dir`
+    /// (see [`CachePart`]): only that part's shard files are pending, several parts may write
+    /// into one folder at once (each holds its own lock), and [`finish`](Self::finish) writes
+    /// the part's record `parts/part-IIII-of-NNNN.json` instead of `manifest.json`;
+    /// [`merge_parts`](crate::merge_parts) makes the cache. Nothing is ever removed: files of
+    /// another cache in `dir` are an error ([`CacheError::KeyMismatch`]).
+    pub fn create_part(
+        dir: impl AsRef<Path>,
+        manifest: CacheManifest,
+        storage: StorageInfo,
+        part: CachePart,
+    ) -> Result<Self, CacheError> {
+        Self::open(dir.as_ref(), manifest, storage, false, Some(part))
+    }
+
+    fn open(
+        dir: &Path,
+        mut manifest: CacheManifest,
+        storage: StorageInfo,
+        overwrite: bool,
+        part: Option<CachePart>,
+    ) -> Result<Self, CacheError> {
+        let dir = dir.to_path_buf();
         validate(&manifest, &storage)?;
         manifest.key = compute_cache_key(&manifest, &storage);
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let lock = expgraph_io::DirLock::acquire(&dir).map_err(|e| io_err(&dir, e))?;
+        let lock = match part {
+            None => expgraph_io::DirLock::acquire(&dir),
+            Some(p) => expgraph_io::DirLock::acquire_named(&dir, &p.lock_name()),
+        }
+        .map_err(|e| io_err(&dir, e))?;
         let found = existing_key(&dir)?;
         if let Some(found) = found.filter(|k| *k != manifest.key) {
             if !overwrite {
@@ -69,6 +103,7 @@ impl CacheWriter {
             dir,
             file: ManifestFile { manifest, storage, checksums: Default::default() },
             done: vec![vec![false; files]; num_shards],
+            part,
             _lock: lock,
         };
         writer.scan_existing(overwrite)?;
@@ -113,9 +148,22 @@ impl CacheWriter {
         self.done.get(shard).is_some_and(|f| f.iter().all(|d| *d))
     }
 
-    /// Shards with at least one file still to write, in order.
+    /// The shards this writer writes: all, or its part's.
+    pub fn own_shards(&self) -> Range<usize> {
+        match self.part {
+            None => 0..self.num_shards(),
+            Some(p) => p.shard_files(self.num_shards()),
+        }
+    }
+
+    /// The part of a sharded extraction this writer writes, if it is one.
+    pub fn part(&self) -> Option<CachePart> {
+        self.part
+    }
+
+    /// Shards (of its own) with at least one file still to write, in order.
     pub fn pending_shards(&self) -> Vec<usize> {
-        (0..self.num_shards()).filter(|s| !self.is_complete(*s)).collect()
+        self.own_shards().filter(|s| !self.is_complete(*s)).collect()
     }
 
     /// Write the maps of `layer`/`view` for the images of `shard` (`[n, C, H, W]` f32).
@@ -185,15 +233,16 @@ impl CacheWriter {
         self.done[shard][written.slot] = true;
     }
 
-    /// Write `manifest.json` (atomically, last). Fails if a shard file is missing.
+    /// Write `manifest.json` (atomically, last), or for a part its record. Fails if a shard
+    /// file is missing.
     pub fn finish(self) -> Result<PathBuf, CacheError> {
         if let Some(shard) = self.pending_shards().first() {
             return Err(CacheError::Incomplete { dir: self.dir.clone(), shard: *shard });
         }
-        let path = self.dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(&self.file)
-            .map_err(|e| CacheError::Format { path: path.clone(), what: e.to_string() })?;
-        write_atomic(&path, &json)?;
+        match self.part {
+            None => write_manifest(&self.dir, &self.file)?,
+            Some(part) => write_part_record(&self.dir, part, &self.file)?,
+        };
         Ok(self.dir)
     }
 
@@ -216,7 +265,7 @@ impl CacheWriter {
         let layers = self.file.manifest.layers.clone();
         for (li, layer) in layers.iter().enumerate() {
             for (vi, view) in views.iter().enumerate() {
-                for shard in 0..self.num_shards() {
+                for shard in self.own_shards() {
                     let path = shard::shard_path(&self.dir, &layer.name, *view, shard);
                     let _ = expgraph_io::remove_stale_temps(&path);
                     if !path.exists() {

@@ -4,8 +4,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use expgraph_cache::{
-    CacheError, CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps, StorageDtype, StorageInfo,
-    TapGeometry, View,
+    merge_parts, CacheError, CacheManifest, CachePart, CacheWriter, FeatureCache, ImageEntry, LayerInfo, LayerMaps,
+    StorageDtype, StorageInfo, TapGeometry, View, MANIFEST_FILE, PARTS_DIR,
 };
 
 fn layer(name: &str, c: usize, h: usize, w: usize) -> LayerInfo {
@@ -321,4 +321,111 @@ fn files_written_together_equal_files_written_one_by_one() {
     let files = [(names[0].0.as_str(), names[0].1, good.as_slice()), (names[1].0.as_str(), names[1].1, nan.as_slice())];
     assert!(w.write_shard_files(0, &files).is_err());
     assert!(w.pending_shards().contains(&0));
+}
+
+/// Write part `part` of the cache of `n` images into `dir` (a sharded extraction's job).
+fn write_part(dir: &Path, n: usize, st: StorageInfo, part: CachePart) -> Result<PathBuf, CacheError> {
+    let m = manifest(n);
+    let mut w = CacheWriter::create_part(dir, m.clone(), st, part)?;
+    for shard in w.pending_shards() {
+        let range = w.shard_range(shard);
+        for (name, view) in w.files_per_shard() {
+            w.write_shard(shard, &name, view, &maps_for(&m, range.clone(), &name, view))?;
+        }
+    }
+    w.finish()
+}
+
+/// The files of a cache folder without the part records and lock files.
+fn cache_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    tree(root)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(PARTS_DIR) && !p.to_string_lossy().ends_with(".lock"))
+        .collect()
+}
+
+#[test]
+fn parts_merged_in_one_folder_or_from_many_equal_a_single_writer() {
+    let st = || storage(StorageDtype::F16, 2);
+    let single = tempfile::tempdir().unwrap();
+    write_all(single.path(), 9, st(), None).unwrap(); // 5 shard files
+    let expected = cache_files(single.path());
+
+    // Three jobs into one shared folder, then merged in place.
+    let shared = tempfile::tempdir().unwrap();
+    for i in [2, 0, 1] {
+        write_part(shared.path(), 9, st(), CachePart::new(i, 3).unwrap()).unwrap();
+        if i != 1 {
+            let err = FeatureCache::open(shared.path()).unwrap_err().to_string();
+            assert!(err.contains("of the 3 shards") && err.contains("expgraph cache merge"), "{err}");
+        }
+    }
+    let report = merge_parts(shared.path(), &[]).unwrap();
+    assert_eq!((report.parts, report.images, report.copied, report.files), (3, 9, 0, 20));
+    assert_eq!(cache_files(shared.path()), expected);
+
+    // Seven jobs into their own folders (5 files over 7 parts: 0, 1, 1, 0, 1, 1, 1 files; the
+    // empty parts finish at once), merged into a new folder.
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..7).map(|i| root.path().join(format!("part{i}"))).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        write_part(d, 9, st(), CachePart::new(i, 7).unwrap()).unwrap();
+        assert!(CachePart::new(i, 7).unwrap().record_path(d).is_file());
+    }
+    let out = root.path().join("merged");
+    let report = merge_parts(&out, &dirs).unwrap();
+    assert_eq!((report.parts, report.copied), (7, 20));
+    assert_eq!(cache_files(&out), expected);
+    FeatureCache::open(&out).unwrap();
+    let (_, rel) = max_error(&out, 9);
+    assert!(rel <= 2f32.powi(-11));
+    // Merging again copies nothing and changes nothing; the sources are untouched.
+    assert_eq!(merge_parts(&out, &dirs).unwrap().copied, 0);
+    assert_eq!(cache_files(&out), expected);
+    assert!(dirs.iter().all(|d| d.join("parts").is_dir() && !d.join(MANIFEST_FILE).exists()));
+}
+
+#[test]
+fn a_merge_refuses_missing_foreign_and_damaged_parts() {
+    let root = tempfile::tempdir().unwrap();
+    let part = |i| CachePart::new(i, 3).unwrap();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("p{i}"))).collect();
+    write_part(&dirs[0], 6, storage(StorageDtype::F16, 2), part(0)).unwrap();
+    write_part(&dirs[1], 6, storage(StorageDtype::F16, 2), part(1)).unwrap();
+    let out = root.path().join("out");
+
+    let err = merge_parts(&out, &dirs[..2]).unwrap_err().to_string();
+    assert!(err.contains("were not found") && err.contains("2/3"), "{err}");
+    assert!(!out.join(MANIFEST_FILE).exists());
+
+    // The third part made with other normalization statistics.
+    let mut other = storage(StorageDtype::F16, 2);
+    other.norm_stats_digest = "other".into();
+    write_part(&dirs[2], 6, other, part(2)).unwrap();
+    let err = merge_parts(&out, &dirs).unwrap_err().to_string();
+    assert!(err.contains("another cache") && err.contains("normalization statistics"), "{err}");
+    // … and into a folder that holds another part of this cache: refused before writing.
+    let err = write_part(&dirs[1], 6, other_storage(), part(2)).unwrap_err();
+    assert!(matches!(err, CacheError::KeyMismatch { .. }), "{err}");
+
+    // Redone right, but a shard file damaged after its part finished.
+    std::fs::remove_dir_all(&dirs[2]).unwrap();
+    write_part(&dirs[2], 6, storage(StorageDtype::F16, 2), part(2)).unwrap();
+    let victim = dirs[1].join("b/flipped-00001.safetensors");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let err = merge_parts(&out, &dirs).unwrap_err().to_string();
+    assert!(err.contains("flipped-00001") && err.contains("checksum"), "{err}");
+    assert!(!out.join(MANIFEST_FILE).exists());
+
+    // Nothing to merge at all.
+    let empty = root.path().join("empty");
+    let err = merge_parts(&empty, &[]).unwrap_err().to_string();
+    assert!(err.contains("nothing to merge"), "{err}");
+}
+
+fn other_storage() -> StorageInfo {
+    StorageInfo { weights_digest: "other weights".into(), ..storage(StorageDtype::F16, 2) }
 }

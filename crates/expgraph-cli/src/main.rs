@@ -27,6 +27,12 @@ enum Command {
     Run(cmd::run::Args),
     /// Images + object boxes → normalized, cached feature maps.
     Extract(cmd::extract::Args),
+    /// The per-unit normalization statistics over negatives, made once and shared by the
+    /// shards of a sharded extraction.
+    Stats(cmd::stats::Args),
+    /// Feature-cache operations: `merge` the shards of a sharded extraction.
+    #[command(subcommand)]
+    Cache(cmd::cache::CacheCommand),
     /// Debugging tools for raw backbone features.
     #[command(subcommand)]
     Features(cmd::features::FeaturesCommand),
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
         Command::Extract(args) => cmd::extract::run(args),
+        Command::Stats(args) => cmd::stats::run(args),
+        Command::Cache(c) => cmd::cache::run(c),
         Command::Features(c) => cmd::features::run(c),
         Command::Learn(args) => cmd::learn::run(args),
         Command::Infer(args) => cmd::infer::run(args),

@@ -8,22 +8,10 @@ use expgraph_backbone::ResNetDepth;
 use expgraph_cache::{FeatureCache, LayerMaps, View};
 
 mod common;
-use common::{expgraph, stderr, write_resnet_weights};
+use common::{expgraph, stderr, write_images, write_resnet_weights};
 
 #[path = "../../expgraph-backbone/tests/common/gpu.rs"]
 mod gpu;
-
-/// `n` small PNGs of different patterns in `dir`.
-fn write_images(dir: &Path, n: u8, salt: u8) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..n {
-        let img = image::RgbImage::from_fn(97, 83, |x, y| {
-            let v = (x * (u32::from(i) + 3) + y * (u32::from(salt) + 5)) % 256;
-            image::Rgb([v as u8, (x * y % 251) as u8, (255 - v) as u8])
-        });
-        img.save(dir.join(format!("{salt}-{i}.png"))).unwrap();
-    }
-}
 
 /// The largest |a − b| over every layer, view and image of two caches of the same inputs,
 /// divided by the largest |a|.

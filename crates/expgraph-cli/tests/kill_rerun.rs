@@ -7,7 +7,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{conv5_3_cache, expgraph, shared};
+use common::{conv5_3_cache, expgraph, shared, write_cache, CacheSpec};
 
 /// Every file below `dir` (relative path → bytes), the lock file aside.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -131,4 +131,72 @@ fn learn_killed_and_rerun_is_byte_identical() {
         assert_eq!(files(&out), want, "kill after {delay_ms} ms");
         assert!(temp_files(&out).is_empty(), "{:?}", temp_files(&out));
     }
+}
+
+/// A VGG-16 cache of two layers, conv5_2 and conv5_3 (14 × 14, 24 filters), 64 images (enough
+/// that learning a layer takes long enough to stop a run between its layers).
+fn two_layer_cache(dir: &Path) {
+    let info = |name: &str| expgraph_cache::LayerInfo {
+        name: name.into(),
+        channels: 24,
+        height: 14,
+        width: 14,
+        geometry: expgraph_cache::TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
+    };
+    let spec = CacheSpec {
+        backbone: "vgg16",
+        preprocess: "caffe",
+        weights_digest: "w",
+        layers: vec![info("conv5_2"), info("conv5_3")],
+        images: 64,
+        shard_size: 16,
+    };
+    write_cache(dir, spec, |l, img, c| {
+        let shift = usize::from(l.name == "conv5_2");
+        let cell = (2 + (img + c + shift) % 10) * 14 + 2 + (img * 3 + c) % 10;
+        vec![(cell, 2.0 + (c % 5) as f32), (cell + 1, 1.0)]
+    });
+}
+
+#[test]
+fn learn_resumes_from_the_finished_layers_of_a_killed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    two_layer_cache(&cache);
+    let learn = |out: &Path, seed: &str| {
+        let mut c = expgraph();
+        c.args(["learn", "--layers", "conv5_2,conv5_3", "--iterations", "20", "--seed", seed, "--cache"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(out);
+        c
+    };
+    let reference = dir.path().join("ref");
+    assert!(learn(&reference, "0").status().unwrap().success());
+    let want = files(&reference);
+    assert!(!reference.join("checkpoints").exists(), "checkpoints are removed once the graph is saved");
+
+    // Killed once the top layer's checkpoint is there: the rerun loads it and learns only conv5_2.
+    let out = dir.path().join("run");
+    let top = out.join("checkpoints/conv5_3.safetensors");
+    let child =
+        learn(&out, "0").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    kill_when(child, || top.is_file());
+    assert!(top.is_file() && !out.join("graph.json").exists(), "killed between the layers");
+    let rerun = learn(&out, "0").output().unwrap();
+    assert!(rerun.status.success(), "{}", common::stderr(&rerun));
+    assert!(common::stderr(&rerun).contains("layer loaded from its checkpoint"), "{}", common::stderr(&rerun));
+    assert_eq!(files(&out), want, "a resumed run ends with the bytes of an uninterrupted one");
+
+    // A checkpoint of another run (another seed) in the folder is not used.
+    let other = dir.path().join("other");
+    let child =
+        learn(&other, "0").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    kill_when(child, || other.join("checkpoints/conv5_3.safetensors").is_file());
+    let seeded = learn(&other, "1").output().unwrap();
+    assert!(seeded.status.success(), "{}", common::stderr(&seeded));
+    assert!(common::stderr(&seeded).contains("ignoring the checkpoint of another run"), "{}", common::stderr(&seeded));
+    let fresh = dir.path().join("fresh");
+    assert!(learn(&fresh, "1").status().unwrap().success());
+    assert_eq!(files(&other), files(&fresh));
 }

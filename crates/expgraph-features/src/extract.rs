@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use expgraph_backbone::{Backbone, Precision, Preprocess};
-use expgraph_cache::{CacheManifest, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View};
+use expgraph_cache::{CacheManifest, CachePart, CacheWriter, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View};
 use rayon::prelude::*;
 
 use crate::crop::{clip_box, crop_resize, image_size, load_rgb, mirror};
@@ -63,6 +63,7 @@ pub struct ExtractParams {
     shard_size: usize,
     flip: FlipMode,
     overwrite: bool,
+    part: Option<CachePart>,
     progress: ProgressSink,
 }
 
@@ -80,6 +81,7 @@ impl ExtractParams {
             shard_size: StorageInfo::DEFAULT_SHARD_SIZE,
             flip: FlipMode::Mirror,
             overwrite: false,
+            part: None,
             progress: ProgressSink::none(),
         }
     }
@@ -135,6 +137,14 @@ impl ExtractParams {
         self.overwrite = yes;
         self
     }
+    /// Extract only part `part` of the cache (one job of a sharded extraction, see
+    /// [`CachePart`]): its shard files and its record `parts/part-I-of-N.json`, which
+    /// [`expgraph_cache::merge_parts`] joins with the other parts' into the cache a single run
+    /// would write. Not with [`overwrite`](Self::overwrite): a part never removes files.
+    pub fn part(mut self, part: Option<CachePart>) -> Self {
+        self.part = part;
+        self
+    }
     /// Where progress goes (stage `extract`, one step per image).
     pub fn progress(mut self, sink: ProgressSink) -> Self {
         self.progress = sink;
@@ -146,6 +156,11 @@ impl ExtractParams {
     pub fn check<'a>(self, backbone: &'a dyn Backbone, stats: &'a NormStats) -> Result<Extractor<'a>, FeaturesError> {
         if self.batch == BatchSize::Fixed(0) || self.shard_size == 0 || self.input_size == 0 {
             return Err(FeaturesError::Input("batch, shard size and input size must be ≥ 1".into()));
+        }
+        if self.part.is_some() && self.overwrite {
+            return Err(FeaturesError::Input(
+                "a shard of a sharded extraction never removes files: overwrite is not allowed with a part".into(),
+            ));
         }
         if self.layers.is_empty() {
             return Err(FeaturesError::Input("no layers requested".into()));
@@ -420,7 +435,10 @@ impl Extractor<'_> {
             norm_stats_digest: self.stats.digest().to_string(),
         };
         let start = Instant::now();
-        let mut writer = CacheWriter::create(out, manifest, storage, self.params.overwrite)?;
+        let mut writer = match self.params.part {
+            None => CacheWriter::create(out, manifest, storage, self.params.overwrite)?,
+            Some(part) => CacheWriter::create_part(out, manifest, storage, part)?,
+        };
         // Every object still to compute, in cache order, with its shard.
         let jobs: Vec<(usize, ImageEntry)> = writer
             .pending_shards()
@@ -431,7 +449,7 @@ impl Extractor<'_> {
         let todo = jobs.len();
         let batch = self.batch();
         tracing::info!(
-            out = %out.display(), images = objects.len(), to_compute = todo, batch,
+            out = %out.display(), images = objects.len(), part = ?self.params.part, to_compute = todo, batch,
             pipelined = self.params.pipelined, device = ?self.backbone.device().location(),
             layers = ?self.params.layers, "extracting features"
         );

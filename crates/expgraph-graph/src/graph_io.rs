@@ -16,8 +16,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{format_err, io_err, GraphError};
-use crate::tensors::{arrays_file, pairs, serialize, write_atomic, OwnedTensor, TensorReader};
-use crate::{ExplanatoryGraph, GraphLayer, LayerInfo, Parent};
+use crate::tensors::{
+    arrays_file, pairs, parents_from_padded, parents_to_padded, serialize, write_atomic, OwnedTensor, TensorReader,
+};
+use crate::{ExplanatoryGraph, GraphLayer, LayerInfo};
 
 /// Metadata file inside a graph folder.
 pub const GRAPH_JSON: &str = "graph.json";
@@ -118,11 +120,8 @@ impl ExplanatoryGraph {
             ));
             let m = layer.max_parents();
             if m > 0 {
-                let padded: Vec<Option<Parent>> =
-                    layer.parents.iter().flat_map(|ps| (0..m).map(move |i| ps.get(i).copied())).collect();
-                let idx = padded.iter().map(|p| p.map_or(-1, |p| p.node as i32));
+                let (idx, sim) = parents_to_padded(&layer.parents, m);
                 tensors.push((format!("{name}.parents"), OwnedTensor::i32(vec![n, m], idx)));
-                let sim = padded.iter().map(|p| p.map_or(0.0, |p| p.similarity));
                 tensors.push((format!("{name}.parent_similarity"), OwnedTensor::f32(vec![n, m], sim)));
             }
         }
@@ -195,16 +194,7 @@ impl ExplanatoryGraph {
             } else {
                 let idx = reader.i32(&format!("{name}.parents"), &[n, m])?;
                 let sim = reader.f32(&format!("{name}.parent_similarity"), &[n, m])?;
-                idx.chunks_exact(m)
-                    .zip(sim.chunks_exact(m))
-                    .map(|(i, s)| {
-                        i.iter()
-                            .zip(s)
-                            .filter(|(i, _)| **i >= 0)
-                            .map(|(i, s)| Parent { node: *i as u32, similarity: *s })
-                            .collect()
-                    })
-                    .collect()
+                parents_from_padded(&idx, &sim, m, n)
             };
             layers.push(GraphLayer {
                 mu,

@@ -38,6 +38,7 @@ pub use expgraph_geometry::TapGeometry;
 pub use graph_io::{GRAPH_ARRAYS, GRAPH_JSON};
 pub use model::{ExplanatoryGraph, GraphLayer, ImageActivations, LayerActivations, NodeRef, Parent};
 pub use provenance::{graph_digest, FeatureOrigin, Provenance, PROVENANCE_JSON};
+pub use tensors::{parents_from_padded, parents_to_padded, TensorReader};
 
 #[cfg(test)]
 mod tests;

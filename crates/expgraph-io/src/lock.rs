@@ -20,8 +20,14 @@ impl DirLock {
     /// Lock `dir` (created if missing) for this process. Fails at once, never waits, when another
     /// run holds it; the error names that run (its pid and command line).
     pub fn acquire(dir: &Path) -> io::Result<Self> {
+        Self::acquire_named(dir, LOCK_FILE)
+    }
+
+    /// Like [`DirLock::acquire`], with the lock file `name` in `dir`: writers of disjoint parts of
+    /// one folder (the shards of a sharded extraction) each hold their own lock.
+    pub fn acquire_named(dir: &Path, name: &str) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(LOCK_FILE);
+        let path = dir.join(name);
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -67,5 +73,14 @@ mod tests {
         drop(first);
         let again = DirLock::acquire(&out).unwrap();
         assert!(again.path().ends_with(LOCK_FILE));
+    }
+
+    #[test]
+    fn named_locks_of_one_folder_are_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DirLock::acquire_named(dir.path(), ".part-a.lock").unwrap();
+        let b = DirLock::acquire_named(dir.path(), ".part-b.lock").unwrap();
+        assert_eq!(DirLock::acquire_named(dir.path(), ".part-a.lock").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_ne!(a.path(), b.path());
     }
 }

@@ -8,6 +8,7 @@ use expgraph_disentangle::{
 use expgraph_graph::{ExplanatoryGraph, GraphLayer, Parent};
 
 use crate::align::align_views;
+use crate::checkpoint::{Checkpoints, LayerCheckpoint};
 use crate::layer_model::{
     estep_config, half_ranges, mean_positions, node_setups, parent_displacements, parent_priors, pixel_geometry,
     unit_ratio,
@@ -65,6 +66,20 @@ struct Upper {
     mean: Vec<[f64; 2]>,
 }
 
+impl Upper {
+    /// What the layer below needs of a finished layer.
+    fn of(info: &LayerInfo, geometry: TapGeometry, layer: &GraphLayer, record: &LayerRecord) -> Self {
+        Self {
+            info: info.clone(),
+            geometry,
+            positions: record.positions.clone(),
+            scores: record.scores.clone(),
+            sigma: layer.sigma.clone(),
+            mean: layer.mean_position.clone(),
+        }
+    }
+}
+
 impl CheckedLearnParams {
     /// Learn a graph from `features` with random initial means.
     pub fn fit(&self, features: &dyn FeatureSource) -> Result<LearnOutput, LearnError> {
@@ -78,6 +93,21 @@ impl CheckedLearnParams {
         features: &dyn FeatureSource,
         initial_mu: Option<&[Vec<[f64; 2]>]>,
         progress: &(dyn Fn(&Progress) + Sync),
+    ) -> Result<LearnOutput, LearnError> {
+        self.fit_resumable(features, initial_mu, progress, None)
+    }
+
+    /// [`fit_with`](Self::fit_with), saving each finished layer to `checkpoints` and starting
+    /// from the layers already there: a killed run, rerun with the same checkpoints, resumes
+    /// at the first unfinished layer and returns what an uninterrupted run returns, bit for bit.
+    /// The checkpoints must belong to this run (same features, parameters and images;
+    /// [`DirCheckpoints`](crate::DirCheckpoints) tells by a fingerprint).
+    pub fn fit_resumable(
+        &self,
+        features: &dyn FeatureSource,
+        initial_mu: Option<&[Vec<[f64; 2]>]>,
+        progress: &(dyn Fn(&Progress) + Sync),
+        checkpoints: Option<&dyn Checkpoints>,
     ) -> Result<LearnOutput, LearnError> {
         let p = &self.0;
         let available = features.layers();
@@ -108,8 +138,49 @@ impl CheckedLearnParams {
         let mut layers_out: Vec<Option<(GraphLayer, LayerRecord)>> = vec![None; num_layers];
         let mut upper: Option<Upper> = None;
         let mut flips = vec![false; n];
+        // Checkpoints are used while they continue from the top layer down.
+        let mut resuming = checkpoints.is_some();
         for (done, l) in (0..num_layers).rev().enumerate() {
             let info = &infos[l];
+            let geometry = pixel_geometry(p, features.backbone(), info);
+            let k = nodes_per_filter(info.height, info.width, p.layers[l].density);
+            let tick = |it: usize| {
+                progress(&Progress {
+                    layer: info.name.clone(),
+                    layers_done: done,
+                    num_layers,
+                    iteration: it,
+                    iterations: p.iterations,
+                })
+            };
+            let saved = match checkpoints {
+                Some(c) if resuming => c.load(info)?,
+                _ => None,
+            };
+            if let Some(cp) = saved {
+                let nodes = cp.layer.num_nodes();
+                if cp.layer.nodes_per_filter != k
+                    || cp.flips.len() != n
+                    || cp.record.positions.len() != n * nodes
+                    || cp.record.scores.len() != n * nodes
+                {
+                    return Err(LearnError::Mismatch(format!(
+                        "the checkpoint of layer {} holds {} images and {} nodes per filter, this run has {n} and {k}",
+                        info.name,
+                        cp.flips.len(),
+                        cp.layer.nodes_per_filter
+                    )));
+                }
+                (1..=p.iterations).for_each(tick);
+                if upper.is_none() {
+                    flips = cp.flips;
+                }
+                log_summary(&cp.layer);
+                upper = Some(Upper::of(info, geometry, &cp.layer, &cp.record));
+                layers_out[l] = Some((cp.layer, cp.record));
+                continue;
+            }
+            resuming = false;
             let maps = features.open_layer(&info.name)?;
             if maps.num_images() < n || maps.info() != info {
                 return Err(LearnError::Mismatch(format!(
@@ -118,9 +189,7 @@ impl CheckedLearnParams {
                     maps.num_images()
                 )));
             }
-            let k = nodes_per_filter(info.height, info.width, p.layers[l].density);
             let init = initial_mu.map(|i| i[l].clone());
-            let geometry = pixel_geometry(p, features.backbone(), info);
             let (layer, record, layer_flips) = self.learn_layer(
                 maps.as_ref(),
                 n,
@@ -131,29 +200,17 @@ impl CheckedLearnParams {
                 init,
                 upper.as_ref(),
                 &flips,
-                &|it| {
-                    progress(&Progress {
-                        layer: info.name.clone(),
-                        layers_done: done,
-                        num_layers,
-                        iteration: it,
-                        iterations: p.iterations,
-                    })
-                },
+                &tick,
                 l as u64,
             )?;
             if upper.is_none() {
                 flips = layer_flips;
             }
+            if let Some(c) = checkpoints {
+                c.save(&LayerCheckpoint { layer: layer.clone(), record: record.clone(), flips: flips.clone() })?;
+            }
             log_summary(&layer);
-            upper = Some(Upper {
-                info: info.clone(),
-                geometry,
-                positions: record.positions.clone(),
-                scores: record.scores.clone(),
-                sigma: layer.sigma.clone(),
-                mean: layer.mean_position.clone(),
-            });
+            upper = Some(Upper::of(info, geometry, &layer, &record));
             layers_out[l] = Some((layer, record));
         }
         let (layers, records): (Vec<_>, Vec<_>) = layers_out.into_iter().flatten().unzip();

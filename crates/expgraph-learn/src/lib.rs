@@ -28,6 +28,7 @@
 //! graph is bit-identical for any number of rayon threads; all randomness is seeded ChaCha8.
 
 mod align;
+mod checkpoint;
 mod error;
 mod infer;
 mod layer_model;
@@ -37,6 +38,7 @@ mod pass;
 mod source;
 pub mod synthetic;
 
+pub use checkpoint::{Checkpoints, DirCheckpoints, LayerCheckpoint};
 pub use error::LearnError;
 pub use infer::{check_compatible, infer, infer_views, ViewPolicy};
 pub use layer_model::{reference_geometry, REFERENCE_RESNET_CENTRES};

@@ -35,3 +35,34 @@ fn graph_bytes_do_not_depend_on_threads_or_repeats() {
     assert!(learn_bytes(2, 7, &data) == two, "repeated run differs");
     assert!(learn_bytes(2, 8, &data) != two, "the seed must matter");
 }
+
+#[test]
+fn checkpoints_round_trip_every_bit_and_a_resumed_fit_equals_a_fresh_one() {
+    use expgraph_learn::{Checkpoints, DirCheckpoints};
+    let data = generate(&SyntheticSpec { num_images: 12, channels: 3, seed: 5, ..SyntheticSpec::default() }).features;
+    let params = LearnParams::default().layers(&[("low", 0.05), ("top", 0.1)]).iterations(3).top_n(3).check().unwrap();
+    let fresh = params.fit(&data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cps = DirCheckpoints::new(dir.path().join("cp"), "run A");
+    let saved = params.fit_resumable(&data, None, &|_| {}, Some(&cps)).unwrap();
+    assert_eq!(saved.graph.layers, fresh.graph.layers);
+    assert_eq!((saved.records, saved.flips), (fresh.records.clone(), fresh.flips.clone()));
+    // Every layer comes back bit for bit (NaN-free, so == is bitwise here).
+    for (layer, record) in fresh.graph.layers.iter().zip(&fresh.records) {
+        let back = cps.load(&layer.info).unwrap().expect("a checkpoint per layer");
+        assert_eq!(back.layer, *layer);
+        assert_eq!(back.record, *record);
+    }
+    // A rerun learns nothing (only loads): the same output; another fingerprint ignores them.
+    let steps = std::sync::atomic::AtomicUsize::new(0);
+    let count = |_: &expgraph_learn::Progress| {
+        steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let again = params.fit_resumable(&data, None, &count, Some(&cps)).unwrap();
+    assert_eq!(again.graph.layers, fresh.graph.layers);
+    assert_eq!(steps.into_inner(), 2 * 3, "progress still counts every iteration");
+    let other = DirCheckpoints::new(dir.path().join("cp"), "run B");
+    assert!(other.load(&fresh.graph.layers[0].info).unwrap().is_none());
+    cps.remove().unwrap();
+    assert!(!dir.path().join("cp").exists());
+}

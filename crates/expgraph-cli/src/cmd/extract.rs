@@ -6,10 +6,10 @@ use anyhow::Context;
 
 use crate::backbone_args::BackboneArgs;
 use crate::summary::Summary;
-use expgraph_cache::StorageDtype;
+use expgraph_cache::{CachePart, StorageDtype};
 use expgraph_features::{
-    check_image_files, list_images, load_or_compute_norm_stats, objects_from_dir, read_boxes, BatchSize, ExtractParams,
-    ExtractReport, FlipMode, NormStatsParams,
+    check_image_files, expected_meta, list_images, load_or_compute_norm_stats, objects_from_dir, read_boxes, BatchSize,
+    ExtractParams, ExtractReport, FlipMode, NormStats, NormStatsParams,
 };
 
 /// Arguments of `expgraph extract`.
@@ -24,9 +24,10 @@ pub struct Args {
     pub images: PathBuf,
     #[command(flatten)]
     pub backbone: BackboneArgs,
-    /// Folder of negative images for the per-unit std (spec §3); at least 2.
-    #[arg(long, value_name = "DIR")]
-    pub negatives: PathBuf,
+    /// Folder of negative images for the per-unit std (spec §3); at least 2. Not needed when
+    /// `--stats` names a statistics file (`expgraph stats` makes one).
+    #[arg(long, value_name = "DIR", required_unless_present = "stats")]
+    pub negatives: Option<PathBuf>,
     /// Output cache folder (created; an interrupted run resumes).
     #[arg(long, short, value_name = "CACHE")]
     pub out: PathBuf,
@@ -52,10 +53,17 @@ pub struct Args {
     /// Second view: `real` mirror (default), `noop` (the reference code's bug: a copy), `none`.
     #[arg(long, default_value = "real", value_parser = ["real", "noop", "none"])]
     pub flip: String,
-    /// Normalization statistics file (reused when it fits, else computed and saved);
-    /// default: OUT/norm-stats.safetensors.
+    /// Normalization statistics file (reused when it fits, else computed from `--negatives` and
+    /// saved); default: OUT/norm-stats.safetensors.
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
+    /// Extract only shard I of N (I = 0 … N−1) of the cache, for N jobs on N machines writing
+    /// into one shared folder or N folders; `expgraph cache merge` then makes the cache a single
+    /// run would have. Shard I holds the shard files ⌊I·F/N⌋ … ⌊(I+1)·F/N⌋−1 of the F files
+    /// (`--shard-size` images each, in image order). Needs `--stats` from `expgraph stats`, so
+    /// that every shard divides by the same statistics (docs/cluster.md).
+    #[arg(long, value_name = "I/N", conflicts_with = "overwrite")]
+    pub shard: Option<CachePart>,
     /// Replace a cache built from other inputs in `--out`.
     #[arg(long)]
     pub overwrite: bool,
@@ -77,20 +85,32 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
 
     let boxes = args.boxes.as_deref().map(read_boxes).transpose()?;
     let objects = objects_from_dir(&args.images, boxes.as_ref(), args.limit)?;
-    let mut negatives = list_images(&args.negatives)?;
-    if let Some(n) = args.negatives_limit {
-        negatives.truncate(n);
+    let given_stats = args.stats.as_ref().filter(|p| p.is_file());
+    if args.shard.is_some() && given_stats.is_none() {
+        anyhow::bail!(
+            "--shard needs --stats FILE, an existing statistics file made once by `expgraph stats` and shared by \
+             every shard (so that all of them divide by the same statistics){}",
+            args.stats.as_ref().map(|p| format!("; {} does not exist", p.display())).unwrap_or_default()
+        );
     }
+    let negatives = match &args.negatives {
+        Some(dir) => negatives_list(dir, args.negatives_limit)?,
+        None if given_stats.is_some() => Vec::new(),
+        None => anyhow::bail!("--negatives is needed to compute the statistics: --stats names no existing file"),
+    };
     // Fail before the expensive work: unreadable inputs, an output folder we cannot write.
     check_image_files(objects.iter().map(|o| o.path.as_path()), "image")?;
     check_image_files(negatives.iter().map(|p| p.as_path()), "negative")?;
     expgraph_io::check_writable(&args.out)
         .with_context(|| format!("--out {}: cannot write there", args.out.display()))?;
-    drop(expgraph_io::DirLock::acquire(&args.out).with_context(|| format!("--out {}", args.out.display()))?);
+    if args.shard.is_none() {
+        drop(expgraph_io::DirLock::acquire(&args.out).with_context(|| format!("--out {}", args.out.display()))?);
+    }
     tracing::info!(images = objects.len(), negatives = negatives.len(), "inputs checked");
     let (loaded, layers) = args.backbone.load()?;
     let (backbone, preprocess) = (loaded.model, loaded.preprocess);
 
+    let stats_path = args.stats.clone().unwrap_or_else(|| args.out.join("norm-stats.safetensors"));
     let stats_params = NormStatsParams {
         layers: layers.clone(),
         preprocess,
@@ -98,8 +118,22 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         batch: stats_batch(args.batch),
         progress: crate::progress::sink(),
     };
-    let stats_path = args.stats.clone().unwrap_or_else(|| args.out.join("norm-stats.safetensors"));
-    let stats = load_or_compute_norm_stats(backbone.as_ref(), &stats_params, &negatives, &stats_path)?;
+    let stats = if args.shard.is_some() || negatives.is_empty() {
+        // Given statistics, used as they are (a shard never computes its own): `check` below
+        // refuses them for other weights, preprocessing or layers, and negatives, if named,
+        // must be the ones they were made from.
+        let stats = NormStats::load(&stats_path)?;
+        if !negatives.is_empty() && *stats.meta() != expected_meta(backbone.as_ref(), &stats_params, &negatives)? {
+            anyhow::bail!(
+                "--stats {}: made from other negatives, weights or layers than this run's; a shard uses the \
+                 statistics every shard shares (drop --negatives, or remake them with `expgraph stats`)",
+                stats_path.display()
+            );
+        }
+        stats
+    } else {
+        load_or_compute_norm_stats(backbone.as_ref(), &stats_params, &negatives, &stats_path)?
+    };
 
     let report = ExtractParams::new()
         .layers(layers)
@@ -110,23 +144,40 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         .shard_size(args.shard_size)
         .flip(flip)
         .overwrite(args.overwrite)
+        .part(args.shard)
         .progress(crate::progress::sink())
         .check(backbone.as_ref(), &stats)?
         .run(&objects, &args.out)?;
-    let human = format!("{}\n{}", cache_line(&report), timing_line(&report));
+    let mut human = format!("{}\n{}", cache_line(&report), timing_line(&report));
+    if let Some(part) = args.shard {
+        human.push_str(&format!(
+            "\nshard {part} written ({}); when every shard is done: expgraph cache merge --out CACHE <the shards' folders>",
+            part.record_path(&report.dir).display()
+        ));
+    }
     let json = serde_json::json!({
         "cache": report.dir, "key": report.key, "backbone": loaded.architecture.name(), "images": report.images,
         "computed": report.computed, "ms_per_image": report.ms_per_image,
         "device": args.backbone.device, "precision": args.backbone.precision,
         "batch": report.batch, "batch_requested": args.batch, "timing": report.timing,
         "norm_stats": stats_path, "norm_stats_digest": stats.digest(),
+        "shard": args.shard.map(|p| serde_json::json!({"index": p.index, "count": p.count})),
     });
     Ok(Summary::new(human, json))
 }
 
+/// The negatives of `dir` (sorted by name), the first `limit` of them.
+pub fn negatives_list(dir: &std::path::Path, limit: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut negatives = list_images(dir)?;
+    if let Some(n) = limit {
+        negatives.truncate(n);
+    }
+    Ok(negatives)
+}
+
 /// Negatives per forward pass of the normalization statistics: `--batch N` as given; with
 /// `auto`, 4 (the statistics see a few dozen negatives, so the batch barely matters there).
-fn stats_batch(batch: BatchSize) -> usize {
+pub fn stats_batch(batch: BatchSize) -> usize {
     match batch {
         BatchSize::Fixed(n) => n.max(1),
         BatchSize::Auto => 4,

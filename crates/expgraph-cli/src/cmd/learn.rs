@@ -8,7 +8,10 @@ use anyhow::Context;
 
 use crate::summary::Summary;
 use expgraph_cache::FeatureCache;
-use expgraph_learn::{LearnParams, Progress, ViewRule};
+use expgraph_learn::{DirCheckpoints, LearnParams, Progress, ViewRule};
+
+/// Folder of the per-layer checkpoints inside the output folder (removed once the graph is saved).
+const CHECKPOINTS_DIR: &str = "checkpoints";
 
 /// Arguments of `expgraph learn`.
 #[derive(clap::Args, Debug)]
@@ -102,12 +105,18 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
             tracing::debug!(layer = %p.layer, iteration = p.iteration, seconds = dt, ms_per_image = dt * 1e3 / n.max(1) as f64, "iteration done");
         }
     };
-    let out = params.fit_with(&cache, None, &on_progress)?;
+    // Each finished layer is saved, so a killed run resumes at the next one with the same result.
+    let checkpoints = DirCheckpoints::new(
+        args.out.join(CHECKPOINTS_DIR),
+        format!("cache {}; images {n}; params {}", cache.manifest().key, serde_json::to_string(&*params)?),
+    );
+    let out = params.fit_resumable(&cache, None, &on_progress, Some(&checkpoints))?;
     bar.finish_and_clear();
     out.graph.save(&args.out).with_context(|| format!("saving graph to {}", args.out.display()))?;
     expgraph_graph::Provenance::of_cache(&cache)
         .save(&args.out)
         .with_context(|| format!("saving graph to {}", args.out.display()))?;
+    checkpoints.remove()?;
     let secs = started.elapsed().as_secs_f64();
     let steps = (params.layers.len() * params.iterations * n).max(1) as f64;
     tracing::info!(

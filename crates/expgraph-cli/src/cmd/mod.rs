@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod backbones;
+pub mod cache;
 pub mod export;
 pub mod extract;
 pub mod features;
@@ -9,3 +10,4 @@ pub mod learn;
 pub mod localize;
 pub mod report;
 pub mod run;
+pub mod stats;

@@ -31,6 +31,18 @@ pub fn shared() -> Option<PathBuf> {
     ok.then_some(dir)
 }
 
+/// `n` small PNGs of different patterns in `dir`.
+pub fn write_images(dir: &Path, n: u8, salt: u8) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(97, 83, |x, y| {
+            let v = (x * (u32::from(i) + 3) + y * (u32::from(salt) + 5)) % 256;
+            image::Rgb([v as u8, (x * y % 251) as u8, (255 - v) as u8])
+        });
+        img.save(dir.join(format!("{salt}-{i}.png"))).unwrap();
+    }
+}
+
 /// A command's stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
