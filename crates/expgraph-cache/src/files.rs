@@ -41,6 +41,22 @@ pub(crate) struct ManifestProbe {
     pub key: String,
 }
 
+/// The key of the finished cache in `dir`, from its `manifest.json` (`None` when there is none).
+///
+/// A manifest of another format version answers `<format version N>`, which matches no key.
+pub(crate) fn manifest_key(dir: &Path) -> Result<Option<String>, CacheError> {
+    let path = dir.join(MANIFEST_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read(&path).map_err(|e| io_err(&path, e))?;
+    match serde_json::from_slice::<ManifestProbe>(&text) {
+        Ok(p) if p.format_version == CacheManifest::FORMAT_VERSION => Ok(Some(p.key)),
+        Ok(p) => Ok(Some(format!("<format version {}>", p.format_version))),
+        Err(e) => Err(CacheError::Format { path, what: e.to_string() }),
+    }
+}
+
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> CacheError {
     CacheError::Io { path: path.to_path_buf(), source }
 }
@@ -68,4 +84,17 @@ pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap, CacheError> {
     let file = fs::File::open(path).map_err(|e| io_err(path, e))?;
     // SAFETY: see above; the map is read-only and outlives no borrow of `file`.
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))
+}
+
+/// Drop `map`'s pages from this process's page tables after a full read (the checksum): they
+/// stay in the OS page cache, and the ones a reader needs fault back in when it touches them,
+/// so resident memory holds what is read, not everything that was verified (e.g. the view a
+/// pass does not use).
+pub(crate) fn release_pages(map: &memmap2::Mmap) {
+    #[cfg(unix)]
+    // SAFETY: `map` is a read-only shared file mapping (`map_file`); MADV_DONTNEED on such a
+    // mapping only unmaps pages, which later reads fault back in from the file, unchanged.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    #[cfg(not(unix))]
+    let _ = map;
 }

@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::{checksum, io_err, write_atomic, write_manifest, ManifestFile, ManifestProbe, MANIFEST_FILE};
+use crate::files::{checksum, io_err, manifest_key, write_atomic, write_manifest, ManifestFile, ManifestProbe};
 use crate::shard;
 use crate::CacheError;
 
@@ -52,7 +52,13 @@ impl CachePart {
     /// parts are contiguous, disjoint and cover every file; a part may be empty when there are
     /// fewer files than parts.
     pub fn shard_files(self, num_files: usize) -> Range<usize> {
-        let at = |i: usize| i * num_files / self.count;
+        self.slice(num_files)
+    }
+
+    /// This part's slice of `len` items: `⌊I·len/N⌋ .. ⌊(I+1)·len/N⌋` (the one partition formula,
+    /// also used by learning teams to split image blocks among members).
+    pub fn slice(self, len: usize) -> Range<usize> {
+        let at = |i: usize| i * len / self.count;
         at(self.index)..at(self.index + 1)
     }
 
@@ -225,7 +231,7 @@ pub fn merge_parts(out: &Path, sources: &[PathBuf]) -> Result<MergeReport, Cache
             what: format!("the cache has {n} shards but these were not found (not finished?): {}", missing.join(", ")),
         });
     }
-    if let Some(existing) = existing_manifest_key(out)? {
+    if let Some(existing) = manifest_key(out)? {
         if existing != template.manifest.key {
             return Err(CacheError::KeyMismatch {
                 dir: out.to_path_buf(),
@@ -318,17 +324,6 @@ fn check_same_cache(path: &Path, a: &ManifestFile, other: &Path, b: &ManifestFil
         });
     }
     Ok(())
-}
-
-fn existing_manifest_key(dir: &Path) -> Result<Option<String>, CacheError> {
-    let path = dir.join(MANIFEST_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read(&path).map_err(|e| io_err(&path, e))?;
-    let probe: ManifestProbe =
-        serde_json::from_slice(&text).map_err(|e| CacheError::Format { path: path.clone(), what: e.to_string() })?;
-    Ok(Some(probe.key))
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

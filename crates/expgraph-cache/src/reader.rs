@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::files::{checksum, checksum_key, io_err, map_file, ManifestFile, ManifestProbe, MANIFEST_FILE};
+use crate::files::{
+    checksum, checksum_key, io_err, map_file, release_pages, ManifestFile, ManifestProbe, MANIFEST_FILE,
+};
 use crate::shard::{self, ShardHeader};
 use crate::{CacheError, CacheManifest, ImageEntry, LayerInfo, LayerMaps, StorageInfo, View};
 
@@ -129,6 +131,7 @@ impl FeatureCache {
         if verify && !self.file.checksums.is_empty() {
             let expected = self.file.checksums.get(&checksum_key(&self.dir, &path));
             let found = checksum(&map);
+            release_pages(&map);
             if expected != Some(&found) {
                 return Err(CacheError::Format {
                     path,

@@ -6,9 +6,7 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::files::{
-    checksum, checksum_key, io_err, write_atomic, write_manifest, ManifestFile, ManifestProbe, MANIFEST_FILE,
-};
+use crate::files::{checksum, checksum_key, io_err, write_atomic, write_manifest, ManifestFile, MANIFEST_FILE};
 use crate::part::{write_part_record, CachePart};
 use crate::shard::{self, ShardMeta};
 use crate::{compute_cache_key, CacheError, CacheManifest, LayerInfo, StorageInfo, View};
@@ -365,14 +363,8 @@ fn check_finite(info: &LayerInfo, first_image: usize, maps: &[f32]) -> Result<()
 
 /// The key of whatever cache is in `dir`: from `manifest.json`, else from any shard file.
 fn existing_key(dir: &Path) -> Result<Option<String>, CacheError> {
-    let manifest = dir.join(MANIFEST_FILE);
-    if manifest.exists() {
-        let text = fs::read(&manifest).map_err(|e| io_err(&manifest, e))?;
-        return match serde_json::from_slice::<ManifestProbe>(&text) {
-            Ok(p) if p.format_version == CacheManifest::FORMAT_VERSION => Ok(Some(p.key)),
-            Ok(p) => Ok(Some(format!("<format version {}>", p.format_version))),
-            Err(e) => Err(CacheError::Format { path: manifest, what: e.to_string() }),
-        };
+    if let Some(key) = crate::files::manifest_key(dir)? {
+        return Ok(Some(key));
     }
     for path in shard_files(dir)? {
         if path.extension().is_some_and(|e| e == "tmp") {

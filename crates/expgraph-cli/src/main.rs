@@ -4,8 +4,11 @@
 
 mod backbone_args;
 mod cmd;
+#[cfg(feature = "mpi")]
+mod mpi_team;
 mod progress;
 mod summary;
+mod team;
 
 use std::process::ExitCode;
 

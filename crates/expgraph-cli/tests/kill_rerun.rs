@@ -7,7 +7,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{conv5_3_cache, expgraph, shared, write_cache, CacheSpec};
+use common::{conv5_3_cache, expgraph, shared, two_layer_cache};
 
 /// Every file below `dir` (relative path → bytes), the lock file aside.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -133,36 +133,12 @@ fn learn_killed_and_rerun_is_byte_identical() {
     }
 }
 
-/// A VGG-16 cache of two layers, conv5_2 and conv5_3 (14 × 14, 24 filters), 64 images (enough
-/// that learning a layer takes long enough to stop a run between its layers).
-fn two_layer_cache(dir: &Path) {
-    let info = |name: &str| expgraph_cache::LayerInfo {
-        name: name.into(),
-        channels: 24,
-        height: 14,
-        width: 14,
-        geometry: expgraph_cache::TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
-    };
-    let spec = CacheSpec {
-        backbone: "vgg16",
-        preprocess: "caffe",
-        weights_digest: "w",
-        layers: vec![info("conv5_2"), info("conv5_3")],
-        images: 64,
-        shard_size: 16,
-    };
-    write_cache(dir, spec, |l, img, c| {
-        let shift = usize::from(l.name == "conv5_2");
-        let cell = (2 + (img + c + shift) % 10) * 14 + 2 + (img * 3 + c) % 10;
-        vec![(cell, 2.0 + (c % 5) as f32), (cell + 1, 1.0)]
-    });
-}
-
 #[test]
 fn learn_resumes_from_the_finished_layers_of_a_killed_run() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    two_layer_cache(&cache);
+    // 24 filters, 64 images: learning a layer takes long enough to stop a run between layers.
+    two_layer_cache(&cache, 24, 64);
     let learn = |out: &Path, seed: &str| {
         let mut c = expgraph();
         c.args(["learn", "--layers", "conv5_2,conv5_3", "--iterations", "20", "--seed", seed, "--cache"])

@@ -5,7 +5,9 @@
 //! about where the node should be in a given image.
 //!
 //! ```
-//! use expgraph_cliques::{candidate_pool, displacements, select_parents, DisplacementFrame, LayerRecords, ParentPrior};
+//! use expgraph_cliques::{
+//!     candidate_pool, displacements, displacements_of, select_parents, DisplacementFrame, LayerRecords, ParentPrior,
+//! };
 //! use expgraph_graph::TapGeometry;
 //! let g = TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 };
 //! // Upper layer: 4 nodes in 3 images; node 1 moves with the image shift (0, +1, -1), the
@@ -24,8 +26,10 @@
 //! let child = LayerRecords { name: "c", num_images: 3, num_nodes: 1, positions: &child_pos, scores: &[1.0; 3] };
 //! let gc = TapGeometry { stride: 8.0, first_centre: 4.5, receptive_field: 92.0 };
 //! let cd = displacements(&child, &gc, DisplacementFrame::Pixels);
-//! let ud = displacements(&upper, &g, DisplacementFrame::Pixels);
-//! let pool_disp: Vec<[f64; 2]> = pool.iter().flat_map(|&p| ud[p as usize * 3..p as usize * 3 + 3].to_vec()).collect();
+//! // Only the pool's displacements are needed: `[rank][image]`.
+//! let pool_disp = displacements_of(&upper, &g, DisplacementFrame::Pixels, &pool);
+//! let all = displacements(&upper, &g, DisplacementFrame::Pixels);
+//! assert_eq!(pool_disp[..3], all[3..6]); // pool rank 0 is node 1
 //! let parents = select_parents(&cd, &[1.0; 3], 1, 3, &pool, &pool_disp, 1);
 //! assert_eq!(parents[0][0].node, 1);
 //! // The prior from two parents with σ = 1 that both moved by (+2, 0): shift (2, 0), σ = 1.
@@ -42,7 +46,7 @@ mod similarity;
 
 pub use pool::candidate_pool;
 pub use prior::ParentPrior;
-pub use similarity::{displacements, select_parents, DisplacementFrame};
+pub use similarity::{displacements, displacements_of, select_parents, select_parents_of, DisplacementFrame};
 
 /// One layer's per-image inference records, image-major (`[image][node]`).
 #[derive(Debug, Clone, Copy)]

@@ -28,9 +28,22 @@ impl DisplacementFrame {
 /// Per-node displacement from its mean position over images, in a frame: `[node][image][axis]`
 /// flattened as `node * N + image`.
 pub fn displacements(rec: &LayerRecords<'_>, g: &TapGeometry, frame: DisplacementFrame) -> Vec<[f64; 2]> {
+    let all: Vec<u32> = (0..rec.num_nodes as u32).collect();
+    displacements_of(rec, g, frame, &all)
+}
+
+/// [`displacements`] of the listed nodes only, `[rank][image]` flattened as `rank * N + image`
+/// (e.g. the candidate pool's `pool_disp` for [`select_parents`], without the rest of the layer).
+pub fn displacements_of(
+    rec: &LayerRecords<'_>,
+    g: &TapGeometry,
+    frame: DisplacementFrame,
+    nodes: &[u32],
+) -> Vec<[f64; 2]> {
     let (n, p) = (rec.num_images, rec.num_nodes);
-    let mut out = vec![[0.0; 2]; n * p];
-    for v in 0..p {
+    let mut out = vec![[0.0; 2]; n * nodes.len()];
+    for (r, &v) in nodes.iter().enumerate() {
+        let v = v as usize;
         let mut m = [0.0; 2];
         for i in 0..n {
             let q = rec.positions[i * p + v];
@@ -40,7 +53,7 @@ pub fn displacements(rec: &LayerRecords<'_>, g: &TapGeometry, frame: Displacemen
         m = [m[0] / n as f64, m[1] / n as f64];
         for i in 0..n {
             let q = rec.positions[i * p + v];
-            out[v * n + i] = [frame.map(g, f64::from(q[0]) - m[0]), frame.map(g, f64::from(q[1]) - m[1])];
+            out[r * n + i] = [frame.map(g, f64::from(q[0]) - m[0]), frame.map(g, f64::from(q[1]) - m[1])];
         }
     }
     out
@@ -61,10 +74,28 @@ pub fn select_parents(
     pool_disp: &[[f64; 2]],
     top_n: usize,
 ) -> Vec<Vec<Parent>> {
+    select_parents_of(child_disp, child_best, num_child, num_images, pool, pool_disp, top_n, 0..num_child)
+}
+
+/// [`select_parents`] for the child nodes `children` only (in that order): each child's parents
+/// are computed exactly as [`select_parents`] computes them, so disjoint ranges (e.g. one per
+/// member of a learning team) concatenate to its result bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn select_parents_of(
+    child_disp: &[[f64; 2]],
+    child_best: &[f32],
+    num_child: usize,
+    num_images: usize,
+    pool: &[u32],
+    pool_disp: &[[f64; 2]],
+    top_n: usize,
+    children: std::ops::Range<usize>,
+) -> Vec<Vec<Parent>> {
     let n = num_images;
     let m = pool.len();
+    let children = children.start.min(num_child)..children.end.min(num_child);
     if m == 0 {
-        return vec![Vec::new(); num_child];
+        return vec![Vec::new(); children.len()];
     }
     // Bandwidth without storing the m × n squared distances (spec §2.2: mean over pool and
     // images): Σ_r Σ_i ‖e_i − d_ri‖² = m Σ_i ‖e_i‖² − 2 Σ_i e_i · (Σ_r d_ri) + Σ_r Σ_i ‖d_ri‖².
@@ -81,10 +112,11 @@ pub fn select_parents(
     let isa = Isa::detect();
     let pool_h: Vec<f64> = pool_disp.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[0]))).collect();
     let pool_w: Vec<f64> = pool_disp.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[1]))).collect();
-    let blocks: Vec<Vec<Vec<Parent>>> = (0..num_child.div_ceil(CHILD_BLOCK))
+    let blocks: Vec<Vec<Vec<Parent>>> = (0..children.len().div_ceil(CHILD_BLOCK))
         .into_par_iter()
         .map(|b| {
-            let kids: Vec<Child> = (b * CHILD_BLOCK..((b + 1) * CHILD_BLOCK).min(num_child))
+            let first = children.start + b * CHILD_BLOCK;
+            let kids: Vec<Child> = (first..(first + CHILD_BLOCK).min(children.end))
                 .map(|v| {
                     let e = &child_disp[v * n..(v + 1) * n];
                     let weight = pad((0..n).map(|i| f64::from(child_best[i * num_child + v])));

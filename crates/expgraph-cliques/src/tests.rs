@@ -37,6 +37,19 @@ fn displacement_frames() {
     assert_eq!(displacements(&r, &g, DisplacementFrame::ReferenceAffine), vec![[-11.5, -3.5], [4.5, -3.5]]);
 }
 
+#[test]
+fn displacements_of_listed_nodes_are_those_rows_in_list_order() {
+    let g = TapGeometryLike::conv4();
+    // 2 images × 3 nodes, [image][node].
+    let pos = [[3.0f32, 5.0], [1.0, 2.0], [7.0, 7.0], [5.0, 5.0], [2.0, 6.0], [6.0, 9.0]];
+    let r = recs(2, 3, &pos, &[1.0; 6]);
+    let all = displacements(&r, &g, DisplacementFrame::Pixels);
+    let some = displacements_of(&r, &g, DisplacementFrame::Pixels, &[2, 0]);
+    assert_eq!(some, [all[4], all[5], all[0], all[1]]);
+    // Node 2: mean (6.5, 8), displacements (±0.5, ∓1) cells = (±4, ∓8) px.
+    assert_eq!(some[..2], [[4.0, -8.0], [-4.0, 8.0]]);
+}
+
 struct TapGeometryLike;
 impl TapGeometryLike {
     fn conv4() -> expgraph_graph::TapGeometry {
@@ -78,4 +91,28 @@ fn prior_and_lambda_in_log_space_by_hand() {
     let many = ParentPrior::new((0..15).collect(), &[1e-30; 15]);
     let (_, l) = many.for_image(|_| [0.0, 0.0]);
     assert!(l.is_finite() && l > 700.0);
+}
+
+#[test]
+fn parents_of_child_ranges_concatenate_to_the_whole_selection() {
+    // 7 children, 5 pool members, 6 images of pseudo-random displacements.
+    let (n, kids, m) = (6, 7, 5);
+    let val = |k: usize| ((k * 7919 % 101) as f64 - 50.0) / 10.0;
+    let child_disp: Vec<[f64; 2]> = (0..kids * n).map(|k| [val(k), val(k + 13)]).collect();
+    let pool_disp: Vec<[f64; 2]> = (0..m * n).map(|k| [val(k + 29), val(k + 47)]).collect();
+    let best: Vec<f32> = (0..n * kids).map(|k| 0.5 + (k % 5) as f32).collect();
+    let pool: Vec<u32> = vec![9, 3, 4, 1, 7];
+    let whole = select_parents(&child_disp, &best, kids, n, &pool, &pool_disp, 3);
+    // One range for everything, two, and four (one of them empty).
+    #[allow(clippy::single_range_in_vec_init)]
+    let splits: [&[std::ops::Range<usize>]; 3] = [&[0..7], &[0..3, 3..7], &[0..2, 2..2, 2..5, 5..7]];
+    for split in splits {
+        let parts: Vec<expgraph_graph::Parent> = split
+            .iter()
+            .cloned()
+            .flat_map(|r| select_parents_of(&child_disp, &best, kids, n, &pool, &pool_disp, 3, r))
+            .flatten()
+            .collect();
+        assert_eq!(parts, whole.iter().flatten().copied().collect::<Vec<_>>());
+    }
 }

@@ -11,9 +11,12 @@
 //! The graph learned from aligned views is asymmetric, so the node-score rule then keeps (and on
 //! new images chooses) the same facing.
 
+use std::ops::Range;
+
 use expgraph_cache::{LayerMaps, View};
 use rayon::prelude::*;
 
+use crate::team::{wire, Tally};
 use crate::LearnError;
 
 /// At most this many congealing rounds (it settles in a few on real features).
@@ -48,13 +51,25 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// Views (`true` = mirrored) of the first `n` images that put them in one facing, by congealing
 /// on `layer`'s column profiles (module docs). Deterministic: profiles are summed in image
 /// order, and a tie keeps the original view.
-pub(crate) fn align_views(layer: &dyn LayerMaps, n: usize) -> Result<Vec<bool>, LearnError> {
-    let profiles: Vec<[Vec<f64>; 2]> = (0..n)
+///
+/// In a team, each member computes the profiles of its own images (`mine`) and they are gathered.
+pub(crate) fn align_views(
+    layer: &dyn LayerMaps,
+    n: usize,
+    mine: Range<usize>,
+    team: &Tally<'_>,
+) -> Result<Vec<bool>, LearnError> {
+    let profiles: Vec<[Vec<f64>; 2]> = mine
+        .clone()
         .into_par_iter()
         .map_init(Vec::new, |buf, i| {
             [column_profile(layer, i, View::Original, buf), column_profile(layer, i, View::Flipped, buf)]
         })
         .collect();
+    let profiles = if team.is_solo() { profiles } else { gather_profiles(profiles, layer, team)? };
+    if profiles.len() != n {
+        return Err(LearnError::Team(format!("{} view profiles gathered for {n} images", profiles.len())));
+    }
     if let Some(i) = profiles.iter().position(|p| p.iter().flatten().any(|v| !v.is_finite())) {
         return Err(LearnError::NonFinite { layer: layer.info().name.clone(), image: i, channel: 0 });
     }
@@ -74,6 +89,31 @@ pub(crate) fn align_views(layer: &dyn LayerMaps, n: usize) -> Result<Vec<bool>, 
         }
     }
     Ok(flips)
+}
+
+/// Everybody's profiles, in image order.
+fn gather_profiles(
+    mine: Vec<[Vec<f64>; 2]>,
+    layer: &dyn LayerMaps,
+    team: &Tally<'_>,
+) -> Result<Vec<[Vec<f64>; 2]>, LearnError> {
+    let len = layer.info().channels * layer.info().width;
+    let mut w = wire::Writer::default();
+    w.u64(mine.len() as u64);
+    w.f64s(mine.iter().flatten().flatten().copied());
+    let mut all = Vec::new();
+    for (rank, bytes) in team.all_gather(&w.0)?.iter().enumerate() {
+        let mut r = wire::Reader::new(bytes, rank);
+        let images = r.len()?;
+        let values = r.f64s(
+            images
+                .checked_mul(2 * len)
+                .ok_or_else(|| LearnError::Team(format!("member {rank} sent {images} images")))?,
+        )?;
+        r.finish()?;
+        all.extend(values.chunks_exact(2 * len.max(1)).map(|p| [p[..len].to_vec(), p[len..].to_vec()]));
+    }
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -111,7 +151,8 @@ mod tests {
     #[test]
     fn congealing_puts_every_image_in_one_facing() {
         let mirrored = [false, true, true, false, true, false, false, true, true];
-        let flips = align_views(&layer(&mirrored), mirrored.len()).unwrap();
+        let n = mirrored.len();
+        let flips = align_views(&layer(&mirrored), n, 0..n, &Tally::new(&crate::Solo)).unwrap();
         // Every image shown facing the same way: flipped exactly where it was mirrored (or,
         // for the other canonical facing, exactly where it was not).
         let agree = flips.iter().zip(&mirrored).filter(|(a, b)| a == b).count();

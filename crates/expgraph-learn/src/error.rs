@@ -38,6 +38,10 @@ pub enum LearnError {
         /// Channel.
         channel: usize,
     },
+    /// A learning team's exchange failed (a member sent something else than expected, or a
+    /// member is gone).
+    #[error("team exchange: {0}")]
+    Team(String),
     /// Feature cache errors.
     #[error(transparent)]
     Cache(#[from] expgraph_cache::CacheError),

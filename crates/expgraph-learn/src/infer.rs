@@ -2,10 +2,11 @@
 
 use expgraph_graph::{ExplanatoryGraph, ImageActivations, LayerActivations};
 
-use crate::layer_model::{estep_config, node_setups, parent_displacements, parent_priors, unit_ratio};
+use crate::layer_model::{estep_config, node_setups, parent_priors, unit_ratio};
 use crate::learner::check_layer_shape;
 use crate::pass::{run_pass, Priors, Views};
-use crate::{FeatureSource, LearnError, LearnParams};
+use crate::team::Tally;
+use crate::{FeatureSource, LearnError, LearnParams, Solo, Team};
 
 /// `[image][node]` positions and scores of one layer.
 type LayerResult = (Vec<[f32; 2]>, Vec<f32>);
@@ -43,6 +44,19 @@ pub fn infer_views(
     max_images: Option<usize>,
     policy: ViewPolicy,
 ) -> Result<Vec<ImageActivations>, LearnError> {
+    infer_in_team(graph, features, max_images, policy, &Solo)
+}
+
+/// [`infer_views`] as one member of `team` ([`Team`]): each member infers its blocks of images
+/// and every member returns all images' activations, bit for bit those of a single process.
+pub fn infer_in_team(
+    graph: &ExplanatoryGraph,
+    features: &dyn FeatureSource,
+    max_images: Option<usize>,
+    policy: ViewPolicy,
+    team: &dyn Team,
+) -> Result<Vec<ImageActivations>, LearnError> {
+    let team = Tally::new(team);
     let p: LearnParams = if graph.params.is_null() {
         LearnParams::default()
     } else {
@@ -67,7 +81,7 @@ pub fn infer_views(
         let init_sigma = p.init_delta * size as f64;
         let is_top = l + 1 == graph.layers.len();
         let has_parents = gl.parents.iter().any(|ps| !ps.is_empty());
-        let (prior_sigma, priors, disp) = match (has_parents, per_layer.get(l + 1).and_then(|x| x.as_ref())) {
+        let (prior_sigma, priors, upper) = match (has_parents, per_layer.get(l + 1).and_then(|x| x.as_ref())) {
             (true, Some((up_pos, _))) => {
                 if gl.parents.iter().any(|ps| ps.is_empty()) {
                     return Err(LearnError::Mismatch(format!(
@@ -79,16 +93,13 @@ pub fn infer_views(
                 let ratio = unit_ratio(&p, &gl.info, &up.info);
                 let idx: Vec<Vec<u32>> = gl.parents.iter().map(|ps| ps.iter().map(|q| q.node).collect()).collect();
                 let pr = parent_priors(&idx, &up.sigma, ratio);
-                let d = parent_displacements(up_pos, &up.mean_position, n, ratio);
-                (pr.iter().map(|q| q.sigma()).collect::<Vec<_>>(), Some(pr), Some(d))
+                (pr.iter().map(|q| q.sigma()).collect::<Vec<_>>(), Some(pr), Some((up_pos, &up.mean_position, ratio)))
             }
             _ => (vec![init_sigma; gl.num_nodes()], None, None),
         };
         let setups = node_setups(&p, size, k, &gl.mu, &gl.sigma, &prior_sigma);
-        let prior_src = match (&priors, &disp) {
-            (Some(pr), Some(d)) => {
-                Priors::Parents { priors: pr, displacement: d, num_parents: graph.layers[l + 1].num_nodes() }
-            }
+        let prior_src = match (&priors, upper) {
+            (Some(pr), Some((positions, mean, ratio))) => Priors::Parents { priors: pr, positions, mean, ratio },
             _ => Priors::None,
         };
         let use_flips = p.use_flips && !p.reference_compat && maps.has_flipped();
@@ -103,7 +114,7 @@ pub fn infer_views(
         }
         let choose = is_top && use_flips && policy == ViewPolicy::Choose;
         let views = if choose { Views::Choose(p.view_rule) } else { Views::Fixed(&flips) };
-        let out = run_pass(maps.as_ref(), n, &cfg, &setups, &prior_src, &views, false, chunk)?;
+        let out = run_pass(maps.as_ref(), n, &cfg, &setups, &prior_src, &views, false, chunk, &team)?;
         if choose {
             flips = out.flips.clone();
         }
@@ -111,26 +122,27 @@ pub fn infer_views(
         let scores = out.scores.iter().map(|s| (f64::from(*s) * inv) as f32).collect();
         per_layer[l] = Some((out.positions, scores));
     }
-    let per_layer: Vec<LayerResult> = per_layer.into_iter().flatten().collect();
-    Ok((0..n)
+    // Split per image one layer at a time, freeing each layer's arrays as it goes (the whole
+    // result is never held twice).
+    let mut images: Vec<ImageActivations> = (0..n)
         .map(|i| ImageActivations {
             image_id: ids[i].clone(),
             flipped: flips[i],
-            layers: graph
-                .layers
-                .iter()
-                .zip(&per_layer)
-                .map(|(gl, (pos, sc))| {
-                    let m = gl.num_nodes();
-                    LayerActivations {
-                        layer: gl.info.name.clone(),
-                        positions: pos[i * m..(i + 1) * m].to_vec(),
-                        scores: sc[i * m..(i + 1) * m].to_vec(),
-                    }
-                })
-                .collect(),
+            layers: Vec::with_capacity(graph.layers.len()),
         })
-        .collect())
+        .collect();
+    for (gl, result) in graph.layers.iter().zip(per_layer) {
+        let Some((pos, sc)) = result else { continue };
+        let m = gl.num_nodes();
+        for (img, (p, s)) in images.iter_mut().zip(pos.chunks_exact(m).zip(sc.chunks_exact(m))) {
+            img.layers.push(LayerActivations {
+                layer: gl.info.name.clone(),
+                positions: p.to_vec(),
+                scores: s.to_vec(),
+            });
+        }
+    }
+    Ok(images)
 }
 
 /// The features must come from the same backbone and have every graph layer with the same

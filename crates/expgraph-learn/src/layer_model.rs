@@ -93,15 +93,20 @@ pub(crate) fn pixel_geometry(p: &LearnParams, backbone: &str, info: &LayerInfo) 
     }
 }
 
-/// Parent displacements from their mean position, `[image][parent]`, scaled into child units.
-pub(crate) fn parent_displacements(positions: &[[f32; 2]], mean: &[[f64; 2]], n: usize, ratio: f64) -> Vec<[f64; 2]> {
-    let p = mean.len();
-    (0..n * p)
-        .map(|j| {
-            let (q, m) = (positions[j], mean[j % p]);
-            [(f64::from(q[0]) - m[0]) * ratio, (f64::from(q[1]) - m[1]) * ratio]
-        })
-        .collect()
+/// Displacement of parent `q` in `image` from its mean position, scaled into child units:
+/// `(positions[image][q] − mean[q]) · ratio`, with `positions` laid out `[image][parent]`.
+///
+/// Computed where it is needed (15 parents per node) instead of for every parent and image.
+#[inline]
+pub(crate) fn parent_displacement(
+    positions: &[[f32; 2]],
+    mean: &[[f64; 2]],
+    image: usize,
+    q: usize,
+    ratio: f64,
+) -> [f64; 2] {
+    let (p, m) = (positions[image * mean.len() + q], mean[q]);
+    [(f64::from(p[0]) - m[0]) * ratio, (f64::from(p[1]) - m[1]) * ratio]
 }
 
 /// Each node's prior from its parents; parent σ scaled into child units by `ratio`.
@@ -252,8 +257,7 @@ mod hand_computed_tests {
         // Pairing entry j with mean[j % 2] (or reading positions as [parent][image]) gives e.g.
         // (−0.75, 6.0) for entry 2 instead.
         let want = [[-1.5, 1.5], [0.75, -3.0], [1.5, 3.0], [1.5, -1.5], [-0.75, 3.0], [-1.5, -3.0]];
-        let got = parent_displacements(&positions, &mean, 2, 1.5);
-        assert_eq!(got.len(), 6);
+        let got: Vec<[f64; 2]> = (0..6).map(|j| parent_displacement(&positions, &mean, j / 3, j % 3, 1.5)).collect();
         for (j, (g, w)) in got.iter().zip(want).enumerate() {
             assert!((g[0] - w[0]).abs() < 1e-12 && (g[1] - w[1]).abs() < 1e-12, "entry {j}: {g:?} vs {w:?}");
         }

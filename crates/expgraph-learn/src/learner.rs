@@ -1,7 +1,9 @@
 //! The learner (spec §2): top-down, layer by layer, `iterations` EM iterations per layer.
 
 use expgraph_cache::{LayerInfo, LayerMaps, TapGeometry};
-use expgraph_cliques::{candidate_pool, displacements, select_parents, DisplacementFrame, LayerRecords, ParentPrior};
+use expgraph_cliques::{
+    candidate_pool, displacements, displacements_of, select_parents_of, DisplacementFrame, LayerRecords, ParentPrior,
+};
 use expgraph_disentangle::{
     grid_spacing, half_range, nodes_per_filter, random_means, sigma_max, step_sigma, update_mu, update_sigma,
 };
@@ -10,11 +12,11 @@ use expgraph_graph::{ExplanatoryGraph, GraphLayer, Parent};
 use crate::align::align_views;
 use crate::checkpoint::{Checkpoints, LayerCheckpoint};
 use crate::layer_model::{
-    estep_config, half_ranges, mean_positions, node_setups, parent_displacements, parent_priors, pixel_geometry,
-    unit_ratio,
+    estep_config, half_ranges, mean_positions, node_setups, parent_priors, pixel_geometry, unit_ratio,
 };
 use crate::pass::{run_pass, Priors, Views};
-use crate::{CheckedLearnParams, FeatureSource, LearnError, ViewRule};
+use crate::team::{member_images, member_range, wire, Tally};
+use crate::{CheckedLearnParams, FeatureSource, LearnError, Solo, Team, Traffic, ViewRule};
 
 /// Progress of learning, reported after every iteration.
 #[derive(Debug, Clone)]
@@ -53,30 +55,28 @@ pub struct LearnOutput {
     pub flips: Vec<bool>,
     /// Image identifiers used.
     pub image_ids: Vec<String>,
+    /// In a team of more than one member: per learned layer (top first), what this member
+    /// exchanged with the others (empty alone, and for layers loaded from checkpoints).
+    pub traffic: Vec<(String, Traffic)>,
 }
 
-/// The upper layer's final state, used for the layer below.
+/// The upper layer's final state, used for the layer below: the finished layer and its records
+/// (held here, not copied, until the next layer is done).
 struct Upper {
-    info: LayerInfo,
+    /// Index of the layer in the graph.
+    index: usize,
     /// Pixel geometry of the layer for clique mining ([`pixel_geometry`]).
     geometry: TapGeometry,
-    positions: Vec<[f32; 2]>,
-    scores: Vec<f32>,
-    sigma: Vec<f64>,
-    mean: Vec<[f64; 2]>,
+    layer: GraphLayer,
+    record: LayerRecord,
 }
 
 impl Upper {
-    /// What the layer below needs of a finished layer.
-    fn of(info: &LayerInfo, geometry: TapGeometry, layer: &GraphLayer, record: &LayerRecord) -> Self {
-        Self {
-            info: info.clone(),
-            geometry,
-            positions: record.positions.clone(),
-            scores: record.scores.clone(),
-            sigma: layer.sigma.clone(),
-            mean: layer.mean_position.clone(),
-        }
+    fn info(&self) -> &LayerInfo {
+        &self.layer.info
+    }
+    fn sigma(&self) -> &[f64] {
+        &self.layer.sigma
     }
 }
 
@@ -109,7 +109,24 @@ impl CheckedLearnParams {
         progress: &(dyn Fn(&Progress) + Sync),
         checkpoints: Option<&dyn Checkpoints>,
     ) -> Result<LearnOutput, LearnError> {
+        self.fit_in_team(features, initial_mu, progress, checkpoints, &Solo)
+    }
+
+    /// [`fit_resumable`](Self::fit_resumable) as one member of `team` (data-parallel EM, see
+    /// [`Team`]): every member runs this with the same arguments and returns the same output,
+    /// bit for bit the output of a single process. Only member 0 saves checkpoints (every
+    /// member loads them, so they must be on a folder all members see).
+    pub fn fit_in_team(
+        &self,
+        features: &dyn FeatureSource,
+        initial_mu: Option<&[Vec<[f64; 2]>]>,
+        progress: &(dyn Fn(&Progress) + Sync),
+        checkpoints: Option<&dyn Checkpoints>,
+        team: &dyn Team,
+    ) -> Result<LearnOutput, LearnError> {
         let p = &self.0;
+        let team = Tally::new(team);
+        let mut traffic = Vec::new();
         let available = features.layers();
         let mut infos = Vec::new();
         for spec in &p.layers {
@@ -171,13 +188,20 @@ impl CheckedLearnParams {
                         cp.layer.nodes_per_filter
                     )));
                 }
+                let above = upper.as_ref().map_or(0, |u| u.sigma().len());
+                if let Some(q) = cp.layer.parents.iter().flatten().find(|q| q.node as usize >= above) {
+                    return Err(LearnError::Mismatch(format!(
+                        "the checkpoint of layer {} names parent node {}, the layer above has {above} nodes",
+                        info.name, q.node
+                    )));
+                }
                 (1..=p.iterations).for_each(tick);
                 if upper.is_none() {
                     flips = cp.flips;
                 }
                 log_summary(&cp.layer);
-                upper = Some(Upper::of(info, geometry, &cp.layer, &cp.record));
-                layers_out[l] = Some((cp.layer, cp.record));
+                retire(&mut upper, &mut layers_out);
+                upper = Some(Upper { index: l, geometry, layer: cp.layer, record: cp.record });
                 continue;
             }
             resuming = false;
@@ -190,6 +214,7 @@ impl CheckedLearnParams {
                 )));
             }
             let init = initial_mu.map(|i| i[l].clone());
+            let before = team.traffic();
             let (layer, record, layer_flips) = self.learn_layer(
                 maps.as_ref(),
                 n,
@@ -202,17 +227,38 @@ impl CheckedLearnParams {
                 &flips,
                 &tick,
                 l as u64,
+                &team,
             )?;
+            if !team.is_solo() {
+                let t = team.traffic().since(before);
+                tracing::info!(
+                    layer = %info.name,
+                    member = team.rank(),
+                    members = team.size(),
+                    exchanges = t.exchanges,
+                    received_mb = format!("{:.1}", t.bytes as f64 / 1e6),
+                    exchange_s = format!("{:.2}", t.seconds),
+                    "layer traffic"
+                );
+                traffic.push((info.name.clone(), t));
+            }
             if upper.is_none() {
                 flips = layer_flips;
             }
-            if let Some(c) = checkpoints {
-                c.save(&LayerCheckpoint { layer: layer.clone(), record: record.clone(), flips: flips.clone() })?;
-            }
+            let (layer, record) = match checkpoints.filter(|_| team.rank() == 0) {
+                Some(c) => {
+                    let cp = LayerCheckpoint { layer, record, flips: flips.clone() };
+                    c.save(&cp)?;
+                    (cp.layer, cp.record)
+                }
+                None => (layer, record),
+            };
             log_summary(&layer);
-            upper = Some(Upper::of(info, geometry, &layer, &record));
-            layers_out[l] = Some((layer, record));
+            drop(maps);
+            retire(&mut upper, &mut layers_out);
+            upper = Some(Upper { index: l, geometry, layer, record });
         }
+        retire(&mut upper, &mut layers_out);
         let (layers, records): (Vec<_>, Vec<_>) = layers_out.into_iter().flatten().unzip();
         let graph = ExplanatoryGraph {
             backbone: features.backbone().to_string(),
@@ -220,7 +266,7 @@ impl CheckedLearnParams {
             layers,
             params: serde_json::to_value(p).unwrap_or(serde_json::Value::Null),
         };
-        Ok(LearnOutput { graph, records, flips, image_ids: ids[..n].to_vec() })
+        Ok(LearnOutput { graph, records, flips, image_ids: ids[..n].to_vec(), traffic })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -237,6 +283,7 @@ impl CheckedLearnParams {
         top_flips: &[bool],
         progress: &dyn Fn(usize),
         layer_index: u64,
+        team: &Tally<'_>,
     ) -> Result<(GraphLayer, LayerRecord, Vec<bool>), LearnError> {
         let p = &self.0;
         let size = info.height;
@@ -274,32 +321,37 @@ impl CheckedLearnParams {
                 info.name
             )));
         }
-        let ratio = upper.map_or(1.0, |u| unit_ratio(p, info, &u.info));
-        let upper_disp = upper.map(|u| parent_displacements(&u.positions, &u.mean, n, ratio));
+        let ratio = upper.map_or(1.0, |u| unit_ratio(p, info, u.info()));
         let mut parents: Vec<Vec<Parent>> = vec![Vec::new(); nodes];
         let mut last = None;
         let mut priors: (Vec<f64>, Option<Vec<ParentPrior>>) = (vec![init_sigma; nodes], None);
         // The top layer's first iteration learns from views aligned to one facing (align.rs) under
         // the node-score rule; later iterations, and lower layers' views, follow the rule.
         let choose = upper.is_none() && flips_available;
-        let aligned = if choose && p.view_rule == ViewRule::NodeScore { Some(align_views(maps, n)?) } else { None };
+        let aligned = if choose && p.view_rule == ViewRule::NodeScore {
+            Some(align_views(maps, n, member_images(team.rank(), team.size(), n, p.chunk_size), team)?)
+        } else {
+            None
+        };
         let views = |it: usize| match (&aligned, choose) {
             (Some(a), _) if it == 1 => Views::Fixed(a),
             (_, true) => Views::Choose(p.view_rule),
             (_, false) => Views::Fixed(top_flips),
         };
         for it in 1..=p.iterations {
-            if let (Some(u), Some(prev)) = (upper, &last) {
-                parents = self.choose_parents(info, &geometry, u, prev, n, nodes)?;
+            // The previous pass is needed only to choose the parents: it is dropped before the
+            // next pass allocates its own (peak memory).
+            if let (Some(u), Some(prev)) = (upper, last.take()) {
+                parents = self.choose_parents(info, &geometry, u, &prev, n, nodes, team)?;
                 let idx: Vec<Vec<u32>> = parents.iter().map(|ps| ps.iter().map(|q| q.node).collect()).collect();
-                let pr = parent_priors(&idx, &u.sigma, ratio);
+                let pr = parent_priors(&idx, u.sigma(), ratio);
                 priors = (pr.iter().map(|q| q.sigma()).collect(), Some(pr));
             }
             let prior_sigma = &priors.0;
             let setups = node_setups(p, size, k, &mu, &sigma, prior_sigma);
             let own_h = half_ranges(p, size, &sigma);
-            let prior_src = prior_source(priors.1.as_deref(), upper_disp.as_deref(), upper);
-            let out = run_pass(maps, n, &cfg, &setups, &prior_src, &views(it), true, p.chunk_size)?;
+            let prior_src = prior_source(priors.1.as_deref(), upper, ratio);
+            let out = run_pass(maps, n, &cfg, &setups, &prior_src, &views(it), true, p.chunk_size, team)?;
             let min_prior = prior_sigma.iter().copied().fold(f64::INFINITY, f64::min);
             let step = step_sigma(min_prior, it);
             for v in 0..nodes {
@@ -319,8 +371,8 @@ impl CheckedLearnParams {
             // computes on these images. The reference keeps those of the E-step before the last
             // M-step (docs/deviations.md).
             let setups = node_setups(p, size, k, &mu, &sigma, &priors.0);
-            let prior_src = prior_source(priors.1.as_deref(), upper_disp.as_deref(), upper);
-            out = run_pass(maps, n, &cfg, &setups, &prior_src, &views(usize::MAX), false, p.chunk_size)?;
+            let prior_src = prior_source(priors.1.as_deref(), upper, ratio);
+            out = run_pass(maps, n, &cfg, &setups, &prior_src, &views(usize::MAX), false, p.chunk_size, team)?;
         }
         let total: f64 = out.scores.iter().map(|s| f64::from(*s)).sum();
         let score_norm = total / out.scores.len().max(1) as f64;
@@ -343,7 +395,9 @@ impl CheckedLearnParams {
         Ok((layer, record, out.flips))
     }
 
-    /// Parent selection of one iteration (spec §2.2) from the child's previous-iteration records.
+    /// Parent selection of one iteration (spec §2.2) from the child's previous-iteration records;
+    /// in a team, each member selects for its share of the child nodes.
+    #[allow(clippy::too_many_arguments)]
     fn choose_parents(
         &self,
         info: &LayerInfo,
@@ -352,16 +406,17 @@ impl CheckedLearnParams {
         prev: &crate::pass::PassOutput,
         n: usize,
         nodes: usize,
+        team: &Tally<'_>,
     ) -> Result<Vec<Vec<Parent>>, LearnError> {
         let p = &self.0;
         let upper_recs = LayerRecords {
-            name: &u.info.name,
+            name: &u.info().name,
             num_images: n,
-            num_nodes: u.sigma.len(),
-            positions: &u.positions,
-            scores: &u.scores,
+            num_nodes: u.sigma().len(),
+            positions: &u.record.positions,
+            scores: &u.record.scores,
         };
-        let border = if p.reference_compat { info.height } else { u.info.height } as f64;
+        let border = if p.reference_compat { info.height } else { u.info().height } as f64;
         let pool = candidate_pool(&upper_recs, border, p.min_var_rate, p.edge_cut_rate, p.top_m)?;
         let frame = if p.reference_compat { DisplacementFrame::ReferenceAffine } else { DisplacementFrame::Pixels };
         let child_recs = LayerRecords {
@@ -372,24 +427,62 @@ impl CheckedLearnParams {
             scores: &prev.best,
         };
         let child_disp = displacements(&child_recs, geometry, frame);
-        let up_disp = displacements(&upper_recs, &u.geometry, frame);
-        let pool_disp: Vec<[f64; 2]> =
-            pool.iter().flat_map(|&q| up_disp[q as usize * n..(q as usize + 1) * n].iter().copied()).collect();
-        Ok(select_parents(&child_disp, &prev.best, nodes, n, &pool, &pool_disp, p.top_n))
+        let pool_disp = displacements_of(&upper_recs, &u.geometry, frame, &pool);
+        let children = member_range(team.rank(), team.size(), nodes);
+        let mine = select_parents_of(&child_disp, &prev.best, nodes, n, &pool, &pool_disp, p.top_n, children);
+        if team.is_solo() {
+            return Ok(mine);
+        }
+        gather_parents(&mine, nodes, team)
     }
 }
 
 /// Where each node's prior comes from: its parents when it has some, else none (spec §1.5).
-fn prior_source<'a>(
-    priors: Option<&'a [ParentPrior]>,
-    displacement: Option<&'a [[f64; 2]]>,
-    upper: Option<&Upper>,
-) -> Priors<'a> {
-    match (priors, displacement, upper) {
-        (Some(priors), Some(displacement), Some(u)) => {
-            Priors::Parents { priors, displacement, num_parents: u.sigma.len() }
+fn prior_source<'a>(priors: Option<&'a [ParentPrior]>, upper: Option<&'a Upper>, ratio: f64) -> Priors<'a> {
+    match (priors, upper) {
+        (Some(priors), Some(u)) => {
+            Priors::Parents { priors, positions: &u.record.positions, mean: &u.layer.mean_position, ratio }
         }
         _ => Priors::None,
+    }
+}
+
+/// Everybody's parent lists (each member's children, in rank = node order).
+fn gather_parents(mine: &[Vec<Parent>], nodes: usize, team: &Tally<'_>) -> Result<Vec<Vec<Parent>>, LearnError> {
+    let mut w = wire::Writer::default();
+    w.u64(mine.len() as u64);
+    for ps in mine {
+        w.u64(ps.len() as u64);
+        for q in ps {
+            w.u64(u64::from(q.node));
+            w.f32s([q.similarity]);
+        }
+    }
+    let mut all = Vec::with_capacity(nodes);
+    for (rank, bytes) in team.all_gather(&w.0)?.iter().enumerate() {
+        let mut r = wire::Reader::new(bytes, rank);
+        for _ in 0..r.len()? {
+            let count = r.len()?;
+            let mut ps = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                let node = u32::try_from(r.u64()?)
+                    .map_err(|_| LearnError::Team(format!("member {rank} sent a parent beyond u32")))?;
+                ps.push(Parent { node, similarity: r.f32s(1)?[0] });
+            }
+            all.push(ps);
+        }
+        r.finish()?;
+    }
+    if all.len() != nodes {
+        return Err(LearnError::Team(format!("parents of {} nodes gathered, the layer has {nodes}", all.len())));
+    }
+    Ok(all)
+}
+
+/// Move the finished upper layer (if any) to its place in the output.
+fn retire(upper: &mut Option<Upper>, out: &mut [Option<(GraphLayer, LayerRecord)>]) {
+    if let Some(u) = upper.take() {
+        out[u.index] = Some((u.layer, u.record));
     }
 }
 

@@ -37,11 +37,13 @@ mod params;
 mod pass;
 mod source;
 pub mod synthetic;
+mod team;
 
 pub use checkpoint::{Checkpoints, DirCheckpoints, LayerCheckpoint};
 pub use error::LearnError;
-pub use infer::{check_compatible, infer, infer_views, ViewPolicy};
+pub use infer::{check_compatible, infer, infer_in_team, infer_views, ViewPolicy};
 pub use layer_model::{reference_geometry, REFERENCE_RESNET_CENTRES};
 pub use learner::{LayerRecord, LearnOutput, Progress};
 pub use params::{CheckedLearnParams, LayerSpec, LearnParams, ViewRule, PAPER_RESNET_LAYERS, PAPER_VGG16_LAYERS};
 pub use source::{FeatureSource, InMemoryFeatures};
+pub use team::{member_range, Solo, Team, ThreadShared, ThreadTeam, Traffic, BLOCK_CHUNKS};

@@ -10,18 +10,22 @@ use expgraph_disentangle::{
 };
 use rayon::prelude::*;
 
+use crate::layer_model::parent_displacement;
+use crate::team::{member_chunks, member_images, wire, Tally, BLOCK_CHUNKS};
 use crate::{LearnError, ViewRule};
 
-/// Chunks processed per parallel wave (bounds the memory of per-chunk partial sums).
-const CHUNKS_PER_WAVE: usize = 64;
+/// Chunks processed per parallel wave (bounds the memory of per-chunk partial sums); a whole
+/// number of blocks, so waves start on block boundaries.
+const CHUNKS_PER_WAVE: usize = 8 * BLOCK_CHUNKS;
 
 /// Where each node's per-image prior comes from (spec §1.5).
 pub(crate) enum Priors<'a> {
     /// No parents: Δμ = 0, λ = 1.
     None,
-    /// Parents: per node its prior, and parent displacements `[image][parent node]` in the
-    /// child's map units.
-    Parents { priors: &'a [ParentPrior], displacement: &'a [[f64; 2]], num_parents: usize },
+    /// Parents: per node its prior; the parent layer's positions `[image][parent node]` and mean
+    /// positions, and the parent-to-child unit ratio, from which each parent's displacement is
+    /// computed when it is used ([`parent_displacement`]).
+    Parents { priors: &'a [ParentPrior], positions: &'a [[f32; 2]], mean: &'a [[f64; 2]], ratio: f64 },
 }
 
 /// Which view each image is processed in.
@@ -65,7 +69,10 @@ struct ChunkOut {
     flips: Vec<bool>,
 }
 
-/// Run the E-step of one layer over images `0..n`.
+/// Run the E-step of one layer over images `0..n`: this member's blocks of images
+/// ([`crate::team`]), then, in a team, everybody's block totals and per-image results gathered.
+/// Totals are folded block by block in block order (each block's chunks in chunk order), so the
+/// result is the same bits for any team size and thread count.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_pass(
     layer: &dyn LayerMaps,
@@ -76,18 +83,25 @@ pub(crate) fn run_pass(
     views: &Views<'_>,
     normalize: bool,
     chunk_size: usize,
+    team: &Tally<'_>,
 ) -> Result<PassOutput, LearnError> {
     let nodes = setups.len();
     let info = layer.info();
     let image_len = info.image_len();
-    let num_chunks = n.div_ceil(chunk_size);
+    let (rank, size) = (team.rank(), team.size());
+    let my_chunks = member_chunks(rank, size, n, chunk_size);
+    let my_images = member_images(rank, size, n, chunk_size);
     let mut out = PassOutput {
         totals: vec![NodeTotals::default(); nodes],
-        positions: Vec::with_capacity(n * nodes),
-        scores: Vec::with_capacity(n * nodes),
-        best: Vec::with_capacity(n * nodes),
-        flips: Vec::with_capacity(n),
+        positions: Vec::with_capacity(my_images.len() * nodes),
+        scores: Vec::with_capacity(my_images.len() * nodes),
+        best: Vec::with_capacity(my_images.len() * nodes),
+        flips: Vec::with_capacity(my_images.len()),
     };
+    // A team keeps its members' block totals until all are gathered; alone, each block is
+    // folded into the total as soon as it is done.
+    let mut block_totals: Vec<Vec<NodeTotals>> = Vec::new();
+    let mut block = vec![NodeTotals::default(); nodes];
     let new_worker = || Worker {
         maps: vec![0.0; image_len],
         maps_alt: Vec::new(),
@@ -98,8 +112,8 @@ pub(crate) fn run_pass(
         stats: vec![NodeImageStats::default(); nodes],
         scratch: EStepScratch::default(),
     };
-    for wave in (0..num_chunks).step_by(CHUNKS_PER_WAVE) {
-        let chunks: Vec<Result<ChunkOut, LearnError>> = (wave..(wave + CHUNKS_PER_WAVE).min(num_chunks))
+    for wave in my_chunks.clone().step_by(CHUNKS_PER_WAVE) {
+        let chunks: Vec<Result<ChunkOut, LearnError>> = (wave..(wave + CHUNKS_PER_WAVE).min(my_chunks.end))
             .into_par_iter()
             .map_init(new_worker, |w, c| {
                 let images = c * chunk_size..((c + 1) * chunk_size).min(n);
@@ -123,16 +137,83 @@ pub(crate) fn run_pass(
                 Ok(co)
             })
             .collect();
-        for co in chunks {
+        for (c, co) in (wave..).zip(chunks) {
             let co = co?;
-            for (t, c) in out.totals.iter_mut().zip(&co.totals) {
-                t.merge(c);
+            for (t, x) in block.iter_mut().zip(&co.totals) {
+                t.merge(x);
+            }
+            if (c + 1) % BLOCK_CHUNKS == 0 || c + 1 == my_chunks.end {
+                let done = std::mem::replace(&mut block, vec![NodeTotals::default(); nodes]);
+                if team.is_solo() {
+                    merge_into(&mut out.totals, &done);
+                } else {
+                    block_totals.push(done);
+                }
             }
             out.positions.extend(co.positions);
             out.scores.extend(co.scores);
             out.best.extend(co.best);
             out.flips.extend(co.flips);
         }
+    }
+    if team.is_solo() {
+        return Ok(out);
+    }
+    gather(out, &block_totals, nodes, team)
+}
+
+fn merge_into(total: &mut [NodeTotals], block: &[NodeTotals]) {
+    for (t, x) in total.iter_mut().zip(block) {
+        t.merge(x);
+    }
+}
+
+/// Exchange this member's block totals and per-image results; everybody's, in rank (= block =
+/// image) order, make the pass output of the whole team.
+fn gather(
+    mine: PassOutput,
+    block_totals: &[Vec<NodeTotals>],
+    nodes: usize,
+    team: &Tally<'_>,
+) -> Result<PassOutput, LearnError> {
+    let mut w = wire::Writer::default();
+    w.u64(block_totals.len() as u64);
+    for b in block_totals {
+        w.f64s(b.iter().flat_map(|t| [t.mass, t.gradient[0], t.gradient[1], t.score, t.spread]));
+    }
+    w.u64(mine.flips.len() as u64);
+    w.f32s(mine.positions.iter().flatten().copied());
+    w.f32s(mine.scores.iter().copied());
+    w.f32s(mine.best.iter().copied());
+    w.bools(mine.flips.iter().copied());
+    drop(mine);
+    let parts = team.all_gather(&w.0)?;
+    drop(w);
+    let mut out = PassOutput {
+        totals: vec![NodeTotals::default(); nodes],
+        positions: Vec::new(),
+        scores: Vec::new(),
+        best: Vec::new(),
+        flips: Vec::new(),
+    };
+    for (rank, bytes) in parts.into_iter().enumerate() {
+        let mut r = wire::Reader::new(&bytes, rank);
+        for _ in 0..r.len()? {
+            let v = r.f64s(nodes * 5)?;
+            let block: Vec<NodeTotals> = v
+                .chunks_exact(5)
+                .map(|t| NodeTotals { mass: t[0], gradient: [t[1], t[2]], score: t[3], spread: t[4] })
+                .collect();
+            merge_into(&mut out.totals, &block);
+        }
+        let images = r.len()?;
+        let count =
+            images.checked_mul(nodes).ok_or_else(|| LearnError::Team(format!("member {rank} sent {images} images")))?;
+        out.positions.extend(r.f32s(count * 2)?.chunks_exact(2).map(|p| [p[0], p[1]]));
+        out.scores.extend(r.f32s(count)?);
+        out.best.extend(r.f32s(count)?);
+        out.flips.extend(r.bools(images)?);
+        r.finish()?;
     }
     Ok(out)
 }
@@ -165,10 +246,10 @@ fn one_image(
 ) -> Result<bool, LearnError> {
     match priors {
         Priors::None => {}
-        Priors::Parents { priors, displacement, num_parents } => {
-            let row = &displacement[image * num_parents..(image + 1) * num_parents];
+        Priors::Parents { priors, positions, mean, ratio } => {
             for (v, pp) in priors.iter().enumerate() {
-                let (shift, log_lambda) = pp.for_image(|i| row[pp.parents[i] as usize]);
+                let (shift, log_lambda) =
+                    pp.for_image(|i| parent_displacement(positions, mean, image, pp.parents[i] as usize, *ratio));
                 w.shifts[v] = shift;
                 w.lambdas[v] = log_lambda.exp();
             }

@@ -2,6 +2,7 @@
 //! and the pipeline: which units vote in which views, fitting a part model on the annotated
 //! images, and predicting on every image, both views tried where the cache has them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use expgraph_cache::{DiskLayer, FeatureCache, LayerMaps, View};
@@ -18,35 +19,46 @@ use crate::pipeline::PipelineError;
 
 /// The units that vote (graph nodes or raw filters) on a set of images: per image, the view
 /// part templates are fitted on and the views a test image is tried in.
-pub struct UnitSet {
+///
+/// Activations are held once, as `f32` map positions (borrowed where the caller keeps them);
+/// a test image's views are mapped to pixels ([`ImageUnits`]) when it is predicted, not stored
+/// for every image (at 2,000 images × 61,440 graph nodes × 2 views that copy was 5.9 GB).
+pub struct UnitSet<'a> {
     /// `graph` or `raw` (the prediction file's `method`).
     pub method: &'static str,
     /// The unit layers and the input frame.
     pub layout: UnitLayout,
     /// Per image: the activations templates are fitted on (graph: the view inference chose;
     /// raw filters: the original view).
-    pub templates: Vec<ImageActivations>,
-    /// Per image: the views to try at test time, in pixels (`[original]` or
-    /// `[original, mirrored]`).
-    pub views: Vec<Vec<ImageUnits>>,
+    pub templates: Cow<'a, [ImageActivations]>,
+    /// The views a test image is tried in.
+    test_views: TestViews<'a>,
     /// Where the units come from (recorded in the prediction file); set by the caller that
     /// knows the files, e.g. the activations' provenance.
     pub provenance: Option<expgraph_graph::Provenance>,
 }
 
-fn pixel_views(
-    layout: &UnitLayout,
-    original: &[&ImageActivations],
-    mirrored: Option<&[&ImageActivations]>,
-) -> Result<Vec<Vec<ImageUnits>>, LocalizeError> {
-    (0..original.len())
-        .map(|i| {
-            std::iter::once(original[i])
-                .chain(mirrored.map(|m| m[i]))
-                .map(|a| ImageUnits::from_activations(layout, a))
-                .collect()
-        })
-        .collect()
+/// Where the views a test image is tried in come from.
+enum TestViews<'a> {
+    /// Only the template's own view.
+    Templates,
+    /// The template (original view) and this mirrored view, in the templates' order.
+    Mirrored(Vec<ImageActivations>),
+    /// Both views inferred separately; template `i` is image `index[i]` there.
+    Both { views: Cow<'a, BothViews>, index: Vec<usize> },
+}
+
+/// Append each image's layers of `more` (same image order) to `images`; the first call takes
+/// `more` as it is (its image ids and view flags included).
+fn append_layer(images: &mut Option<Vec<ImageActivations>>, more: Vec<ImageActivations>) {
+    match images {
+        None => *images = Some(more),
+        Some(images) => {
+            for (image, mut one) in images.iter_mut().zip(more) {
+                image.layers.append(&mut one.layers);
+            }
+        }
+    }
 }
 
 /// Inference of every cached image in each view: all as is, and all mirrored. Localization
@@ -88,7 +100,7 @@ fn require_mirror(cache: &FeatureCache) -> Result<(), PipelineError> {
     }
 }
 
-impl UnitSet {
+impl<'a> UnitSet<'a> {
     /// Graph nodes. `activations` (from inference) give the templates; with `both_views`, every
     /// image is also inferred as is and mirrored from that cache (matched by image id) and both
     /// are tried at test time, else only `activations` are.
@@ -98,21 +110,21 @@ impl UnitSet {
         both_views: Option<&FeatureCache>,
     ) -> Result<Self, PipelineError> {
         let views = both_views.map(|cache| BothViews::infer(graph, cache)).transpose()?;
-        Self::graph_with_views(graph, activations, views.as_ref())
+        Self::graph_with_views(graph, Cow::Owned(activations), views.map(Cow::Owned))
     }
 
     /// [`UnitSet::graph`] with both-view inference already done (`views`, see [`BothViews`]).
     pub fn graph_with_views(
         graph: &ExplanatoryGraph,
-        activations: Vec<ImageActivations>,
-        views: Option<&BothViews>,
+        activations: Cow<'a, [ImageActivations]>,
+        views: Option<Cow<'a, BothViews>>,
     ) -> Result<Self, PipelineError> {
         let layout = UnitLayout::for_graph(graph);
-        let views = match views {
-            None => pixel_views(&layout, &activations.iter().collect::<Vec<_>>(), None)?,
-            Some(BothViews { original, mirrored }) => {
+        let test_views = match views {
+            None => TestViews::Templates,
+            Some(views) => {
                 let by_id: HashMap<&str, usize> =
-                    original.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
+                    views.original.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
                 let index = activations
                     .iter()
                     .map(|a| {
@@ -124,44 +136,70 @@ impl UnitSet {
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                fn pick<'a>(all: &'a [ImageActivations], index: &[usize]) -> Vec<&'a ImageActivations> {
-                    index.iter().map(|&i| &all[i]).collect()
-                }
-                pixel_views(&layout, &pick(original, &index), Some(&pick(mirrored, &index)))?
+                TestViews::Both { views, index }
             }
         };
-        Ok(Self { method: "graph", layout, templates: activations, views, provenance: None })
+        let units = Self { method: "graph", layout, templates: activations, test_views, provenance: None };
+        units.check_views()?;
+        Ok(units)
     }
 
     /// Raw filters: each filter's argmax cell in layers `layers` of the cache (all when empty);
-    /// with `both_views`, test images are also tried mirrored.
+    /// with `both_views`, test images are also tried mirrored. The cache is read one layer at a
+    /// time (one layer's maps are mapped into memory at once).
     pub fn raw(cache: &FeatureCache, layers: &[String], both_views: bool) -> Result<Self, PipelineError> {
         let names: Vec<String> =
             if layers.is_empty() { cache.layers().iter().map(|l| l.name.clone()).collect() } else { layers.to_vec() };
-        let maps: Vec<DiskLayer> = names.iter().map(|n| cache.layer(n)).collect::<Result<_, _>>()?;
-        let refs: Vec<&dyn LayerMaps> = maps.iter().map(|m| m as &dyn LayerMaps).collect();
-        let ids: Vec<String> = cache.images().iter().map(|i| i.id.clone()).collect();
-        let infos: Vec<_> = maps.iter().map(|l| l.info().clone()).collect();
-        let layout = UnitLayout::for_filters(cache.manifest().input_size, &infos);
-        let original = filter_argmaxes(&refs, &ids, View::Original)?;
-        let mirrored = if both_views {
+        if both_views {
             require_mirror(cache)?;
-            Some(filter_argmaxes(&refs, &ids, View::Flipped)?)
-        } else {
-            None
-        };
-        let views = pixel_views(
-            &layout,
-            &original.iter().collect::<Vec<_>>(),
-            mirrored.as_ref().map(|m| m.iter().collect::<Vec<_>>()).as_deref(),
-        )?;
-        Ok(Self {
+        }
+        let ids: Vec<String> = cache.images().iter().map(|i| i.id.clone()).collect();
+        let (mut original, mut mirrored) = (None, None);
+        let mut infos = Vec::new();
+        for name in &names {
+            let maps: DiskLayer = cache.layer(name)?;
+            infos.push(maps.info().clone());
+            let refs: [&dyn LayerMaps; 1] = [&maps];
+            append_layer(&mut original, filter_argmaxes(&refs, &ids, View::Original)?);
+            if both_views {
+                append_layer(&mut mirrored, filter_argmaxes(&refs, &ids, View::Flipped)?);
+            }
+        }
+        let original = original.ok_or_else(|| PipelineError::Input("raw filters: no layer to read".into()))?;
+        let layout = UnitLayout::for_filters(cache.manifest().input_size, &infos);
+        let units = Self {
             method: "raw",
             layout,
-            templates: original,
-            views,
+            templates: Cow::Owned(original),
+            test_views: mirrored.map_or(TestViews::Templates, TestViews::Mirrored),
             provenance: Some(expgraph_graph::Provenance::of_cache(cache)),
-        })
+        };
+        units.check_views()?;
+        Ok(units)
+    }
+
+    /// The views image `i` is tried in at test time, in pixels (`[original]` or
+    /// `[original, mirrored]`).
+    pub fn test_views(&self, i: usize) -> Result<Vec<ImageUnits>, LocalizeError> {
+        let template = &self.templates[i];
+        match &self.test_views {
+            TestViews::Templates => Ok(vec![ImageUnits::from_activations(&self.layout, template)?]),
+            TestViews::Mirrored(m) => Ok(vec![
+                ImageUnits::from_activations(&self.layout, template)?,
+                ImageUnits::from_activations(&self.layout, &m[i])?,
+            ]),
+            TestViews::Both { views, index } => Ok(vec![
+                ImageUnits::from_activations(&self.layout, &views.original[index[i]])?,
+                ImageUnits::from_activations(&self.layout, &views.mirrored[index[i]])?,
+            ]),
+        }
+    }
+
+    /// Every image's test views are checked against the layout once, up front (shape and
+    /// finite values), as when they were converted eagerly.
+    fn check_views(&self) -> Result<(), PipelineError> {
+        (0..self.templates.len()).into_par_iter().try_for_each(|i| self.test_views(i).map(|_| ()))?;
+        Ok(())
     }
 
     /// Index of the image `id`.
@@ -189,7 +227,7 @@ impl UnitSet {
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
-                let p = model.predict_unit_views(&self.views[i], k < vote_maps)?;
+                let p = model.predict_unit_views(&self.test_views(i)?, k < vote_maps)?;
                 tick();
                 Ok(p)
             })
@@ -200,7 +238,7 @@ impl UnitSet {
 /// Fit one model per annotated part of `annotations` and predict it on every image of `units`.
 /// `tick(part)` is called once per predicted image.
 pub fn localize_annotated(
-    units: &UnitSet,
+    units: &UnitSet<'_>,
     annotations: &FewShotAnnotations,
     params: &LocalizeValidParams,
     tick: &(dyn Fn(&str) + Sync),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::summary::Summary;
 use expgraph_cache::FeatureCache;
 use expgraph_graph::{save_activations, ExplanatoryGraph};
-use expgraph_learn::ViewPolicy;
+use expgraph_learn::{Team, ViewPolicy};
 
 /// Arguments of `expgraph infer`.
 #[derive(clap::Args, Debug)]
@@ -44,22 +44,38 @@ pub enum ViewsArg {
     Mirrored,
 }
 
-/// Run `expgraph infer`.
+/// Run `expgraph infer`: alone, or as one rank of an MPI job (`mpirun -n R expgraph infer …`,
+/// feature `mpi`), where each rank infers its blocks of images and rank 0 writes them all.
 pub fn run(args: Args) -> anyhow::Result<Summary> {
+    crate::team::run_in_team("infer", |team| infer(args, team))
+}
+
+fn infer(args: Args, team: &dyn Team) -> anyhow::Result<Summary> {
     let graph =
         ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
     let cache =
         FeatureCache::open(&args.cache).with_context(|| format!("opening feature cache {}", args.cache.display()))?;
     expgraph::provenance::check_graph_fits_cache(&args.graph, &cache)?;
-    let _lock = expgraph_io::DirLock::acquire(&args.out)
-        .with_context(|| format!("--out {}: cannot write activations there", args.out.display()))?;
+    let writer = team.rank() == 0;
+    let _lock = crate::team::writer_lock(team, &args.out, "activations")?;
     let started = Instant::now();
     let policy = match args.views {
         ViewsArg::Choose => ViewPolicy::Choose,
         ViewsArg::Original => ViewPolicy::Original,
         ViewsArg::Mirrored => ViewPolicy::Mirrored,
     };
-    let acts = expgraph_learn::infer_views(&graph, &cache, args.limit, policy)?;
+    let acts = expgraph_learn::infer_in_team(&graph, &cache, args.limit, policy, team)?;
+    if !writer {
+        return Ok(Summary::new(
+            format!(
+                "rank {} of {}: inferred with rank 0, which wrote {}",
+                team.rank(),
+                team.size(),
+                args.out.display()
+            ),
+            serde_json::json!({"rank": team.rank(), "ranks": team.size()}),
+        ));
+    }
     save_activations(&args.out, &graph, &acts).with_context(|| format!("writing {}", args.out.display()))?;
     expgraph_graph::Provenance::of_cache(&cache)
         .with_graph(expgraph_graph::graph_digest(&args.graph)?)
@@ -76,6 +92,6 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     );
     Ok(Summary::new(
         format!("activations of {} images ({flipped} mirrored): {}", acts.len(), args.out.display()),
-        serde_json::json!({"out": args.out, "images": acts.len(), "flipped": flipped, "nodes": graph.num_nodes()}),
+        serde_json::json!({"out": args.out, "images": acts.len(), "flipped": flipped, "nodes": graph.num_nodes(), "ranks": team.size()}),
     ))
 }

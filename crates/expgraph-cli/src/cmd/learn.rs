@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::summary::Summary;
 use expgraph_cache::FeatureCache;
-use expgraph_learn::{DirCheckpoints, LearnParams, Progress, ViewRule};
+use expgraph_learn::{DirCheckpoints, LearnParams, Progress, Team, ViewRule};
 
 /// Folder of the per-layer checkpoints inside the output folder (removed once the graph is saved).
 const CHECKPOINTS_DIR: &str = "checkpoints";
@@ -52,11 +52,16 @@ pub struct Args {
     pub view_rule: String,
 }
 
-/// Run `expgraph learn`.
+/// Run `expgraph learn`: alone, or as one rank of an MPI job (`mpirun -n R expgraph learn …`,
+/// feature `mpi`), where rank 0 writes the graph and a rank that fails stops the job.
 pub fn run(args: Args) -> anyhow::Result<Summary> {
+    crate::team::run_in_team("learn", |team| learn(args, team))
+}
+
+fn learn(args: Args, team: &dyn Team) -> anyhow::Result<Summary> {
+    let writer = team.rank() == 0;
     // Fail before the expensive work: the output folder must be ours alone and writable.
-    let _lock = expgraph_io::DirLock::acquire(&args.out)
-        .with_context(|| format!("--out {}: cannot write the graph there", args.out.display()))?;
+    let _lock = crate::team::writer_lock(team, &args.out, "the graph")?;
     let cache =
         FeatureCache::open(&args.cache).with_context(|| format!("opening feature cache {}", args.cache.display()))?;
     let backbone = cache.manifest().backbone.clone();
@@ -93,7 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     let params = params.check()?;
     let n = args.limit.map_or(cache.images().len(), |m| m.min(cache.images().len()));
     tracing::info!(images = n, layers = ?params.layers.iter().map(|l| &l.name).collect::<Vec<_>>(), iterations = params.iterations, reference_compat = params.reference_compat, "learning");
-    let bar = crate::progress::bar((params.layers.len() * params.iterations) as u64, "learn");
+    // One progress bar, rank 0's.
+    let bar = if writer {
+        crate::progress::bar((params.layers.len() * params.iterations) as u64, "learn")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let started = Instant::now();
     let last = Mutex::new(Instant::now());
     let on_progress = |p: &Progress| {
@@ -110,14 +120,25 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         args.out.join(CHECKPOINTS_DIR),
         format!("cache {}; images {n}; params {}", cache.manifest().key, serde_json::to_string(&*params)?),
     );
-    let out = params.fit_resumable(&cache, None, &on_progress, Some(&checkpoints))?;
+    let out = params.fit_in_team(&cache, None, &on_progress, Some(&checkpoints), team)?;
     bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let traffic: Vec<serde_json::Value> = out
+        .traffic
+        .iter()
+        .map(|(layer, t)| serde_json::json!({"layer": layer, "exchanges": t.exchanges, "received_bytes": t.bytes, "exchange_seconds": t.seconds}))
+        .collect();
+    if !writer {
+        return Ok(Summary::new(
+            format!("rank {} of {}: learned with rank 0, which wrote {}", team.rank(), team.size(), args.out.display()),
+            serde_json::json!({"rank": team.rank(), "ranks": team.size(), "seconds": secs, "traffic": traffic}),
+        ));
+    }
     out.graph.save(&args.out).with_context(|| format!("saving graph to {}", args.out.display()))?;
     expgraph_graph::Provenance::of_cache(&cache)
         .save(&args.out)
         .with_context(|| format!("saving graph to {}", args.out.display()))?;
     checkpoints.remove()?;
-    let secs = started.elapsed().as_secs_f64();
     let steps = (params.layers.len() * params.iterations * n).max(1) as f64;
     tracing::info!(
         graph = %args.out.display(),
@@ -132,6 +153,6 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
             out.graph.num_nodes(),
             args.out.display()
         ),
-        serde_json::json!({"out": args.out, "images": n, "nodes": out.graph.num_nodes(), "seconds": secs}),
+        serde_json::json!({"out": args.out, "images": n, "nodes": out.graph.num_nodes(), "seconds": secs, "ranks": team.size(), "traffic": traffic}),
     ))
 }

@@ -173,7 +173,7 @@ fn open_cache(dir: &Path) -> Result<FeatureCache> {
     FeatureCache::open(dir).with_context(|| format!("opening cache {}", dir.display()))
 }
 
-fn graph_units(args: &Args) -> Result<UnitSet> {
+fn graph_units(args: &Args) -> Result<UnitSet<'static>> {
     let graph_dir = args.graph.as_ref().context("--method graph needs --graph")?;
     let acts_dir = args.activations.as_ref().context("--method graph needs --activations")?;
     let graph = ExplanatoryGraph::load(graph_dir).with_context(|| format!("loading graph {}", graph_dir.display()))?;
@@ -193,7 +193,7 @@ fn graph_units(args: &Args) -> Result<UnitSet> {
     Ok(units)
 }
 
-fn raw_units(args: &Args) -> Result<UnitSet> {
+fn raw_units(args: &Args) -> Result<UnitSet<'static>> {
     let dir = args.cache.as_ref().context("--method raw needs --cache")?;
     UnitSet::raw(&open_cache(dir)?, &args.layers, args.both_views)
         .with_context(|| format!("raw filters of cache {}", dir.display()))

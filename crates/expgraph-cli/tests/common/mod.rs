@@ -155,3 +155,29 @@ pub fn conv5_3_cache(
         CacheSpec { backbone: "vgg16", preprocess: "caffe", weights_digest, layers: vec![info], images, shard_size };
     write_cache(dir, spec, blobs);
 }
+
+/// A VGG-16 cache of two layers, conv5_2 and conv5_3 (14 × 14, `channels` filters), both views,
+/// `images` images in shard files of 16; filter `c` of image `img` peaks at a cell that moves
+/// with the image, one cell apart in the two layers.
+pub fn two_layer_cache(dir: &Path, channels: usize, images: usize) {
+    let info = |name: &str| LayerInfo {
+        name: name.into(),
+        channels,
+        height: 14,
+        width: 14,
+        geometry: expgraph_cache::TapGeometry { stride: 16.0, first_centre: 8.5, receptive_field: 196.0 },
+    };
+    let spec = CacheSpec {
+        backbone: "vgg16",
+        preprocess: "caffe",
+        weights_digest: "w",
+        layers: vec![info("conv5_2"), info("conv5_3")],
+        images,
+        shard_size: 16,
+    };
+    write_cache(dir, spec, |l, img, c| {
+        let shift = usize::from(l.name == "conv5_2");
+        let cell = (2 + (img + c + shift) % 10) * 14 + 2 + (img * 3 + c) % 10;
+        vec![(cell, 2.0 + (c % 5) as f32), (cell + 1, 1.0 + (img % 3) as f32)]
+    });
+}

@@ -1,6 +1,7 @@
 //! Stages 3–4: 3-shot part localization (graph nodes and both baselines, spec §4.1) and the
 //! paper's metrics (normalized distance, spec §4.2; location instability, spec §4.3).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use expgraph_cache::{FeatureCache, View};
@@ -75,7 +76,7 @@ pub(super) fn localize_parts(
     // Raw-filter templates use the original view, graph templates the view inference chose.
     let raw = UnitSet::raw(cache, &layers, both_views.is_some())?;
     let graph_views = both_views.filter(|_| config.localize_views == LocalizeViews::Both);
-    let nodes = UnitSet::graph_with_views(graph, activations.to_vec(), graph_views)?;
+    let nodes = UnitSet::graph_with_views(graph, Cow::Borrowed(activations), graph_views.map(Cow::Borrowed))?;
     let frame = graph.input_size as f64;
 
     let mut out = Vec::new();

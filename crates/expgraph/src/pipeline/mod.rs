@@ -252,7 +252,8 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
     let clock = Instant::now();
     let cache = FeatureCache::open(&cache_dir)?;
     let learn = LearnParams::paper_preset(cache.manifest()).iterations(config.iterations).seed(config.seed).check()?;
-    let learned = learn.fit_with(&cache, None, &|p| {
+    // Only the graph is kept: the records are dropped here (peak memory).
+    let expgraph_learn::LearnOutput { graph, .. } = learn.fit_with(&cache, None, &|p| {
         let steps = |layers: usize, iterations: usize| (layers * p.iterations + iterations) as u64;
         let stage = format!("learn {}", p.layer);
         config.progress.report(&stage, steps(p.layers_done, p.iteration), steps(p.num_layers, 0));
@@ -260,7 +261,6 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
             tracing::info!(layer = %p.layer, "layer learned");
         }
     })?;
-    let graph = learned.graph;
     let graph_dir = config.work_dir.join("graph");
     graph.save(&graph_dir)?;
     expgraph_graph::Provenance::of_cache(&cache).save(&graph_dir)?;
