@@ -80,6 +80,10 @@ pub fn select_parents(
 /// [`select_parents`] for the child nodes `children` only (in that order): each child's parents
 /// are computed exactly as [`select_parents`] computes them, so disjoint ranges (e.g. one per
 /// member of a learning team) concatenate to its result bit for bit.
+///
+/// `child_disp` holds the displacements of those children only, `(v − children.start) · N +
+/// image` (from [`displacements_of`] over the range), so a member never computes the rest;
+/// `child_best` is the whole layer's `S*`, `[image][node]`.
 #[allow(clippy::too_many_arguments)]
 pub fn select_parents_of(
     child_disp: &[[f64; 2]],
@@ -118,7 +122,8 @@ pub fn select_parents_of(
             let first = children.start + b * CHILD_BLOCK;
             let kids: Vec<Child> = (first..(first + CHILD_BLOCK).min(children.end))
                 .map(|v| {
-                    let e = &child_disp[v * n..(v + 1) * n];
+                    let local = v - children.start;
+                    let e = &child_disp[local * n..(local + 1) * n];
                     let weight = pad((0..n).map(|i| f64::from(child_best[i * num_child + v])));
                     let (mut own, mut cross) = (0.0, 0.0);
                     for i in 0..n {

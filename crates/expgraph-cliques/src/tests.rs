@@ -110,7 +110,10 @@ fn parents_of_child_ranges_concatenate_to_the_whole_selection() {
         let parts: Vec<expgraph_graph::Parent> = split
             .iter()
             .cloned()
-            .flat_map(|r| select_parents_of(&child_disp, &best, kids, n, &pool, &pool_disp, 3, r))
+            .flat_map(|r| {
+                let mine = &child_disp[r.start * n..r.end * n];
+                select_parents_of(mine, &best, kids, n, &pool, &pool_disp, 3, r)
+            })
             .flatten()
             .collect();
         assert_eq!(parts, whole.iter().flatten().copied().collect::<Vec<_>>());

@@ -2,7 +2,7 @@
 
 use expgraph_cache::{LayerInfo, LayerMaps, TapGeometry};
 use expgraph_cliques::{
-    candidate_pool, displacements, displacements_of, select_parents_of, DisplacementFrame, LayerRecords, ParentPrior,
+    candidate_pool, displacements_of, select_parents_of, DisplacementFrame, LayerRecords, ParentPrior,
 };
 use expgraph_disentangle::{
     grid_spacing, half_range, nodes_per_filter, random_means, sigma_max, step_sigma, update_mu, update_sigma,
@@ -426,9 +426,11 @@ impl CheckedLearnParams {
             positions: &prev.positions,
             scores: &prev.best,
         };
-        let child_disp = displacements(&child_recs, geometry, frame);
         let pool_disp = displacements_of(&upper_recs, &u.geometry, frame, &pool);
+        // Each member computes the displacements of its own children only.
         let children = member_range(team.rank(), team.size(), nodes);
+        let kids: Vec<u32> = children.clone().map(|v| v as u32).collect();
+        let child_disp = displacements_of(&child_recs, geometry, frame, &kids);
         let mine = select_parents_of(&child_disp, &prev.best, nodes, n, &pool, &pool_disp, p.top_n, children);
         if team.is_solo() {
             return Ok(mine);

@@ -24,7 +24,7 @@ pub(crate) enum Priors<'a> {
     None,
     /// Parents: per node its prior; the parent layer's positions `[image][parent node]` and mean
     /// positions, and the parent-to-child unit ratio, from which each parent's displacement is
-    /// computed when it is used ([`parent_displacement`]).
+    /// computed once per image in the pass ([`parent_displacement`]).
     Parents { priors: &'a [ParentPrior], positions: &'a [[f32; 2]], mean: &'a [[f64; 2]], ratio: f64 },
 }
 
@@ -55,6 +55,9 @@ struct Worker {
     maps_alt: Vec<f32>,
     prior: Vec<f64>,
     prior_alt: Vec<f64>,
+    /// The image's displacement of every parent-layer node ([`parent_displacement`]), computed
+    /// once per image and indexed by each node's parents.
+    up_shifts: Vec<[f64; 2]>,
     shifts: Vec<[f64; 2]>,
     lambdas: Vec<f64>,
     stats: Vec<NodeImageStats>,
@@ -107,6 +110,7 @@ pub(crate) fn run_pass(
         maps_alt: Vec::new(),
         prior: vec![0.0; nodes * CANDIDATES],
         prior_alt: Vec::new(),
+        up_shifts: Vec::new(),
         shifts: vec![[0.0; 2]; nodes],
         lambdas: vec![1.0; nodes],
         stats: vec![NodeImageStats::default(); nodes],
@@ -247,9 +251,11 @@ fn one_image(
     match priors {
         Priors::None => {}
         Priors::Parents { priors, positions, mean, ratio } => {
+            w.up_shifts.clear();
+            w.up_shifts.extend((0..mean.len()).map(|q| parent_displacement(positions, mean, image, q, *ratio)));
+            let up = &w.up_shifts;
             for (v, pp) in priors.iter().enumerate() {
-                let (shift, log_lambda) =
-                    pp.for_image(|i| parent_displacement(positions, mean, image, pp.parents[i] as usize, *ratio));
+                let (shift, log_lambda) = pp.for_image(|i| up[pp.parents[i] as usize]);
                 w.shifts[v] = shift;
                 w.lambdas[v] = log_lambda.exp();
             }

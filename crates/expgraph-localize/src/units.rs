@@ -162,9 +162,9 @@ pub struct ImageUnits {
 }
 
 impl ImageUnits {
-    /// Check `acts` against `layout` and map every position to input pixels, unmirroring
-    /// flipped views with `w' = input_size + 1 − w` (spec §1.3).
-    pub fn from_activations<U: UnitActivations + ?Sized>(layout: &UnitLayout, acts: &U) -> Result<Self> {
+    /// Check `acts` against `layout` without converting it: as many layers, in the same order,
+    /// each with its number of units, every position and score finite.
+    pub fn check<U: UnitActivations + ?Sized>(layout: &UnitLayout, acts: &U) -> Result<()> {
         let image = acts.image_id();
         let shape = |what: String| LocalizeError::Shape { image: image.to_string(), what };
         if acts.num_layers() != layout.layers.len() {
@@ -174,8 +174,6 @@ impl ImageUnits {
                 layout.layers.len()
             )));
         }
-        let mirror = layout.input_size as f64 + 1.0;
-        let mut layers = Vec::with_capacity(layout.layers.len());
         for (index, spec) in layout.layers.iter().enumerate() {
             let (name, positions, scores) = acts.layer(index);
             if name != spec.name {
@@ -193,22 +191,40 @@ impl ImageUnits {
                 image: image.to_string(),
                 what: format!("{what} of unit {unit} in layer {name}"),
             };
-            let g = spec.geometry;
-            let mut pixels = Vec::with_capacity(positions.len());
-            for (unit, p) in positions.iter().enumerate() {
-                if !(p[0].is_finite() && p[1].is_finite()) {
-                    return Err(non_finite("position", unit));
-                }
-                let h = g.map_to_pixel(f64::from(p[0]));
-                let w = g.map_to_pixel(f64::from(p[1]));
-                pixels.push([h, if acts.flipped() { mirror - w } else { w }]);
+            if let Some(unit) = positions.iter().position(|p| !(p[0].is_finite() && p[1].is_finite())) {
+                return Err(non_finite("position", unit));
             }
             if let Some(unit) = scores.iter().position(|s| !s.is_finite()) {
                 return Err(non_finite("score", unit));
             }
-            layers.push(UnitLayer { positions: pixels, scores: scores.iter().map(|&s| f64::from(s)).collect() });
         }
-        Ok(Self { image_id: image.to_string(), flipped: acts.flipped(), layers })
+        Ok(())
+    }
+
+    /// [`ImageUnits::check`] `acts` against `layout` and map every position to input pixels,
+    /// unmirroring flipped views with `w' = input_size + 1 − w` (spec §1.3).
+    pub fn from_activations<U: UnitActivations + ?Sized>(layout: &UnitLayout, acts: &U) -> Result<Self> {
+        Self::check(layout, acts)?;
+        let mirror = layout.input_size as f64 + 1.0;
+        let layers = layout
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let (_, positions, scores) = acts.layer(index);
+                let g = spec.geometry;
+                let pixels = positions
+                    .iter()
+                    .map(|p| {
+                        let h = g.map_to_pixel(f64::from(p[0]));
+                        let w = g.map_to_pixel(f64::from(p[1]));
+                        [h, if acts.flipped() { mirror - w } else { w }]
+                    })
+                    .collect();
+                UnitLayer { positions: pixels, scores: scores.iter().map(|&s| f64::from(s)).collect() }
+            })
+            .collect();
+        Ok(Self { image_id: acts.image_id().to_string(), flipped: acts.flipped(), layers })
     }
 }
 

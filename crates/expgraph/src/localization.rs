@@ -196,9 +196,16 @@ impl<'a> UnitSet<'a> {
     }
 
     /// Every image's test views are checked against the layout once, up front (shape and
-    /// finite values), as when they were converted eagerly.
+    /// finite values, [`ImageUnits::check`]), without converting them.
     fn check_views(&self) -> Result<(), PipelineError> {
-        (0..self.templates.len()).into_par_iter().try_for_each(|i| self.test_views(i).map(|_| ()))?;
+        let check = |a: &ImageActivations| ImageUnits::check(&self.layout, a);
+        (0..self.templates.len()).into_par_iter().try_for_each(|i| match &self.test_views {
+            TestViews::Templates => check(&self.templates[i]),
+            TestViews::Mirrored(m) => check(&self.templates[i]).and_then(|()| check(&m[i])),
+            TestViews::Both { views, index } => {
+                check(&views.original[index[i]]).and_then(|()| check(&views.mirrored[index[i]]))
+            }
+        })?;
         Ok(())
     }
 

@@ -1,11 +1,11 @@
 //! The provenance chain refuses files of different runs: a graph on a cache of other weights,
 //! activations of another graph or another cache (each passed silently before).
 
+mod common;
+
 use std::path::Path;
 
-use expgraph::cache::{
-    CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View,
-};
+use expgraph::cache::{FeatureCache, LayerInfo, View};
 use expgraph::geometry::TapGeometry;
 use expgraph::graph::{
     graph_digest, save_activations, ExplanatoryGraph, ImageActivations, LayerActivations, Provenance,
@@ -24,28 +24,7 @@ fn info() -> LayerInfo {
 
 /// A one-layer cache of 2 images whose maps came from weights `weights`.
 fn cache(dir: &Path, weights: &str) -> FeatureCache {
-    let manifest = CacheManifest {
-        format_version: CacheManifest::FORMAT_VERSION,
-        key: String::new(),
-        backbone: "vgg16".into(),
-        preprocess: "caffe".into(),
-        input_size: 224,
-        layers: vec![info()],
-        images: (0..2)
-            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
-            .collect(),
-        views: vec![View::Original],
-    };
-    let storage = StorageInfo {
-        dtype: StorageDtype::F16,
-        shard_size: 8,
-        weights_digest: weights.into(),
-        norm_stats_digest: "s".into(),
-    };
-    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
-    w.write_shard(0, "conv5_3", View::Original, &vec![0.5; 2 * info().image_len()]).unwrap();
-    w.finish().unwrap();
-    FeatureCache::open(dir).unwrap()
+    common::cache(dir, &[info()], 2, &[View::Original], weights, |_, _, maps| maps.fill(0.5))
 }
 
 fn graph(mu: f64) -> ExplanatoryGraph {

@@ -2,11 +2,11 @@
 //! mirrored test view is mapped back to the original orientation (an exact mirror lands on the
 //! original's pixels).
 
+mod common;
+
 use std::path::Path;
 
-use expgraph::cache::{
-    CacheManifest, CacheWriter, FeatureCache, ImageEntry, LayerInfo, StorageDtype, StorageInfo, View,
-};
+use expgraph::cache::{FeatureCache, LayerInfo, View};
 use expgraph::geometry::TapGeometry;
 use expgraph::localization::UnitSet;
 
@@ -23,41 +23,16 @@ fn info(name: &str, channels: usize, size: usize, stride: f64) -> LayerInfo {
 /// Two layers, 3 images, both views; channel `c` of image `i` peaks at one cell, and the
 /// mirrored view is the exact column mirror of the original.
 fn cache(dir: &Path) -> FeatureCache {
-    let layers = vec![info("conv5_2", 2, 14, 16.0), info("conv5_3", 3, 14, 16.0)];
-    let manifest = CacheManifest {
-        format_version: CacheManifest::FORMAT_VERSION,
-        key: String::new(),
-        backbone: "vgg16".into(),
-        preprocess: "caffe".into(),
-        input_size: 224,
-        layers: layers.clone(),
-        images: (0..3)
-            .map(|i| ImageEntry { id: format!("img{i}"), path: format!("img{i}.jpg"), bbox: [0.0, 0.0, 10.0, 10.0] })
-            .collect(),
-        views: vec![View::Original, View::Flipped],
-    };
-    let storage = StorageInfo {
-        dtype: StorageDtype::F16,
-        shard_size: 8,
-        weights_digest: "w".into(),
-        norm_stats_digest: "s".into(),
-    };
-    let mut w = CacheWriter::create(dir, manifest, storage, false).unwrap();
-    for l in &layers {
-        for view in [View::Original, View::Flipped] {
-            let mut maps = vec![0.0f32; 3 * l.image_len()];
-            for i in 0..3 {
-                for c in 0..l.channels {
-                    let (h, col) = (1 + i + c, 2 + 3 * c + i);
-                    let col = if view == View::Flipped { l.width - 1 - col } else { col };
-                    maps[i * l.image_len() + c * l.map_len() + h * l.width + col] = 1.0 + c as f32;
-                }
+    let layers = [info("conv5_2", 2, 14, 16.0), info("conv5_3", 3, 14, 16.0)];
+    common::cache(dir, &layers, 3, &[View::Original, View::Flipped], "w", |l, view, maps| {
+        for i in 0..3 {
+            for c in 0..l.channels {
+                let (h, col) = (1 + i + c, 2 + 3 * c + i);
+                let col = if view == View::Flipped { l.width - 1 - col } else { col };
+                maps[i * l.image_len() + c * l.map_len() + h * l.width + col] = 1.0 + c as f32;
             }
-            w.write_shard(0, &l.name, view, &maps).unwrap();
         }
-    }
-    w.finish().unwrap();
-    FeatureCache::open(dir).unwrap()
+    })
 }
 
 #[test]
