@@ -51,7 +51,7 @@ pub use files::MANIFEST_FILE;
 pub use key::compute_cache_key;
 pub use layer::{InMemoryLayer, LayerMaps};
 pub use manifest::{CacheManifest, ImageEntry, LayerInfo, TapGeometry, View};
-pub use owned::{serialize_safetensors, EncodeError, OwnedTensor};
+pub use owned::{serialize_safetensors, write_safetensors, EncodeError, FillBytes, OwnedTensor, StreamedTensor};
 pub use part::{find_part_records, merge_parts, CachePart, MergeReport, PARTS_DIR};
 pub use reader::{DiskLayer, FeatureCache};
 pub use storage::{StorageDtype, StorageInfo};

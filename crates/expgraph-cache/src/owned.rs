@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
 
 use safetensors::Dtype;
 use serde::Serialize;
@@ -82,11 +83,111 @@ where
     K: Into<String>,
     V: Into<String>,
 {
-    let metadata: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-    let mut tensors: Vec<(String, &OwnedTensor)> =
-        tensors.into_iter().map(|(n, t)| (n.as_ref().to_owned(), t)).collect();
-    tensors.sort_by(|(ln, lt), (rn, rt)| rt.dtype.cmp(&lt.dtype).then_with(|| ln.cmp(rn)));
+    let tensors: Vec<(String, &OwnedTensor)> = tensors.into_iter().map(|(n, t)| (n.as_ref().to_owned(), t)).collect();
+    let entries: Vec<Entry<'_>> =
+        tensors.iter().map(|(n, t)| Entry { name: n, dtype: t.dtype, shape: &t.shape, len: t.bytes.len() }).collect();
+    let (head, order) = header(entries, metadata)?;
+    let mut out = head;
+    for i in order {
+        out.extend_from_slice(&tensors[i].1.bytes);
+    }
+    Ok(out)
+}
 
+/// Writes a tensor's bytes ([`StreamedTensor::fill`]).
+pub type FillBytes<'a> = Box<dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a>;
+
+/// A tensor whose bytes are produced while it is written ([`write_safetensors`]), so that a
+/// large file never exists in memory: `fill` writes exactly the tensor's little-endian bytes.
+pub struct StreamedTensor<'a> {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Writes the bytes.
+    pub fill: FillBytes<'a>,
+}
+
+/// [`serialize_safetensors`] written to `out` as it is produced, the same bytes: the header,
+/// then each tensor's `fill` in the format's order. A tensor whose `fill` writes another number
+/// of bytes than its shape needs is an error (`InvalidData`), as are the encoding errors.
+pub fn write_safetensors<K, V>(
+    out: &mut dyn Write,
+    tensors: Vec<(String, StreamedTensor<'_>)>,
+    metadata: impl IntoIterator<Item = (K, V)>,
+) -> io::Result<()>
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut entries = Vec::with_capacity(tensors.len());
+    for (name, t) in &tensors {
+        let bits = t.shape.iter().try_fold(t.dtype.bitsize(), |acc, &d| acc.checked_mul(d));
+        let len = bits.filter(|b| b % 8 == 0).map(|b| b / 8).ok_or_else(|| {
+            invalid(format!("tensor `{name}`: shape {:?} of {:?} is not a whole number of bytes", t.shape, t.dtype))
+        })?;
+        entries.push(Entry { name, dtype: t.dtype, shape: &t.shape, len });
+    }
+    let lens: Vec<usize> = entries.iter().map(|e| e.len).collect();
+    let (head, order) = header(entries, metadata).map_err(|e| invalid(e.to_string()))?;
+    out.write_all(&head)?;
+    let mut tensors: Vec<Option<(String, StreamedTensor<'_>)>> = tensors.into_iter().map(Some).collect();
+    for i in order {
+        let Some((name, mut t)) = tensors[i].take() else { continue };
+        let mut counted = Counted { inner: &mut *out, bytes: 0 };
+        (t.fill)(&mut counted)?;
+        if counted.bytes != lens[i] {
+            return Err(invalid(format!(
+                "tensor `{name}`: {} bytes written, its shape needs {}",
+                counted.bytes, lens[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A writer that counts what passes through.
+struct Counted<'w> {
+    inner: &'w mut dyn Write,
+    bytes: usize,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One tensor of a header: its bytes' length checked against its shape by the caller.
+struct Entry<'a> {
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [usize],
+    len: usize,
+}
+
+/// The length prefix and the padded JSON header of `entries` (see [`serialize_safetensors`]),
+/// and the order (indices into `entries`) their bytes follow in.
+fn header<K, V>(
+    entries: Vec<Entry<'_>>,
+    metadata: impl IntoIterator<Item = (K, V)>,
+) -> Result<(Vec<u8>, Vec<usize>), EncodeError>
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    let metadata: BTreeMap<String, String> = metadata.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&l, &r| {
+        let (l, r) = (&entries[l], &entries[r]);
+        r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(r.name))
+    });
     let mut header = String::from("{");
     if !metadata.is_empty() {
         header.push_str("\"__metadata__\":");
@@ -94,20 +195,20 @@ where
     }
     let mut names = BTreeSet::new();
     let mut offset = 0usize;
-    for (name, t) in &tensors {
-        if name == "__metadata__" || !names.insert(name.as_str()) {
+    for &i in &order {
+        let t = &entries[i];
+        let name = t.name;
+        if name == "__metadata__" || !names.insert(name) {
             return Err(EncodeError(format!("tensor name `{name}` is reserved or used twice")));
         }
         let bits = t.shape.iter().try_fold(t.dtype.bitsize(), |acc, &d| acc.checked_mul(d));
-        if bits.is_none_or(|b| b % 8 != 0 || b / 8 != t.bytes.len()) {
+        if bits.is_none_or(|b| b % 8 != 0 || b / 8 != t.len) {
             return Err(EncodeError(format!(
                 "tensor `{name}`: {} bytes are not a {:?} tensor of shape {:?}",
-                t.bytes.len(),
-                t.dtype,
-                t.shape
+                t.len, t.dtype, t.shape
             )));
         }
-        let end = offset + t.bytes.len();
+        let end = offset + t.len;
         if header.len() > 1 {
             header.push(',');
         }
@@ -125,10 +226,7 @@ where
     out.extend_from_slice(&(padded as u64).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     out.resize(8 + padded, b' ');
-    for (_, t) in &tensors {
-        out.extend_from_slice(&t.bytes);
-    }
-    Ok(out)
+    Ok((out, order))
 }
 
 #[cfg(test)]
@@ -176,6 +274,34 @@ mod tests {
             })
             .collect();
         assert!(theirs.len() > 1, "safetensors::serialize was expected to vary with the map's order");
+    }
+
+    #[test]
+    fn streamed_writing_gives_the_encoder_bytes_and_checks_lengths() {
+        let tensors = sample();
+        let meta = many_keys();
+        let want = serialize_safetensors(tensors.iter().map(|(n, t)| (n, t)), meta.clone()).unwrap();
+        let streamed = |short: bool| {
+            tensors
+                .iter()
+                .map(|(n, t)| {
+                    let bytes = if short && n == "alpha" { &t.bytes[1..] } else { &t.bytes[..] };
+                    let fill = Box::new(move |w: &mut dyn Write| {
+                        // in pieces, as a caller producing rows would
+                        for piece in bytes.chunks(3) {
+                            w.write_all(piece)?;
+                        }
+                        Ok(())
+                    });
+                    (n.clone(), StreamedTensor { dtype: t.dtype, shape: t.shape.clone(), fill })
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut got = Vec::new();
+        write_safetensors(&mut got, streamed(false), meta.clone()).unwrap();
+        assert_eq!(got, want);
+        let err = write_safetensors(&mut Vec::new(), streamed(true), meta).unwrap_err();
+        assert!(err.to_string().contains("alpha") && err.to_string().contains("15 bytes"), "{err}");
     }
 
     #[test]

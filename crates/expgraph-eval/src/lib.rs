@@ -34,7 +34,8 @@ pub use geometry::{Extent, Point, FRAME_SIZE};
 pub use localization::{evaluate_localization, LocalizationParams, LocalizationReport, ObjectResult, TruthInstance};
 pub use raw::{argmax_position, raw_filter_tracks, raw_filter_tracks_scaled};
 pub use stability::{
-    location_instability, Landmarks, LayerInstability, LayerTracks, StabilityProtocol, StabilityReport,
+    layer_instability, location_instability, Landmarks, LayerInstability, LayerTracks, StabilityProtocol,
+    StabilityReport,
 };
 
 /// Errors of the metric functions: inputs that do not fit together.

@@ -226,55 +226,84 @@ pub fn location_instability(
     protocol: StabilityProtocol,
     frame_size: f64,
 ) -> Result<StabilityReport, EvalError> {
+    let per_layer = layers
+        .iter()
+        .map(|layer| layer_instability(layer, landmarks, protocol, frame_size))
+        .collect::<Result<Vec<_>, _>>()?;
+    StabilityReport::from_layers(protocol, per_layer, frame_size)
+}
+
+/// [`location_instability`] of one layer, so that a caller can build, measure and drop one
+/// layer's tracks at a time and combine the layers with [`StabilityReport::from_layers`].
+pub fn layer_instability(
+    layer: &LayerTracks,
+    landmarks: &Landmarks,
+    protocol: StabilityProtocol,
+    frame_size: f64,
+) -> Result<LayerInstability, EvalError> {
     protocol.validate()?;
-    if layers.is_empty() {
-        return Err(EvalError::Empty("no layers".into()));
+    check_frame(frame_size)?;
+    if layer.num_images != landmarks.num_images {
+        return Err(EvalError::Shape(format!(
+            "layer {} has {} images, the landmarks {}",
+            layer.name, layer.num_images, landmarks.num_images
+        )));
     }
-    if !(frame_size > 0.0 && frame_size.is_finite()) {
-        return Err(EvalError::Param(format!("frame_size {frame_size} must be > 0")));
+    if layer.num_units == 0 || layer.num_images == 0 {
+        return Err(EvalError::Empty(format!("layer {} has no units or no images", layer.name)));
     }
-    let diagonal = frame_size * std::f64::consts::SQRT_2;
-    let mut out = Vec::with_capacity(layers.len());
-    for layer in layers {
-        if layer.num_images != landmarks.num_images {
-            return Err(EvalError::Shape(format!(
-                "layer {} has {} images, the landmarks {}",
-                layer.name, layer.num_images, landmarks.num_images
-            )));
+    let values = match protocol {
+        StabilityProtocol::ExplanatoryGraph { units_per_layer, top_images } => {
+            explanatory_graph_values(layer, landmarks, units_per_layer, top_images)
         }
-        if layer.num_units == 0 || layer.num_images == 0 {
-            return Err(EvalError::Empty(format!("layer {} has no units or no images", layer.name)));
-        }
-        let values = match protocol {
-            StabilityProtocol::ExplanatoryGraph { units_per_layer, top_images } => {
-                explanatory_graph_values(layer, landmarks, units_per_layer, top_images)
-            }
-            StabilityProtocol::Icnn { top_images, .. } => icnn_values(layer, landmarks, top_images),
-        };
-        let mut defined: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-        let undefined = values.len() - defined.len();
-        if let StabilityProtocol::Icnn { keep_ratio, .. } = protocol {
-            defined.sort_by(f64::total_cmp);
-            let keep = ((layer.num_units as f64) * keep_ratio).round() as usize;
-            defined.truncate(keep.max(1));
-        }
-        if defined.is_empty() {
-            return Err(EvalError::Empty(format!(
-                "layer {}: no unit has enough images showing every landmark",
-                layer.name
-            )));
-        }
-        let pixels = defined.iter().sum::<f64>() / defined.len() as f64;
-        out.push(LayerInstability {
-            layer: layer.name.clone(),
-            units: defined.len(),
-            units_undefined: undefined,
-            pixels,
-            instability: pixels / diagonal,
-        });
+        StabilityProtocol::Icnn { top_images, .. } => icnn_values(layer, landmarks, top_images),
+    };
+    let mut defined: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let undefined = values.len() - defined.len();
+    if let StabilityProtocol::Icnn { keep_ratio, .. } = protocol {
+        defined.sort_by(f64::total_cmp);
+        let keep = ((layer.num_units as f64) * keep_ratio).round() as usize;
+        defined.truncate(keep.max(1));
     }
-    let pixels = out.iter().map(|l| l.pixels).sum::<f64>() / out.len() as f64;
-    Ok(StabilityReport { protocol, layers: out, pixels, instability: pixels / diagonal })
+    if defined.is_empty() {
+        return Err(EvalError::Empty(format!(
+            "layer {}: no unit has enough images showing every landmark",
+            layer.name
+        )));
+    }
+    let pixels = defined.iter().sum::<f64>() / defined.len() as f64;
+    Ok(LayerInstability {
+        layer: layer.name.clone(),
+        units: defined.len(),
+        units_undefined: undefined,
+        pixels,
+        instability: pixels / (frame_size * std::f64::consts::SQRT_2),
+    })
+}
+
+fn check_frame(frame_size: f64) -> Result<(), EvalError> {
+    if frame_size > 0.0 && frame_size.is_finite() {
+        Ok(())
+    } else {
+        Err(EvalError::Param(format!("frame_size {frame_size} must be > 0")))
+    }
+}
+
+impl StabilityReport {
+    /// The report of per-layer results ([`layer_instability`]): the mean over layers.
+    pub fn from_layers(
+        protocol: StabilityProtocol,
+        layers: Vec<LayerInstability>,
+        frame_size: f64,
+    ) -> Result<Self, EvalError> {
+        protocol.validate()?;
+        check_frame(frame_size)?;
+        if layers.is_empty() {
+            return Err(EvalError::Empty("no layers".into()));
+        }
+        let pixels = layers.iter().map(|l| l.pixels).sum::<f64>() / layers.len() as f64;
+        Ok(Self { protocol, layers, pixels, instability: pixels / (frame_size * std::f64::consts::SQRT_2) })
+    }
 }
 
 /// Explanatory-graph protocol: values of the selected units (NaN where a landmark has no image).

@@ -5,14 +5,17 @@
 //! `L.positions_px` f32 `[N, nodes, 2]` (1-based input pixels of the **original** crop, flip
 //! undone, spec §1.3), `L.scores` f32 `[N, nodes]`; and `flips` u8 `[N]` (1 = mirrored view chosen).
 
-use std::collections::HashMap;
 use std::fs;
+use std::io::{self, Write};
 use std::path::Path;
+
+use expgraph_cache::{write_safetensors, FillBytes, StreamedTensor};
+use safetensors::Dtype;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{format_err, io_err, GraphError};
-use crate::tensors::{arrays_file, pairs, serialize, write_atomic, OwnedTensor, TensorReader};
+use crate::tensors::{arrays_file, pairs, write_atomic, TensorReader};
 use crate::{ExplanatoryGraph, ImageActivations, LayerActivations};
 
 /// Metadata file inside an activations folder.
@@ -70,23 +73,51 @@ pub fn save_activations(
     }
     fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let n = acts.len();
+    // Streamed: each tensor's bytes are produced image by image as the file is written, so the
+    // arrays (20 bytes per image and node, 2.5 GB at 2,000 images × 61,440 nodes) are never held
+    // in memory, nor a second time as the file's bytes.
     let mut tensors = Vec::new();
     for (l, gl) in graph.layers.iter().enumerate() {
         let (name, nodes) = (&gl.info.name, gl.num_nodes());
-        let pos = acts.iter().flat_map(|a| a.layers[l].positions.iter().flatten().copied());
-        tensors.push((format!("{name}.positions"), OwnedTensor::f32(vec![n, nodes, 2], pos)));
-        let px = acts.iter().flat_map(|a| {
-            (0..nodes).flat_map(move |v| a.position_pixels(gl, l, v, graph.input_size).map(|x| x as f32))
+        let positions = rows(acts, move |a, row| {
+            row.extend(a.layers[l].positions.iter().flatten().flat_map(|x| x.to_le_bytes()));
         });
-        tensors.push((format!("{name}.positions_px"), OwnedTensor::f32(vec![n, nodes, 2], px)));
-        let sc = acts.iter().flat_map(|a| a.layers[l].scores.iter().copied());
-        tensors.push((format!("{name}.scores"), OwnedTensor::f32(vec![n, nodes], sc)));
+        tensors.push((
+            format!("{name}.positions"),
+            StreamedTensor { dtype: Dtype::F32, shape: vec![n, nodes, 2], fill: positions },
+        ));
+        let pixels = rows(acts, move |a, row| {
+            for v in 0..nodes {
+                row.extend(
+                    a.position_pixels(gl, l, v, graph.input_size).iter().flat_map(|&x| (x as f32).to_le_bytes()),
+                );
+            }
+        });
+        tensors.push((
+            format!("{name}.positions_px"),
+            StreamedTensor { dtype: Dtype::F32, shape: vec![n, nodes, 2], fill: pixels },
+        ));
+        let scores = rows(acts, move |a, row| row.extend(a.layers[l].scores.iter().flat_map(|x| x.to_le_bytes())));
+        tensors.push((
+            format!("{name}.scores"),
+            StreamedTensor { dtype: Dtype::F32, shape: vec![n, nodes], fill: scores },
+        ));
     }
-    tensors.push(("flips".into(), OwnedTensor::u8(vec![n], acts.iter().map(|a| u8::from(a.flipped)))));
+    let flips = rows(acts, |a, row| row.push(u8::from(a.flipped)));
+    tensors.push(("flips".into(), StreamedTensor { dtype: Dtype::U8, shape: vec![n], fill: flips }));
     let arrays_path = dir.join(ACTIVATIONS_ARRAYS);
-    let mut meta = HashMap::new();
-    meta.insert("format".to_string(), FORMAT_NAME.to_string());
-    let bytes = serialize(&tensors, meta, &arrays_path)?;
+    let json_path = dir.join(ACTIVATIONS_JSON);
+    for path in [&arrays_path, &json_path] {
+        expgraph_io::remove_stale_temps(path).map_err(|e| io_err(path, e))?;
+    }
+    let mut hash = None;
+    expgraph_io::write_atomic(&arrays_path, |w| {
+        let mut hashed = Hashed { inner: w, hasher: blake3::Hasher::new() };
+        write_safetensors(&mut hashed, tensors, [("format", FORMAT_NAME)])?;
+        hash = Some(hashed.hasher.finalize());
+        Ok(())
+    })
+    .map_err(|e| io_err(&arrays_path, e))?;
     let file = ActivationsFile {
         format: FORMAT_NAME.into(),
         format_version: ACTIVATIONS_FORMAT_VERSION,
@@ -98,15 +129,40 @@ pub fn save_activations(
             .map(|l| ActLayerMeta { name: l.info.name.clone(), num_nodes: l.num_nodes() })
             .collect(),
         arrays: ACTIVATIONS_ARRAYS.into(),
-        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        blake3: hash.map(|h| h.to_hex().to_string()).unwrap_or_default(),
     };
-    let json_path = dir.join(ACTIVATIONS_JSON);
     let json = serde_json::to_vec_pretty(&file).map_err(|e| format_err(&json_path, e.to_string()))?;
-    for path in [&arrays_path, &json_path] {
-        expgraph_io::remove_stale_temps(path).map_err(|e| io_err(path, e))?;
-    }
-    write_atomic(&arrays_path, &bytes)?;
     write_atomic(&json_path, &json)
+}
+
+/// A tensor's bytes written image by image: `fill` appends one image's bytes to a row buffer.
+fn rows<'a>(acts: &'a [ImageActivations], fill: impl Fn(&ImageActivations, &mut Vec<u8>) + 'a) -> FillBytes<'a> {
+    let mut row = Vec::new();
+    Box::new(move |w: &mut dyn Write| {
+        for a in acts {
+            row.clear();
+            fill(a, &mut row);
+            w.write_all(&row)?;
+        }
+        Ok(())
+    })
+}
+
+/// A writer that hashes what passes through.
+struct Hashed<'w> {
+    inner: &'w mut dyn Write,
+    hasher: blake3::Hasher,
+}
+
+impl Write for Hashed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Load activations written by [`save_activations`].

@@ -47,6 +47,22 @@ pub fn infer_views(
     infer_in_team(graph, features, max_images, policy, &Solo)
 }
 
+/// [`infer`] with image `i` read in the view `flips[i]` says (`true` = mirrored), one entry per
+/// image of `features`. Inference in the view [`ViewPolicy::Choose`] chose gives exactly the
+/// chosen activations, so e.g. the other view of every image is `infer_in_views` of the
+/// negated choices.
+pub fn infer_in_views(
+    graph: &ExplanatoryGraph,
+    features: &dyn FeatureSource,
+    flips: &[bool],
+) -> Result<Vec<ImageActivations>, LearnError> {
+    let images = features.image_ids().len();
+    if flips.len() != images {
+        return Err(LearnError::Mismatch(format!("{} views given for {images} images", flips.len())));
+    }
+    infer_from(graph, features, None, Start::Given(flips), &Solo)
+}
+
 /// [`infer_views`] as one member of `team` ([`Team`]): each member infers its blocks of images
 /// and every member returns all images' activations, bit for bit those of a single process.
 pub fn infer_in_team(
@@ -54,6 +70,24 @@ pub fn infer_in_team(
     features: &dyn FeatureSource,
     max_images: Option<usize>,
     policy: ViewPolicy,
+    team: &dyn Team,
+) -> Result<Vec<ImageActivations>, LearnError> {
+    infer_from(graph, features, max_images, Start::Policy(policy), team)
+}
+
+/// How the views of the images are set.
+enum Start<'a> {
+    /// By a policy.
+    Policy(ViewPolicy),
+    /// One view per image (`true` = mirrored).
+    Given(&'a [bool]),
+}
+
+fn infer_from(
+    graph: &ExplanatoryGraph,
+    features: &dyn FeatureSource,
+    max_images: Option<usize>,
+    start: Start<'_>,
     team: &dyn Team,
 ) -> Result<Vec<ImageActivations>, LearnError> {
     let team = Tally::new(team);
@@ -71,7 +105,10 @@ pub fn infer_in_team(
     }
     let chunk = p.chunk_size.max(1);
     let mut per_layer: Vec<Option<LayerResult>> = vec![None; graph.layers.len()];
-    let mut flips = vec![policy == ViewPolicy::Mirrored; n];
+    let (policy, mut flips) = match start {
+        Start::Policy(policy) => (Some(policy), vec![policy == ViewPolicy::Mirrored; n]),
+        Start::Given(f) => (None, f[..n].to_vec()),
+    };
     for l in (0..graph.layers.len()).rev() {
         let gl = &graph.layers[l];
         let maps = features.open_layer(&gl.info.name)?;
@@ -103,16 +140,14 @@ pub fn infer_in_team(
             _ => Priors::None,
         };
         let use_flips = p.use_flips && !p.reference_compat && maps.has_flipped();
-        if !is_top && flips.iter().any(|f| *f) && !maps.has_flipped() {
-            return Err(LearnError::Mismatch(format!(
-                "layer {} has no mirrored view but the top layer chose one",
-                gl.info.name
-            )));
+        let choose = is_top && use_flips && policy == Some(ViewPolicy::Choose);
+        if !choose && flips.iter().any(|f| *f) && !maps.has_flipped() {
+            return Err(LearnError::Mismatch(if policy == Some(ViewPolicy::Choose) {
+                format!("layer {} has no mirrored view but the top layer chose one", gl.info.name)
+            } else {
+                format!("layer {} has no mirrored view to infer in", gl.info.name)
+            }));
         }
-        if policy == ViewPolicy::Mirrored && !maps.has_flipped() {
-            return Err(LearnError::Mismatch(format!("layer {} has no mirrored view to infer in", gl.info.name)));
-        }
-        let choose = is_top && use_flips && policy == ViewPolicy::Choose;
         let views = if choose { Views::Choose(p.view_rule) } else { Views::Fixed(&flips) };
         let out = run_pass(maps.as_ref(), n, &cfg, &setups, &prior_src, &views, false, chunk, &team)?;
         if choose {

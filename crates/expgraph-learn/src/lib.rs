@@ -41,7 +41,7 @@ mod team;
 
 pub use checkpoint::{Checkpoints, DirCheckpoints, LayerCheckpoint};
 pub use error::LearnError;
-pub use infer::{check_compatible, infer, infer_in_team, infer_views, ViewPolicy};
+pub use infer::{check_compatible, infer, infer_in_team, infer_in_views, infer_views, ViewPolicy};
 pub use layer_model::{reference_geometry, REFERENCE_RESNET_CENTRES};
 pub use learner::{LayerRecord, LearnOutput, Progress};
 pub use params::{CheckedLearnParams, LayerSpec, LearnParams, ViewRule, PAPER_RESNET_LAYERS, PAPER_VGG16_LAYERS};

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use expgraph_learn::synthetic::{generate, SyntheticSpec};
-use expgraph_learn::{infer, infer_views, LearnParams, ViewPolicy, ViewRule};
+use expgraph_learn::{infer, infer_in_views, infer_views, LearnParams, ViewPolicy, ViewRule};
 
 /// The two planted layers `low` (density 0.05) and `top` (0.1), 3 parents per node.
 fn planted_params(iterations: usize) -> LearnParams {
@@ -137,10 +137,17 @@ fn real_flips_are_chosen_for_mirrored_objects() {
     let mirrored = infer_views(&learned.graph, &data.features, None, ViewPolicy::Mirrored).unwrap();
     assert!(original.iter().all(|a| !a.flipped) && mirrored.iter().all(|a| a.flipped));
     assert!(chosen.iter().any(|a| a.flipped) && chosen.iter().any(|a| !a.flipped));
+    // And each image's other view, given per image, is the other forced view.
+    let flips: Vec<bool> = chosen.iter().map(|a| a.flipped).collect();
+    let negated: Vec<bool> = flips.iter().map(|f| !f).collect();
+    let opposite = infer_in_views(&learned.graph, &data.features, &negated).unwrap();
+    assert_eq!(infer_in_views(&learned.graph, &data.features, &flips).unwrap(), chosen);
     for (i, c) in chosen.iter().enumerate() {
-        let forced = if c.flipped { &mirrored[i] } else { &original[i] };
+        let (forced, other) = if c.flipped { (&mirrored[i], &original[i]) } else { (&original[i], &mirrored[i]) };
         assert_eq!(c, forced, "image {i}");
+        assert_eq!(&opposite[i], other, "image {i}");
     }
+    assert!(infer_in_views(&learned.graph, &data.features, &flips[1..]).is_err(), "one view per image");
     // The compat mode never flips (the reference's flip is a no-op).
     let compat = LearnParams::default()
         .layers(&[("low", 0.05), ("top", 0.1)])

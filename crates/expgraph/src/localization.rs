@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use expgraph_cache::{DiskLayer, FeatureCache, LayerMaps, View};
 use expgraph_geometry::PixelPoint;
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
-use expgraph_learn::{infer_views, ViewPolicy};
+use expgraph_learn::{infer, infer_in_views};
 use expgraph_localize::{
     filter_argmaxes, FewShotAnnotations, ImageUnits, LocalizeError, LocalizeValidParams, PartModel, PartPredictions,
     Prediction, PredictionFile, PriorMean, UnitLayout,
@@ -61,24 +61,27 @@ fn append_layer(images: &mut Option<Vec<ImageActivations>>, more: Vec<ImageActiv
     }
 }
 
-/// Inference of every cached image in each view: all as is, and all mirrored. Localization
-/// tries both on a test image; the reference's stability protocol takes each node's better one.
+/// Inference of every cached image in both views: the view inference chose
+/// ([`expgraph_learn::infer`]) and the other one ([`expgraph_learn::infer_in_views`]).
+/// Localization tries both on a test image; the reference's stability protocol takes each
+/// node's better one. Held as chosen + opposite (not as original + mirrored next to a third copy
+/// for the chosen view): at 2,000 images × 61,440 nodes each copy is 1.5 GB.
 #[derive(Debug, Clone)]
 pub struct BothViews {
-    /// Every image inferred as is.
-    pub original: Vec<ImageActivations>,
-    /// Every image inferred mirrored.
-    pub mirrored: Vec<ImageActivations>,
+    /// Every image in the view inference chose (the activations `expgraph infer` writes).
+    pub chosen: Vec<ImageActivations>,
+    /// Every image in the other view.
+    pub opposite: Vec<ImageActivations>,
 }
 
 impl BothViews {
     /// Infer every image of `cache` in both views (the cache must hold mirrored views).
     pub fn infer(graph: &ExplanatoryGraph, cache: &FeatureCache) -> Result<Self, PipelineError> {
         require_mirror(cache)?;
-        Ok(Self {
-            original: infer_views(graph, cache, None, ViewPolicy::Original)?,
-            mirrored: infer_views(graph, cache, None, ViewPolicy::Mirrored)?,
-        })
+        let chosen = infer(graph, cache, None)?;
+        let negated: Vec<bool> = chosen.iter().map(|a| !a.flipped).collect();
+        let opposite = infer_in_views(graph, cache, &negated)?;
+        Ok(Self { chosen, opposite })
     }
 
     /// [`BothViews::infer`] when every graph layer of `cache` holds mirrored views, else `None`.
@@ -89,6 +92,24 @@ impl BothViews {
             }
         }
         Self::infer(graph, cache).map(Some)
+    }
+
+    /// Image `i` as is.
+    pub fn original(&self, i: usize) -> &ImageActivations {
+        if self.chosen[i].flipped {
+            &self.opposite[i]
+        } else {
+            &self.chosen[i]
+        }
+    }
+
+    /// Image `i` mirrored.
+    pub fn mirrored(&self, i: usize) -> &ImageActivations {
+        if self.chosen[i].flipped {
+            &self.chosen[i]
+        } else {
+            &self.opposite[i]
+        }
     }
 }
 
@@ -124,7 +145,7 @@ impl<'a> UnitSet<'a> {
             None => TestViews::Templates,
             Some(views) => {
                 let by_id: HashMap<&str, usize> =
-                    views.original.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
+                    views.chosen.iter().enumerate().map(|(i, a)| (a.image_id.as_str(), i)).collect();
                 let index = activations
                     .iter()
                     .map(|a| {
@@ -189,8 +210,8 @@ impl<'a> UnitSet<'a> {
                 ImageUnits::from_activations(&self.layout, &m[i])?,
             ]),
             TestViews::Both { views, index } => Ok(vec![
-                ImageUnits::from_activations(&self.layout, &views.original[index[i]])?,
-                ImageUnits::from_activations(&self.layout, &views.mirrored[index[i]])?,
+                ImageUnits::from_activations(&self.layout, views.original(index[i]))?,
+                ImageUnits::from_activations(&self.layout, views.mirrored(index[i]))?,
             ]),
         }
     }
@@ -203,7 +224,7 @@ impl<'a> UnitSet<'a> {
             TestViews::Templates => check(&self.templates[i]),
             TestViews::Mirrored(m) => check(&self.templates[i]).and_then(|()| check(&m[i])),
             TestViews::Both { views, index } => {
-                check(&views.original[index[i]]).and_then(|()| check(&views.mirrored[index[i]]))
+                check(&views.chosen[index[i]]).and_then(|()| check(&views.opposite[index[i]]))
             }
         })?;
         Ok(())

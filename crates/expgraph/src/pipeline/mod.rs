@@ -268,23 +268,31 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
 
     // Stage 3: inference and part localization.
     let clock = Instant::now();
-    let activations = expgraph_learn::infer(&graph, &cache, None)?;
+    // Every image inferred in both views, once: localization tries both on a test image, the
+    // reference's stability protocol takes each node's better one. The chosen views are the
+    // activations (held once).
+    let both_views = crate::localization::BothViews::infer_if_mirrored(&graph, &cache)?;
+    let alone;
+    let activations: &[expgraph_graph::ImageActivations] = match &both_views {
+        Some(views) => &views.chosen,
+        None => {
+            alone = expgraph_learn::infer(&graph, &cache, None)?;
+            &alone
+        }
+    };
     let acts_dir = config.work_dir.join("activations");
-    expgraph_graph::save_activations(&acts_dir, &graph, &activations)?;
+    expgraph_graph::save_activations(&acts_dir, &graph, activations)?;
     expgraph_graph::Provenance::of_cache(&cache)
         .with_graph(expgraph_graph::graph_digest(&graph_dir)?)
         .save(&acts_dir)?;
-    // Every image inferred in both views, once: localization tries both on a test image, the
-    // reference's stability protocol takes each node's better one.
-    let both_views = crate::localization::BothViews::infer_if_mirrored(&graph, &cache)?;
-    let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, &activations, both_views.as_ref())?;
+    let localized = evaluate::localize_parts(config, &dataset, &graph, &cache, activations, both_views.as_ref())?;
     timings.localize = clock.elapsed().as_secs_f64();
 
     // Stage 4: metrics.
     let clock = Instant::now();
     let localization = evaluate::score_localization(&dataset, &localized)?;
-    let stability = evaluate::stability(&dataset, &graph, &cache, &activations, both_views.as_ref(), Some(&stats))?;
-    let views = evaluate::view_choice(&dataset, &activations);
+    let stability = evaluate::stability(&dataset, &graph, &cache, activations, both_views.as_ref(), Some(&stats))?;
+    let views = evaluate::view_choice(&dataset, activations);
     timings.eval = clock.elapsed().as_secs_f64();
 
     let record = BenchRecord {
@@ -302,7 +310,7 @@ pub fn run(config: &PipelineConfig) -> Result<PipelineOutcome, PipelineError> {
         views: Some(views),
     };
     let report_index = if config.report {
-        Some(report::write(config, &dataset, &cache, &graph, &activations, &localized, &record)?)
+        Some(report::write(config, &dataset, &cache, &graph, activations, &localized, &record)?)
     } else {
         None
     };
