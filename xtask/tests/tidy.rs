@@ -101,6 +101,8 @@ const RANKS: &[(&str, u32)] = &[
     ("expgraph-backbone", 1),
     ("expgraph-datasets", 1),
     ("expgraph-features", 2),
+    // a backbone fine-tuned per category feeds extraction again (weights in, weights out)
+    ("expgraph-finetune", 3),
     // → graph
     ("expgraph-disentangle", 3),
     ("expgraph-graph", 3),

@@ -72,7 +72,7 @@ pub use precision::Precision;
 pub use preprocess::{Preprocess, CAFFE_MEAN_RGB, TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB};
 pub use resnet::{ResNet, ResNetDepth, BATCH_NORM_EPS};
 pub use source::{resolve_weights, resolve_weights_with, WeightSource, DEFAULT_HUB_FILENAME};
-pub use vgg::{ConvImpl, Vgg16, REFERENCE_INPUT_SIZE};
+pub use vgg::{ConvImpl, Vgg16, VggConv, REFERENCE_INPUT_SIZE, VGG16_CONVS};
 
 /// The CPU convolution kernels behind [`ConvImpl::Im2colNhwc`], exposed for the `conv_kernels`
 /// benchmark and tests; not a stable API. Activations are NHWC `[N, H, W, C]` f32 CPU tensors.

@@ -21,19 +21,25 @@ use crate::{
 
 /// One conv layer of VGG-16: tap name, torchvision `features.N` index, output channels, and
 /// whether a 2×2 max-pool follows its ReLU.
-struct ConvSpec {
-    name: &'static str,
-    features_index: usize,
-    channels: usize,
-    pool_after: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VggConv {
+    /// `conv1_1` … `conv5_3`.
+    pub name: &'static str,
+    /// N of the tensors `features.N.weight` / `features.N.bias`.
+    pub features_index: usize,
+    /// Output channels of the full-width network.
+    pub channels: usize,
+    /// Whether a 2×2 max-pool follows its ReLU.
+    pub pool_after: bool,
 }
 
-const fn conv(name: &'static str, features_index: usize, channels: usize, pool_after: bool) -> ConvSpec {
-    ConvSpec { name, features_index, channels, pool_after }
+const fn conv(name: &'static str, features_index: usize, channels: usize, pool_after: bool) -> VggConv {
+    VggConv { name, features_index, channels, pool_after }
 }
 
-/// The VGG-16 "D" configuration with torchvision/timm tensor numbering.
-const VGG16: [ConvSpec; 13] = [
+/// The VGG-16 "D" configuration with torchvision/timm tensor numbering, input to output: the one
+/// table of its layers (the backbone and the fine-tuner read it).
+pub const VGG16_CONVS: [VggConv; 13] = [
     conv("conv1_1", 0, 64, false),
     conv("conv1_2", 2, 64, true),
     conv("conv2_1", 5, 128, false),
@@ -165,9 +171,9 @@ impl Vgg16 {
         let file = WeightFile::read(path)?;
         let tensors = file.tensors()?;
         let conv_impl = ConvImpl::default_for(device);
-        let mut layers = Vec::with_capacity(VGG16.len());
+        let mut layers = Vec::with_capacity(VGG16_CONVS.len());
         let mut c_in = 3;
-        for spec in &VGG16 {
+        for spec in &VGG16_CONVS {
             let prefix = format!("features.{}", spec.features_index);
             let weight = tensors.f32(&format!("{prefix}.weight"), &[spec.channels, c_in, 3, 3], device)?;
             let bias = tensors.f32(&format!("{prefix}.bias"), &[spec.channels], device)?;
@@ -186,9 +192,9 @@ impl Vgg16 {
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let conv_impl = ConvImpl::default_for(device);
-        let mut layers = Vec::with_capacity(VGG16.len());
+        let mut layers = Vec::with_capacity(VGG16_CONVS.len());
         let mut c_in = 3;
-        for spec in &VGG16 {
+        for spec in &VGG16_CONVS {
             let c_out = (spec.channels / width_divisor).max(1);
             let bound = (6.0 / (9 * c_in) as f32).sqrt();
             let w: Vec<f32> = (0..c_out * c_in * 9).map(|_| rng.random_range(-bound..bound)).collect();
@@ -203,7 +209,7 @@ impl Vgg16 {
     }
 
     fn assemble(layers: Vec<ConvLayer>, digest: String, device: &Device, conv_impl: ConvImpl) -> Self {
-        let taps = VGG16
+        let taps = VGG16_CONVS
             .iter()
             .zip(&layers)
             .enumerate()
@@ -254,7 +260,7 @@ impl Vgg16 {
     /// The weights under their torchvision names (`features.N.weight` OIHW, `features.N.bias`),
     /// e.g. to save them with `candle_core::safetensors::save`.
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
-        VGG16
+        VGG16_CONVS
             .iter()
             .zip(&self.layers)
             .flat_map(|(spec, layer)| {
@@ -271,7 +277,7 @@ impl Vgg16 {
     /// Checks the input and returns it on this model's device, in its precision.
     fn checked_input(&self, input: &Tensor, deepest: usize) -> Result<Tensor, BackboneError> {
         let size = check_image_batch(input)?;
-        check_reaches(&layer_shapes_through(deepest), size, VGG16[deepest].name)?;
+        check_reaches(&layer_shapes_through(deepest), size, VGG16_CONVS[deepest].name)?;
         Ok(input.to_device(&self.meta.device)?.to_dtype(self.precision.dtype())?)
     }
 
@@ -315,7 +321,7 @@ impl Vgg16 {
     ) -> Result<(Vec<Option<Tensor>>, usize), BackboneError> {
         let mut outs = vec![None; last + 1];
         let mut relu_pending = false;
-        for (i, (spec, layer)) in VGG16.iter().zip(&self.layers).enumerate().take(last + 1) {
+        for (i, (spec, layer)) in VGG16_CONVS.iter().zip(&self.layers).enumerate().take(last + 1) {
             let y = match (&layer.winograd, &layer.gemm_weight) {
                 (Some(winograd), _) => winograd.forward(&x, relu_pending)?,
                 (None, Some(gemm_weight)) => nhwc::conv3x3(&x, gemm_weight, &layer.bias, relu_pending)?,
@@ -339,7 +345,7 @@ impl Vgg16 {
         wanted: &[bool],
     ) -> Result<(Vec<Option<Tensor>>, usize), BackboneError> {
         let mut outs = vec![None; last + 1];
-        for (i, (spec, layer)) in VGG16.iter().zip(&self.layers).enumerate().take(last + 1) {
+        for (i, (spec, layer)) in VGG16_CONVS.iter().zip(&self.layers).enumerate().take(last + 1) {
             let (weight, bias) = layer.params();
             let c_out = bias.dims()[0];
             let y = precision::conv2d(&x, weight, 1, 1)?.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
@@ -385,7 +391,7 @@ pub(crate) fn effective_conv_impl(chosen: ConvImpl, precision: Precision) -> Con
 /// Spatial layer shapes from the input through conv layer `index` (pools before it included).
 fn layer_shapes_through(index: usize) -> Vec<LayerShape> {
     let mut shapes = Vec::new();
-    for (i, spec) in VGG16.iter().enumerate().take(index + 1) {
+    for (i, spec) in VGG16_CONVS.iter().enumerate().take(index + 1) {
         shapes.push(LayerShape::CONV3_PAD1);
         if spec.pool_after && i < index {
             shapes.push(LayerShape::POOL2);
@@ -422,7 +428,7 @@ impl Backbone for Vgg16 {
             .iter()
             .map(|&i| match &outs[i] {
                 Some(t) => Ok(t.to_dtype(DType::F32)?),
-                None => Err(BackboneError::Input(format!("tap {} was not computed", VGG16[i].name))),
+                None => Err(BackboneError::Input(format!("tap {} was not computed", VGG16_CONVS[i].name))),
             })
             .collect()
     }

@@ -39,6 +39,8 @@ enum Command {
     /// Debugging tools for raw backbone features.
     #[command(subcommand)]
     Features(cmd::features::FeaturesCommand),
+    /// Fine-tune VGG-16 on one category: object crops vs negatives (the paper's setting).
+    Finetune(cmd::finetune::Args),
     /// Learn an explanatory graph from a feature cache.
     Learn(cmd::learn::Args),
     /// Infer node positions and scores on the images of a feature cache.
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => cmd::stats::run(args),
         Command::Cache(c) => cmd::cache::run(c),
         Command::Features(c) => cmd::features::run(c),
+        Command::Finetune(args) => cmd::finetune::run(args),
         Command::Learn(args) => cmd::learn::run(args),
         Command::Infer(args) => cmd::infer::run(args),
         Command::Localize(args) => cmd::localize::run(args),

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod export;
 pub mod extract;
 pub mod features;
+pub mod finetune;
 pub mod infer;
 pub mod learn;
 pub mod localize;
