@@ -83,25 +83,23 @@ struct CheckpointMeta {
     history: Vec<EpochStats>,
 }
 
-/// f32 little-endian bytes of a tensor, with its shape.
-fn tensor_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
-    let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok((t.dims().to_vec(), values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+/// A tensor as an f32 [`OwnedTensor`].
+fn owned(t: &Tensor) -> Result<OwnedTensor> {
+    Ok(OwnedTensor::f32(t.dims().to_vec(), t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?))
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// A safetensors file of f32 tensors with one metadata entry, through the workspace's one
+/// A safetensors file of tensors with one metadata entry, through the workspace's one
 /// byte-deterministic encoder.
-fn serialize_f32(tensors: Vec<(String, Vec<usize>, Vec<u8>)>, key: &str, meta: String) -> Result<Vec<u8>> {
-    let owned: Vec<(String, OwnedTensor)> = tensors
-        .into_iter()
-        .map(|(name, shape, bytes)| (name, OwnedTensor { dtype: Dtype::F32, shape, bytes }))
-        .collect();
-    serialize_safetensors(owned.iter().map(|(n, t)| (n.as_str(), t)), [(key.to_string(), meta)])
+fn serialize(tensors: &[(String, OwnedTensor)], key: &str, meta: String) -> Result<Vec<u8>> {
+    serialize_safetensors(tensors.iter().map(|(n, t)| (n.as_str(), t)), [(key.to_string(), meta)])
         .map_err(|e| FinetuneError::Data(format!("cannot encode safetensors: {e}")))
+}
+
+/// The JSON text of the `__metadata__` entry `key` of the safetensors file `bytes`; the error
+/// says what is wrong (`what` names the file kind expected).
+fn metadata_entry(bytes: &[u8], key: &str, what: &str) -> std::result::Result<String, String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    header.metadata().as_ref().and_then(|m| m.get(key)).cloned().ok_or_else(|| format!("no {key} metadata: {what}"))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -320,14 +318,12 @@ impl FinetuneValidParams {
     fn save_checkpoint(&self, path: &Path, base: &BaseWeights, data: &TrainingSet, state: &State) -> Result<()> {
         let mut tensors = Vec::new();
         for ((name, var), buffer) in state.net.vars().iter().zip(state.sgd.buffers()) {
-            let (shape, bytes) = tensor_bytes(var.as_tensor())?;
-            tensors.push((format!("param/{name}"), shape, bytes));
-            let (shape, bytes) = tensor_bytes(buffer)?;
-            tensors.push((format!("momentum/{name}"), shape, bytes));
+            tensors.push((format!("param/{name}"), owned(var.as_tensor())?));
+            tensors.push((format!("momentum/{name}"), owned(buffer)?));
         }
         let meta = serde_json::to_string(&self.checkpoint_meta(base, data, &state.history))
             .map_err(|e| FinetuneError::Data(e.to_string()))?;
-        write(path, &serialize_f32(tensors, CHECKPOINT_METADATA_KEY, meta)?)
+        write(path, &serialize(&tensors, CHECKPOINT_METADATA_KEY, meta)?)
     }
 
     /// Loads a checkpoint into `state` after checking it belongs to this run; returns its epochs.
@@ -341,15 +337,9 @@ impl FinetuneValidParams {
     ) -> Result<usize> {
         let err = |what: String| FinetuneError::Checkpoint { path: path.to_path_buf(), what };
         let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let (_, header) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
-        let text = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(CHECKPOINT_METADATA_KEY))
-            .ok_or_else(|| err(format!("no {CHECKPOINT_METADATA_KEY} metadata: not a fine-tuning checkpoint")))?;
+        let text = metadata_entry(&bytes, CHECKPOINT_METADATA_KEY, "not a fine-tuning checkpoint").map_err(err)?;
         let meta: CheckpointMeta =
-            serde_json::from_str(text).map_err(|e| err(format!("unreadable {CHECKPOINT_METADATA_KEY}: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| err(format!("unreadable {CHECKPOINT_METADATA_KEY}: {e}")))?;
         let mismatch = |what: &str| {
             err(format!(
                 "made with other {what} than this run; delete it to start over, or run with the {what} it was made with"
@@ -408,12 +398,12 @@ impl FinetuneValidParams {
         let mut tensors = Vec::new();
         for (layer, spec) in base.layers().iter().zip(&VGG16_CONVS).take(train_from) {
             let prefix = format!("features.{}", spec.features_index);
-            tensors.push((format!("{prefix}.weight"), vec![layer.c_out, layer.c_in, 3, 3], f32_bytes(&layer.weight)));
-            tensors.push((format!("{prefix}.bias"), vec![layer.c_out], f32_bytes(&layer.bias)));
+            let shape = vec![layer.c_out, layer.c_in, 3, 3];
+            tensors.push((format!("{prefix}.weight"), OwnedTensor::f32(shape, layer.weight.iter().copied())));
+            tensors.push((format!("{prefix}.bias"), OwnedTensor::f32(vec![layer.c_out], layer.bias.iter().copied())));
         }
         for (name, var) in state.net.vars() {
-            let (shape, bytes) = tensor_bytes(var.as_tensor())?;
-            tensors.push((name.clone(), shape, bytes));
+            tensors.push((name.clone(), owned(var.as_tensor())?));
         }
         let meta = serde_json::json!({
             "crate_version": env!("CARGO_PKG_VERSION"),
@@ -433,7 +423,7 @@ impl FinetuneValidParams {
             "history": state.history,
             "held_out_accuracy": state.history.last().map(|h| h.held_out_accuracy),
         });
-        write(out, &serialize_f32(tensors, METADATA_KEY, meta.to_string())?)
+        write(out, &serialize(&tensors, METADATA_KEY, meta.to_string())?)
     }
 }
 
@@ -441,11 +431,6 @@ impl FinetuneValidParams {
 pub fn read_metadata(path: &Path) -> Result<serde_json::Value> {
     let err = |what: String| FinetuneError::Weights { path: path.to_path_buf(), what };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
-    let text = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(METADATA_KEY))
-        .ok_or_else(|| err(format!("no {METADATA_KEY} metadata: not written by expgraph-finetune")))?;
-    serde_json::from_str(text).map_err(|e| err(format!("unreadable {METADATA_KEY} metadata: {e}")))
+    let text = metadata_entry(&bytes, METADATA_KEY, "not written by expgraph-finetune").map_err(err)?;
+    serde_json::from_str(&text).map_err(|e| err(format!("unreadable {METADATA_KEY} metadata: {e}")))
 }
