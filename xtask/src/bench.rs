@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::fetch;
 
 /// Settings shared by every benchmark.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Backbone weights: a local `.safetensors` file or a Hugging Face repo id.
     #[arg(long, env = "EXPGRAPH_WEIGHTS")]
@@ -71,6 +71,8 @@ pub struct SynthArgs {
     /// Small and fast: 48 objects, 24 negatives, 6 iterations (what CI runs).
     #[arg(long)]
     pub quick: bool,
+    #[command(flatten)]
+    pub finetune: crate::finetune_bench::FinetuneArgs,
 }
 
 /// `bench-cub` arguments.
@@ -140,7 +142,11 @@ pub fn synth(mut a: SynthArgs) -> Result<()> {
         a.common.iterations = a.common.iterations.min(6);
     }
     let images = a.common.limit.unwrap_or(300);
-    run("synthetic-cub", DataSource::Synthetic { images, seed: a.common.seed }, a.common)
+    let data = DataSource::Synthetic { images, seed: a.common.seed };
+    if a.finetune.finetune {
+        return crate::finetune_bench::run(data, a.common, &a.finetune);
+    }
+    run("synthetic-cub", data, a.common)
 }
 
 pub fn cub(mut a: CubArgs) -> Result<()> {
@@ -206,11 +212,9 @@ fn paper_negatives(given: Option<PathBuf>, default: &Path) -> Result<Option<Path
     Ok(Some(std::fs::canonicalize(default).unwrap_or_else(|_| default.to_path_buf())))
 }
 
-fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
-    let slug = name.replace('/', "-");
-    let work = c.work.unwrap_or_else(|| PathBuf::from("target/xtask").join(&slug));
-    let out = c.out.unwrap_or_else(|| work.join("record.json"));
-    let config = PipelineConfig {
+/// The pipeline configuration of a benchmark on `data` with the settings `c`, working in `work`.
+pub(crate) fn pipeline_config(name: &str, data: DataSource, c: CommonArgs, work: PathBuf) -> PipelineConfig {
+    PipelineConfig {
         dataset_name: name.to_string(),
         data,
         weights: c.weights,
@@ -229,10 +233,22 @@ fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
         device: c.device,
         precision: c.precision,
         ..PipelineConfig::default()
-    };
-    let outcome = expgraph::pipeline::run(&config).context("benchmark pipeline")?;
-    let mut record = outcome.record;
-    record.git_rev = git_rev();
+    }
+}
+
+/// Runs the pipeline of `config`; the record names the checked-out commit.
+pub(crate) fn run_pipeline(config: &PipelineConfig) -> Result<expgraph::pipeline::PipelineOutcome> {
+    let mut outcome = expgraph::pipeline::run(config).context("benchmark pipeline")?;
+    outcome.record.git_rev = git_rev();
+    Ok(outcome)
+}
+
+fn run(name: &str, data: DataSource, c: CommonArgs) -> Result<()> {
+    let slug = name.replace('/', "-");
+    let work = c.work.clone().unwrap_or_else(|| PathBuf::from("target/xtask").join(&slug));
+    let out = c.out.clone().unwrap_or_else(|| work.join("record.json"));
+    let outcome = run_pipeline(&pipeline_config(name, data, c, work))?;
+    let record = outcome.record;
     expgraph::record::write_json(&out, &record)?;
     println!("{}", record.markdown_table());
     println!("record: {}", out.display());

@@ -74,12 +74,17 @@ fn file_url(path: &Path) -> String {
 /// Opens `page` (an HTML file) in headless Chromium and saves a PNG of the window at `out`
 /// (atomically: the browser writes a temp file that is renamed).
 pub fn screenshot(page: &Path, out: &Path, params: &ScreenshotParams) -> Result<ScreenshotInfo> {
+    let page = page.canonicalize().with_context(|| page.display().to_string())?;
+    screenshot_url(&file_url(&page), out, params)
+}
+
+/// [`screenshot`] of any URL (e.g. a page of `expgraph serve`).
+pub fn screenshot_url(url: &str, out: &Path, params: &ScreenshotParams) -> Result<ScreenshotInfo> {
     let browser = params
         .browser
         .clone()
         .or_else(find_browser)
         .ok_or_else(|| anyhow!("no Chromium found (apt-get install chromium, or set EXPGRAPH_CHROMIUM)"))?;
-    let page = page.canonicalize().with_context(|| page.display().to_string())?;
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -108,7 +113,7 @@ pub fn screenshot(page: &Path, out: &Path, params: &ScreenshotParams) -> Result<
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", staged.display()))
         .arg(format!("--window-size={},{}", params.width, params.height))
-        .arg(file_url(&page))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

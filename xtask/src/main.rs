@@ -7,8 +7,10 @@
 mod backbone_bench;
 mod bench;
 mod chromium;
+mod explore_bench;
 mod extract_bench;
 mod fetch;
+mod finetune_bench;
 mod gate;
 mod screenshot;
 mod test_gpu;
@@ -26,6 +28,8 @@ struct Cli {
 enum Command {
     /// Benchmark on a generated synthetic part data set (no download needed).
     BenchSynth(bench::SynthArgs),
+    /// Time the explorer's pages (`expgraph serve`) under a load test: p50/p99 per page kind.
+    BenchExplore(explore_bench::ExploreBenchArgs),
     /// Benchmark on CUB-200-2011 (DIR holds `images.txt`).
     BenchCub(bench::CubArgs),
     /// Benchmark on Pascal-Part (VOC2010 + the authors' `truth_<cat>.mat`).
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match Cli::parse().command {
         Command::BenchSynth(a) => bench::synth(a),
+        Command::BenchExplore(a) => explore_bench::run(a),
         Command::BenchCub(a) => bench::cub(a),
         Command::BenchPascal(a) => bench::pascal(a),
         Command::BenchIlsvrc(a) => bench::ilsvrc(a),

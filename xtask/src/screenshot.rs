@@ -1,18 +1,22 @@
-//! `cargo xtask screenshot`: open a report's `index.html` in headless Chromium and save a PNG
-//! (the browser driver is `crate::chromium`).
+//! `cargo xtask screenshot`: open a report's `index.html` (or any URL, e.g. a page of
+//! `expgraph serve`) in headless Chromium and save a PNG (the browser driver is
+//! `crate::chromium`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::chromium::{screenshot, ScreenshotParams};
+use crate::chromium::{screenshot, screenshot_url, ScreenshotParams};
 use anyhow::{bail, Context, Result};
 
 /// Arguments of `cargo xtask screenshot`.
 #[derive(clap::Args, Debug)]
 pub struct ScreenshotArgs {
     /// Report folder (holding index.html) or the HTML file itself.
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    pub report: Option<PathBuf>,
+    /// A URL instead, e.g. `http://127.0.0.1:8080/node/0/5` of `expgraph serve`.
     #[arg(long)]
-    pub report: PathBuf,
+    pub url: Option<String>,
     /// Where the PNG goes.
     #[arg(long, short, default_value = "target/report-screenshot.png")]
     pub out: PathBuf,
@@ -32,17 +36,23 @@ pub struct ScreenshotArgs {
 
 /// Run `cargo xtask screenshot`.
 pub fn run(args: ScreenshotArgs) -> Result<()> {
-    let page = if args.report.is_dir() { args.report.join("index.html") } else { args.report.clone() };
-    if !page.is_file() {
-        bail!("{} not found (run `expgraph report` first)", page.display());
-    }
     let params = ScreenshotParams {
         browser: args.browser,
         width: args.width,
         height: args.height,
         timeout: Duration::from_secs(args.timeout_s),
     };
-    let info = screenshot(&page, &args.out, &params).with_context(|| format!("screenshot of {}", page.display()))?;
+    let info = match (&args.report, &args.url) {
+        (_, Some(url)) => screenshot_url(url, &args.out, &params).with_context(|| format!("screenshot of {url}"))?,
+        (Some(report), None) => {
+            let page = if report.is_dir() { report.join("index.html") } else { report.clone() };
+            if !page.is_file() {
+                bail!("{} not found (run `expgraph report` first)", page.display());
+            }
+            screenshot(&page, &args.out, &params).with_context(|| format!("screenshot of {}", page.display()))?
+        }
+        (None, None) => bail!("pass --report or --url"),
+    };
     if info.luminance_variance < 1.0 {
         bail!("the screenshot {} is blank (luminance variance {:.3})", args.out.display(), info.luminance_variance);
     }

@@ -114,6 +114,8 @@ const RANKS: &[(&str, u32)] = &[
     ("expgraph-report", 8),
     // facade and front ends
     ("expgraph", 9),
+    // → seen, interactively
+    ("expgraph-explore", 9),
     ("expgraph-cli", 10),
     ("xtask", 10),
     ("expgraph-benches", 10),

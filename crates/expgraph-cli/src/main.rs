@@ -4,6 +4,7 @@
 
 mod backbone_args;
 mod cmd;
+mod graph_args;
 #[cfg(feature = "mpi")]
 mod mpi_team;
 mod progress;
@@ -39,7 +40,7 @@ enum Command {
     /// Debugging tools for raw backbone features.
     #[command(subcommand)]
     Features(cmd::features::FeaturesCommand),
-    /// Fine-tune VGG-16 on one category: object crops vs negatives (the paper's setting).
+    /// Fine-tune VGG-16 or a ResNet on one category: object crops vs negatives (the paper's setting).
     Finetune(cmd::finetune::Args),
     /// Learn an explanatory graph from a feature cache.
     Learn(cmd::learn::Args),
@@ -51,6 +52,8 @@ enum Command {
     Report(cmd::report::Args),
     /// Export the graph as versioned JSON and/or a Graphviz DOT subgraph.
     Export(cmd::export::Args),
+    /// Browse the graph in a web browser: layers, nodes, parents, children, images (local server).
+    Serve(cmd::serve::Args),
     /// List the backbone architectures (`--backbone`) with their taps, channels and geometry.
     Backbones(cmd::backbones::Args),
 }
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Localize(args) => cmd::localize::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Backbones(args) => cmd::backbones::run(args),
     };
     match result {

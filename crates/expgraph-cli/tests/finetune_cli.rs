@@ -1,5 +1,5 @@
-//! `expgraph finetune` end to end on a tiny random VGG-16 and generated images. Run with
-//! `--release`.
+//! `expgraph finetune` end to end on tiny random VGG-16 and ResNet files and generated images.
+//! Run with `--release`.
 
 mod common;
 use common::expgraph;
@@ -42,7 +42,7 @@ fn finetune(dir: &Path, out: &Path, epochs: &str, extra: &[&str]) -> std::proces
         .arg("--negatives")
         .arg(dir.join("neg"))
         .arg("--weights")
-        .arg(dir.join("vgg.safetensors"))
+        .arg(dir.join("weights.safetensors"))
         .arg("--out")
         .arg(out)
         .args(["--epochs", epochs, "--input-size", "32", "--batch", "4", "--seed", "3", "--json"])
@@ -54,7 +54,7 @@ fn finetune(dir: &Path, out: &Path, epochs: &str, extra: &[&str]) -> std::proces
 #[test]
 fn finetune_writes_loadable_weights_and_reports_accuracy() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_vgg(&dir.path().join("vgg.safetensors"));
+    write_tiny_vgg(&dir.path().join("weights.safetensors"));
     write_images(dir.path(), 6);
     let boxes = dir.path().join("boxes.json");
     std::fs::write(
@@ -76,7 +76,7 @@ fn finetune_writes_loadable_weights_and_reports_accuracy() {
 
     // The output reads back as a VGG-16 (narrow widths) with its head and metadata.
     let tuned = expgraph_finetune::BaseWeights::load(&out).unwrap();
-    assert_eq!(tuned.layers().len(), 13);
+    assert_eq!(tuned.vgg_layers().map(<[_]>::len), Some(13));
     let meta = expgraph_finetune::read_metadata(&out).unwrap();
     assert_eq!(meta["held_out_accuracy"].as_f64(), Some(accuracy));
     assert_eq!(meta["params"]["epochs"], 3);
@@ -99,7 +99,7 @@ fn finetune_writes_loadable_weights_and_reports_accuracy() {
 #[test]
 fn finetune_names_an_unreadable_negative() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_vgg(&dir.path().join("vgg.safetensors"));
+    write_tiny_vgg(&dir.path().join("weights.safetensors"));
     write_images(dir.path(), 3);
     std::fs::write(dir.path().join("neg/broken.jpg"), b"not a jpeg at all").unwrap();
     let out = dir.path().join("tuned.safetensors");
@@ -108,4 +108,31 @@ fn finetune_names_an_unreadable_negative() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("broken.jpg"), "{err}");
     assert!(!out.exists());
+}
+
+#[test]
+fn finetune_takes_a_resnet_and_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let depth = expgraph_backbone::ResNetDepth::R18;
+    let tensors = expgraph_backbone::ResNet::random_state_dict(depth, 8, 2).unwrap();
+    candle_core::safetensors::save(&tensors.into_iter().collect(), dir.path().join("weights.safetensors")).unwrap();
+    write_images(dir.path(), 6);
+    let out = dir.path().join("tuned.safetensors");
+    let run = finetune(dir.path(), &out, "2", &["--limit", "4", "--negatives-limit", "5"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!((report["positives"].as_u64(), report["negatives"].as_u64()), (Some(4), Some(5)));
+    assert_eq!(report["architecture"], "resnet18");
+    assert_eq!(report["train_from"], "layer4");
+    assert_eq!(report["preprocess"], "torchvision");
+    let meta = expgraph_finetune::read_metadata(&out).unwrap();
+    assert_eq!(meta["trained"], serde_json::json!(["layer4"]));
+    let tuned = expgraph_finetune::BaseWeights::load(&out).unwrap();
+    assert_eq!(tuned.architecture(), expgraph_features::Architecture::ResNet(depth));
+
+    // A VGG-16 layer for a ResNet is refused before any work, naming the layers it has.
+    let bad = finetune(dir.path(), &dir.path().join("bad.safetensors"), "1", &["--train-from", "conv4_1"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("conv4_1") && err.contains("layer1 … layer4"), "{err}");
 }

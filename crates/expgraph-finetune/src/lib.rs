@@ -1,28 +1,31 @@
 //! # expgraph-finetune
 //!
-//! Per-category fine-tuning of the VGG-16 backbone, as the paper does before learning a graph:
-//! binary object-vs-background classification of object crops (each also mirrored) against
-//! negative photos (whole images), with a small head on the last convolution,
-//! `logit = linear(C → 1)(global-average-pool(ReLU(conv5_3)))`, trained by binary cross-entropy
-//! with logits (mean over the batch).
+//! Per-category fine-tuning of the backbone (VGG-16 or a ResNet), as the paper does before
+//! learning a graph: binary object-vs-background classification of object crops (each also
+//! mirrored) against negative photos (whole images), with a small head on the last layer,
+//! `logit = linear(C → 1)(global-average-pool(ReLU(conv5_3)))` (a ResNet: of `layer4`), trained
+//! by binary cross-entropy with logits (mean over the batch).
 //!
 //! * [`TrainingSet`]: decoded, cropped, resized images; a seeded held-out split by object
 //!   ([`TrainingSet::split`]) and a digest of the data.
-//! * [`BaseWeights`]: the 13 convolutions of a torchvision-named VGG-16 safetensors file, any
-//!   width (channels read from the file).
+//! * [`BaseWeights`]: a torchvision-named VGG-16 (its 13 convolutions) or ResNet
+//!   ([`ResNetWeights`]: convolutions, BatchNorms, shortcuts) safetensors file, any width
+//!   (channels read from the file).
 //! * [`FinetuneParams`] → [`FinetuneValidParams`] → [`FinetuneValidParams::fit`]: the layers
-//!   before `train_from` (default `conv4_1`) are frozen and run once per sample; each step runs
-//!   the trained convolutions and the head with candle autograd, on any candle device, then SGD
-//!   with momentum and weight decay ([`Sgd`]).
+//!   before `train_from` (default `conv4_1`, a ResNet's `layer4`) are frozen and run once per
+//!   sample; each step runs the trained layers and the head with candle autograd, on any candle
+//!   device, then SGD with momentum and weight decay ([`Sgd`]). A ResNet's BatchNorms keep their
+//!   running statistics (inference form) and train their scales and shifts.
 //! * After every epoch a checkpoint `<out>.checkpoint.safetensors` (trained tensors, momentum,
 //!   history, and the digests of the parameters, data and base weights); `resume` continues it,
 //!   bit for bit as an uninterrupted run on the same device and thread count. It is removed once
 //!   the output is written.
-//! * The output: every `features.N.weight` / `features.N.bias` (frozen ones copied, f32) plus
-//!   `head.weight` `[1, C]` and `head.bias` `[1]`, with `__metadata__` entry
-//!   [`METADATA_KEY`] (JSON: base-weight digest and path, data digest and counts,
-//!   hyper-parameters, per-epoch history, final held-out accuracy, crate version; see
-//!   [`read_metadata`]). `expgraph_backbone::Vgg16::load_file` loads it (it ignores the head).
+//! * The output: every tensor of the network under its torchvision name (frozen ones copied,
+//!   f32) plus `head.weight` `[1, C]` and `head.bias` `[1]`, with `__metadata__` entry
+//!   [`METADATA_KEY`] (JSON: architecture, base-weight digest and path, data digest and counts,
+//!   hyper-parameters, trained layers, per-epoch history, final held-out accuracy, crate
+//!   version; see [`read_metadata`]). `expgraph_backbone::Vgg16::load_file` or
+//!   `ResNet::load_file` loads it (they ignore the head).
 //!
 //! ```no_run
 //! use expgraph_finetune::{BaseWeights, FinetuneParams, TrainingSet};
@@ -46,14 +49,16 @@ mod error;
 mod model;
 mod optim;
 mod params;
+mod resnet;
 mod train;
 
 pub use data::{Sample, Split, TrainingSet, MIN_NEGATIVES, MIN_POSITIVES};
 pub use error::{FinetuneError, Result};
 pub use model::{
-    bce_value, bce_with_logits, conv_index, BaseWeights, ConvSpec, ConvWeights, FrozenStack, TrainableNet, HEAD_BIAS,
-    HEAD_WEIGHT, VGG16_CONVS,
+    bce_value, bce_with_logits, conv_index, is_trainable_layer_name, BaseWeights, ConvSpec, ConvWeights, FrozenStack,
+    TrainableNet, HEAD_BIAS, HEAD_WEIGHT, VGG16_CONVS,
 };
 pub use optim::Sgd;
 pub use params::{FinetuneParams, FinetuneValidParams};
+pub use resnet::{ResNetWeights, RESNET_STAGES};
 pub use train::{checkpoint_path, read_metadata, EpochStats, FinetuneReport, CHECKPOINT_METADATA_KEY, METADATA_KEY};

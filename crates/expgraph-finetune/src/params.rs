@@ -4,7 +4,7 @@
 use expgraph_io::ProgressSink;
 use serde::{Deserialize, Serialize};
 
-use crate::model::conv_index;
+use crate::model::is_trainable_layer_name;
 use crate::{FinetuneError, Result};
 
 /// Unchecked fine-tuning parameters; build, then [`check`](Self::check).
@@ -33,7 +33,7 @@ pub struct FinetuneValidParams {
     pub(crate) batch: usize,
     pub(crate) seed: u64,
     pub(crate) held_out: f64,
-    pub(crate) train_from: String,
+    pub(crate) train_from: Option<String>,
     pub(crate) input_size: usize,
     #[serde(skip)]
     pub(crate) resume: bool,
@@ -45,7 +45,8 @@ pub struct FinetuneValidParams {
 
 impl Default for FinetuneParams {
     /// 5 epochs, learning rate 1e-3, momentum 0.9, weight decay 5e-4, batch 8, seed 0, 20 % held
-    /// out, `conv4_1` … `conv5_3` trained, 224×224 inputs, no resume.
+    /// out, the architecture's default trained layers (VGG-16: `conv4_1` … `conv5_3`; ResNet:
+    /// `layer4`), 224×224 inputs, no resume.
     fn default() -> Self {
         Self(FinetuneValidParams {
             epochs: 5,
@@ -55,7 +56,7 @@ impl Default for FinetuneParams {
             batch: 8,
             seed: 0,
             held_out: 0.2,
-            train_from: "conv4_1".into(),
+            train_from: None,
             input_size: 224,
             resume: false,
             stop_after: None,
@@ -109,9 +110,11 @@ impl FinetuneParams {
         self
     }
 
-    /// The first trained convolution (`conv1_1` … `conv5_3`); the layers before it stay frozen.
+    /// The first trained layer: a VGG-16 convolution (`conv1_1` … `conv5_3`; default `conv4_1`)
+    /// or a ResNet stage (`layer1` … `layer4`; default `layer4`); the layers before it stay
+    /// frozen. [`fit`](FinetuneValidParams::fit) checks that the base network has it.
     pub fn train_from(mut self, layer: impl Into<String>) -> Self {
-        self.0.train_from = layer.into();
+        self.0.train_from = Some(layer.into());
         self
     }
 
@@ -174,8 +177,12 @@ impl FinetuneValidParams {
         if !(self.held_out.is_finite() && self.held_out > 0.0 && self.held_out < 1.0) {
             return Err(invalid("held_out", self.held_out, "must be in (0, 1)"));
         }
-        if conv_index(&self.train_from).is_none() {
-            return Err(invalid("train_from", &self.train_from, "must be a VGG-16 convolution conv1_1 … conv5_3"));
+        if let Some(layer) = self.train_from.as_deref().filter(|l| !is_trainable_layer_name(l)) {
+            return Err(invalid(
+                "train_from",
+                layer,
+                "must be a VGG-16 convolution conv1_1 … conv5_3 or a ResNet stage layer1 … layer4",
+            ));
         }
         if self.input_size < 16 {
             return Err(invalid("input_size", self.input_size, "must be at least 16 (four 2×2 pools before conv5)"));
@@ -221,9 +228,9 @@ impl FinetuneValidParams {
         self.held_out
     }
 
-    /// First trained convolution.
-    pub fn train_from(&self) -> &str {
-        &self.train_from
+    /// First trained layer, when set (else the architecture's default).
+    pub fn train_from(&self) -> Option<&str> {
+        self.train_from.as_deref()
     }
 
     /// Network input side.

@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
-use crate::model::{bce_value, bce_with_logits, conv_index, FrozenStack, TrainableNet, VGG16_CONVS};
+use crate::model::{bce_value, bce_with_logits, FrozenStack, TrainableNet, HEAD_BIAS, HEAD_WEIGHT};
 use crate::optim::Sgd;
 use crate::{BaseWeights, FinetuneError, FinetuneValidParams, Result, TrainingSet};
 
@@ -126,8 +126,15 @@ impl FinetuneValidParams {
                 self.input_size
             )));
         }
-        let train_from = conv_index(&self.train_from)
-            .ok_or_else(|| FinetuneError::Data(format!("unknown layer {}", self.train_from)))?;
+        if self.input_size < base.min_input_size() {
+            return Err(FinetuneError::InvalidParam {
+                name: "input_size",
+                value: self.input_size.to_string(),
+                reason: format!("{} needs at least {}", base.architecture().name(), base.min_input_size()),
+            });
+        }
+        let train_from = self.train_from.as_deref().unwrap_or(base.default_train_from());
+        base.train_from_index(train_from)?;
         let split = data.split(self.held_out, self.seed)?;
         let ckpt_path = checkpoint_path(out);
         let features = self.frozen_features(base, data, train_from, device)?;
@@ -206,7 +213,7 @@ impl FinetuneValidParams {
         &self,
         base: &BaseWeights,
         data: &TrainingSet,
-        train_from: usize,
+        train_from: &str,
         device: &Device,
     ) -> Result<Vec<Tensor>> {
         let frozen = FrozenStack::new(base, train_from, device)?;
@@ -225,9 +232,8 @@ impl FinetuneValidParams {
         }
         if let Some(f) = features.first() {
             tracing::info!(
-                frozen = train_from,
                 fast_kernels = frozen.is_fast(),
-                trained_from = VGG16_CONVS[train_from].name,
+                trained_from = train_from,
                 shape = ?f.dims(),
                 samples = features.len(),
                 "frozen layers computed"
@@ -392,18 +398,22 @@ impl FinetuneValidParams {
         base: &BaseWeights,
         data: &TrainingSet,
         split: &Split,
-        train_from: usize,
+        train_from: &str,
         state: &State,
     ) -> Result<()> {
+        let trained: std::collections::HashMap<&str, &Tensor> =
+            state.net.vars().iter().map(|(name, var)| (name.as_str(), var.as_tensor())).collect();
         let mut tensors = Vec::new();
-        for (layer, spec) in base.layers().iter().zip(&VGG16_CONVS).take(train_from) {
-            let prefix = format!("features.{}", spec.features_index);
-            let shape = vec![layer.c_out, layer.c_in, 3, 3];
-            tensors.push((format!("{prefix}.weight"), OwnedTensor::f32(shape, layer.weight.iter().copied())));
-            tensors.push((format!("{prefix}.bias"), OwnedTensor::f32(vec![layer.c_out], layer.bias.iter().copied())));
+        for (name, shape, values) in base.tensors() {
+            let tensor = match trained.get(name.as_str()) {
+                Some(t) => owned(t)?,
+                None => OwnedTensor::f32(shape, values.iter().copied()),
+            };
+            tensors.push((name, tensor));
         }
-        for (name, var) in state.net.vars() {
-            tensors.push((name.clone(), owned(var.as_tensor())?));
+        for name in [HEAD_WEIGHT, HEAD_BIAS] {
+            let head = trained.get(name).ok_or_else(|| FinetuneError::Data(format!("internal: no {name}")))?;
+            tensors.push((name.to_string(), owned(head)?));
         }
         let meta = serde_json::json!({
             "crate_version": env!("CARGO_PKG_VERSION"),
@@ -418,8 +428,9 @@ impl FinetuneValidParams {
                 "preprocess": data.preprocess().name(),
             },
             "params": self.to_json(),
-            "trained": VGG16_CONVS[train_from..].iter().map(|c| c.name).collect::<Vec<_>>(),
-            "head": "logit = head.weight · mean_hw(relu(conv5_3)) + head.bias",
+            "architecture": base.architecture().name(),
+            "trained": base.trained_layers(base.train_from_index(train_from)?),
+            "head": base.head_formula(),
             "history": state.history,
             "held_out_accuracy": state.history.last().map(|h| h.held_out_accuracy),
         });

@@ -5,11 +5,11 @@ mod common;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use common::{write_set, write_vgg};
+use common::{check_gradients, write_set, write_vgg};
 use expgraph_backbone::{Backbone, Preprocess, Vgg16};
 use expgraph_finetune::{
-    bce_with_logits, checkpoint_path, conv_index, read_metadata, BaseWeights, FinetuneError, FinetuneParams,
-    FrozenStack, TrainableNet, TrainingSet, HEAD_BIAS, HEAD_WEIGHT,
+    checkpoint_path, read_metadata, BaseWeights, FinetuneError, FinetuneParams, FrozenStack, TrainableNet, TrainingSet,
+    HEAD_BIAS, HEAD_WEIGHT,
 };
 use rand::{Rng, SeedableRng};
 
@@ -63,43 +63,20 @@ fn head_and_conv_gradients_match_finite_differences() {
     let weights = dir.path().join("vgg.safetensors");
     write_vgg(&weights, 16, 2);
     let base = BaseWeights::load(&weights).unwrap();
-    let train_from = conv_index("conv5_1").unwrap();
-    let net = TrainableNet::new(&base, train_from, 5, 1, DType::F64, &Device::Cpu).unwrap();
+    let net = TrainableNet::new(&base, "conv5_1", 5, 1, DType::F64, &Device::Cpu).unwrap();
     // Fixed "frozen" features: 4 samples of conv4_3's pooled output shape [32, 4, 4].
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let values: Vec<f64> = (0..4 * 32 * 16).map(|_| rng.random_range(0.0..2.0)).collect();
     let x = Tensor::from_vec(values, (4, 32, 4, 4), &Device::Cpu).unwrap();
     let y = Tensor::new(&[1.0f64, 0.0, 1.0, 0.0], &Device::Cpu).unwrap();
-    let loss = |net: &TrainableNet| bce_with_logits(&net.forward(&x).unwrap(), &y).unwrap().to_scalar::<f64>().unwrap();
-    let grads = bce_with_logits(&net.forward(&x).unwrap(), &y).unwrap().backward().unwrap();
-    let mut checked = 0;
-    for (name, var) in net.vars() {
-        let analytic: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let original = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let shape = var.as_tensor().shape().clone();
-        // the head fully, a few entries of each conv
-        let entries: Vec<usize> = if name.starts_with("head") {
-            (0..original.len()).collect()
+    // the head fully, a few entries of each conv
+    let checked = check_gradients(&net, &x, &y, |name, len| {
+        if name.starts_with("head") {
+            (0..len).collect()
         } else {
-            (0..4).map(|k| k * original.len() / 4).collect()
-        };
-        for i in entries {
-            let eps = 1e-6;
-            let mut plus = original.clone();
-            plus[i] += eps;
-            var.set(&Tensor::from_vec(plus, &shape, &Device::Cpu).unwrap()).unwrap();
-            let up = loss(&net);
-            let mut minus = original.clone();
-            minus[i] -= eps;
-            var.set(&Tensor::from_vec(minus, &shape, &Device::Cpu).unwrap()).unwrap();
-            let down = loss(&net);
-            var.set(&Tensor::from_vec(original.clone(), &shape, &Device::Cpu).unwrap()).unwrap();
-            let numeric = (up - down) / (2.0 * eps);
-            let tol = 1e-6 + 1e-4 * analytic[i].abs();
-            assert!((numeric - analytic[i]).abs() < tol, "{name}[{i}]: analytic {} vs numeric {numeric}", analytic[i]);
-            checked += 1;
+            (0..4).map(|k| k * len / 4).collect()
         }
-    }
+    });
     assert!(checked > 32, "checked {checked} entries");
     assert!(net.vars().iter().any(|(n, _)| n == HEAD_WEIGHT) && net.vars().iter().any(|(n, _)| n == HEAD_BIAS));
 }
@@ -170,16 +147,12 @@ fn output_loads_as_a_vgg16_backbone_and_extracts() {
     assert_eq!((report.train_samples, report.held_out_samples), (3, 3));
 
     // The frozen part ran through the fast CPU kernels; candle's ops agree with them.
-    let frozen = FrozenStack::new(&base, conv_index("conv5_3").unwrap(), &Device::Cpu).unwrap();
+    let frozen = FrozenStack::new(&base, "conv5_3", &Device::Cpu).unwrap();
     assert!(frozen.is_fast());
     let pixels: Vec<&[u8]> = data.samples()[..2].iter().map(|s| s.pixels.as_slice()).collect();
     let x = Preprocess::Caffe.to_tensor(&pixels, 32, &Device::Cpu).unwrap();
     let fast = frozen.forward(&x).unwrap();
-    let slow = FrozenStack::new(&base, conv_index("conv5_3").unwrap(), &Device::Cpu)
-        .unwrap()
-        .with_fast_kernels(false)
-        .forward(&x)
-        .unwrap();
+    let slow = FrozenStack::new(&base, "conv5_3", &Device::Cpu).unwrap().with_fast_kernels(false).forward(&x).unwrap();
     assert_eq!(fast.dims(), &[2, 512, 2, 2]);
     assert_eq!(fast.dims(), slow.dims());
     let scale = slow.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

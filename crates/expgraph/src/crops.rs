@@ -1,9 +1,15 @@
-//! Object crops of a feature cache's images, for the report (which never decodes images itself).
+//! Object crops of a feature cache's images, for the report and the explorer (which never decode
+//! images themselves).
 
 use std::path::{Path, PathBuf};
 
-use expgraph_cache::ImageEntry;
+use std::collections::HashMap;
+
+use expgraph_cache::{FeatureCache, ImageEntry};
+use expgraph_graph::ImageActivations;
 use expgraph_report::{CropError, CropSource, RgbImage};
+
+use crate::pipeline::PipelineError;
 
 /// The `size × size` object crops of cache images (`ImageEntry::path` + `bbox`), decoded and
 /// resized on demand exactly as the extractor did. Crop `i` is that of `entries[i]`.
@@ -18,6 +24,35 @@ impl CacheCrops {
     /// from the current folder.
     pub fn new(entries: Vec<ImageEntry>, size: usize) -> Self {
         Self { entries, roots: Vec::new(), size }
+    }
+
+    /// The crops of `acts` (crop `i` is image `i` of `acts`), whose image ids must all be in the
+    /// cache at `cache_dir`. Relative image paths are read under `images_root` when given, else
+    /// under the current folder, then the cache's parent folder.
+    pub fn of_activations(
+        cache_dir: &Path,
+        acts: &[ImageActivations],
+        images_root: Option<&Path>,
+    ) -> Result<Self, PipelineError> {
+        let cache = FeatureCache::open(cache_dir)?;
+        let by_id: HashMap<&str, &ImageEntry> = cache.images().iter().map(|e| (e.id.as_str(), e)).collect();
+        let entries = acts
+            .iter()
+            .map(|a| {
+                by_id.get(a.image_id.as_str()).map(|e| (*e).clone()).ok_or_else(|| {
+                    PipelineError::Provenance(format!(
+                        "image `{}` of the activations is not in cache {}",
+                        a.image_id,
+                        cache_dir.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let roots = match images_root {
+            Some(root) => vec![root.to_path_buf()],
+            None => std::iter::once(PathBuf::from(".")).chain(cache_dir.parent().map(Path::to_path_buf)).collect(),
+        };
+        Ok(CacheCrops::new(entries, cache.manifest().input_size).with_roots(roots))
     }
 
     /// Also look for relative image paths under these folders, in order.

@@ -24,3 +24,4 @@ pub mod crops;
 pub mod localization;
 pub mod pipeline;
 pub mod provenance;
+pub mod trained;

@@ -1,5 +1,6 @@
-//! `expgraph finetune`: fine-tune VGG-16 on one category (object crops vs negatives) and write
-//! the tuned weights, which `expgraph extract --weights` then takes like any VGG-16 file.
+//! `expgraph finetune`: fine-tune VGG-16 or a ResNet on one category (object crops vs
+//! negatives) and write the tuned weights, which `expgraph extract --weights` then takes like
+//! any weight file of that architecture.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,7 +16,8 @@ use expgraph_finetune::{BaseWeights, FinetuneParams, TrainingSet};
 ///
 /// Binary object-vs-background classification: each object crop (its box from `--boxes`, or
 /// the whole image) and its mirror against whole negative images, with a head
-/// `linear(global-average-pool(ReLU(conv5_3)))`. The layers before `--train-from` stay frozen.
+/// `linear(global-average-pool(ReLU(conv5_3)))` (a ResNet: of `layer4`). The layers before
+/// `--train-from` stay frozen.
 /// A checkpoint `OUT.checkpoint.safetensors` is written after every epoch; `--resume` continues it.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -29,10 +31,18 @@ pub struct Args {
     /// Folder of negative images (whole images, resized); at least 2.
     #[arg(long, value_name = "DIR")]
     pub negatives: PathBuf,
-    /// VGG-16 weights: a .safetensors file with torchvision names, or a hub repo id.
+    /// Use only the first N objects (in name order).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Use only the first N negatives (in name order).
+    #[arg(long, value_name = "N")]
+    pub negatives_limit: Option<usize>,
+    /// VGG-16 or ResNet weights (architecture told by the tensor names): a .safetensors file
+    /// with torchvision names, or a hub repo id.
     #[arg(long, value_name = "FILE|REPO")]
     pub weights: String,
-    /// Output weight file (.safetensors): every VGG-16 tensor plus `head.weight`, `head.bias`.
+    /// Output weight file (.safetensors): every tensor of the network (torchvision names) plus
+    /// `head.weight`, `head.bias`.
     #[arg(long, short, value_name = "FILE")]
     pub out: PathBuf,
     /// Passes over the training samples.
@@ -50,9 +60,10 @@ pub struct Args {
     /// Samples per SGD step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// First trained convolution (`conv1_1` … `conv5_3`); the layers before it stay frozen.
-    #[arg(long, default_value = "conv4_1")]
-    pub train_from: String,
+    /// First trained layer, the ones before it frozen: a VGG-16 convolution `conv1_1` …
+    /// `conv5_3` (default `conv4_1`) or a ResNet stage `layer1` … `layer4` (default `layer4`).
+    #[arg(long, value_name = "LAYER")]
+    pub train_from: Option<String>,
     /// Fraction of the objects and of the negatives held out to measure accuracy.
     #[arg(long, default_value_t = 0.2)]
     pub held_out: f64,
@@ -62,7 +73,8 @@ pub struct Args {
     /// Side of the network input (crops and negatives are resized to it).
     #[arg(long, default_value_t = 224)]
     pub input_size: usize,
-    /// Pixel preprocessing; default: `caffe` for a local file, `torchvision` for a hub repo.
+    /// Pixel preprocessing; default: `caffe` for a local VGG-16 file, `torchvision` for a
+    /// ResNet or a hub repo.
     #[arg(long, value_parser = ["caffe", "torchvision"])]
     pub preprocess: Option<String>,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
@@ -81,31 +93,35 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
     if args.out.exists() && !args.overwrite {
         anyhow::bail!("--out {} exists; pass --overwrite to replace it", args.out.display());
     }
-    let params = FinetuneParams::default()
+    let mut params = FinetuneParams::default()
         .epochs(args.epochs)
         .learning_rate(args.lr)
         .momentum(args.momentum)
         .weight_decay(args.weight_decay)
         .batch(args.batch)
-        .train_from(args.train_from.clone())
         .held_out(args.held_out)
         .seed(args.seed)
         .input_size(args.input_size)
         .resume(args.resume)
-        .progress(crate::progress::sink())
-        .check()?;
+        .progress(crate::progress::sink());
+    if let Some(layer) = &args.train_from {
+        params = params.train_from(layer.clone());
+    }
+    let params = params.check()?;
     let device = parse_device(&args.device)?;
     let source = WeightSource::parse(&args.weights);
-    let preprocess = match &args.preprocess {
-        Some(name) => Preprocess::from_name(name)?,
-        None => source.default_preprocess(),
-    };
     let weights_path = resolve_weights(&source).with_context(|| format!("--weights {}", args.weights))?;
     let base = BaseWeights::load(&weights_path)?;
+    let preprocess = match &args.preprocess {
+        Some(name) => Preprocess::from_name(name)?,
+        None => base.architecture().default_preprocess(&source),
+    };
+    let train_from = args.train_from.clone().unwrap_or_else(|| base.default_train_from().to_string());
+    base.train_from_index(&train_from).with_context(|| format!("--weights {}", args.weights))?;
 
     let boxes = args.boxes.as_deref().map(read_boxes).transpose()?;
-    let objects = objects_from_dir(&args.images, boxes.as_ref(), None)?;
-    let negatives = crate::cmd::extract::negatives_list(&args.negatives, None)?;
+    let objects = objects_from_dir(&args.images, boxes.as_ref(), args.limit)?;
+    let negatives = crate::cmd::extract::negatives_list(&args.negatives, args.negatives_limit)?;
     expgraph_io::check_writable(&expgraph_io::parent_dir(&args.out))
         .with_context(|| format!("--out {}: cannot write there", args.out.display()))?;
     let started = Instant::now();
@@ -130,7 +146,8 @@ pub fn run(args: Args) -> anyhow::Result<Summary> {
         "positives": report.positives, "negatives": report.negatives,
         "train_samples": report.train_samples, "held_out_samples": report.held_out_samples,
         "held_out_accuracy": report.held_out_accuracy, "history": report.history,
-        "train_from": args.train_from, "device": args.device, "preprocess": preprocess.name(),
+        "architecture": base.architecture().name(), "train_from": train_from,
+        "device": args.device, "preprocess": preprocess.name(),
         "base_weights_digest": base.digest(), "data_digest": data.digest(), "seconds": seconds,
     });
     Ok(Summary::new(human, json))

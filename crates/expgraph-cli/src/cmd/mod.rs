@@ -11,4 +11,5 @@ pub mod learn;
 pub mod localize;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod stats;

@@ -1,38 +1,25 @@
 //! `expgraph report`: draw the HTML report of a learned graph (galleries, heat maps, synthesis,
 //! σ histograms) from the graph, its inference records and the feature caches' object crops.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::graph_args::{cache_crops, GraphArgs, TrainedGraph};
 use crate::summary::Summary;
 use anyhow::{bail, Context, Result};
-use expgraph::crops::CacheCrops;
-use expgraph_cache::{FeatureCache, ImageEntry};
-use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
+use expgraph_graph::{load_activations, ExplanatoryGraph};
 use expgraph_report::{build_report, ImageSet, Report, ReportInputs, ReportParams};
 
 /// Arguments of `expgraph report`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Graph folder (`expgraph learn --out`).
-    #[arg(long)]
-    pub graph: PathBuf,
-    /// Activations of the training images (`expgraph infer --out` on the training cache).
-    #[arg(long)]
-    pub activations: PathBuf,
-    /// Feature cache of the training images (for their object crops).
-    #[arg(long)]
-    pub cache: PathBuf,
+    #[command(flatten)]
+    pub inputs: GraphArgs,
     /// Activations of test images for heat maps and synthesis (default: the training images).
     #[arg(long, requires = "test_cache")]
     pub test_activations: Option<PathBuf>,
     /// Feature cache of the test images.
     #[arg(long, requires = "test_activations")]
     pub test_cache: Option<PathBuf>,
-    /// Folder that relative image paths of the caches are resolved against (default: the
-    /// current folder, then the cache's parent folder).
-    #[arg(long)]
-    pub images_root: Option<PathBuf>,
     /// Output folder (index.html + PNGs + .expgraph-report.json, the list of files the report
     /// wrote). An existing folder is replaced only when it is exactly an earlier report (its
     /// manifest lists every entry, none changed); otherwise the command refuses and changes
@@ -69,29 +56,6 @@ pub struct Args {
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
     Ok((k.trim().to_string(), v.trim().to_string()))
-}
-
-/// The crops of `acts` (whose image ids must all be in the cache at `cache_dir`).
-fn cache_crops(cache_dir: &Path, acts: &[ImageActivations], images_root: Option<&Path>) -> Result<CacheCrops> {
-    let cache =
-        FeatureCache::open(cache_dir).with_context(|| format!("opening feature cache {}", cache_dir.display()))?;
-    let by_id: HashMap<&str, &ImageEntry> = cache.images().iter().map(|e| (e.id.as_str(), e)).collect();
-    let entries = acts
-        .iter()
-        .map(|a| {
-            by_id.get(a.image_id.as_str()).map(|e| (*e).clone()).with_context(|| {
-                format!("image `{}` of the activations is not in cache {}", a.image_id, cache_dir.display())
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut roots: Vec<PathBuf> = images_root.map(Path::to_path_buf).into_iter().collect();
-    if roots.is_empty() {
-        roots.push(PathBuf::from("."));
-        if let Some(parent) = cache_dir.parent() {
-            roots.push(parent.to_path_buf());
-        }
-    }
-    Ok(CacheCrops::new(entries, cache.manifest().input_size).with_roots(roots))
 }
 
 fn layer_indices(graph: &ExplanatoryGraph, names: &[String]) -> Result<Option<Vec<usize>>> {
@@ -136,28 +100,18 @@ fn check_output(out: &Path, overwrite: bool) -> Result<()> {
 /// Run `expgraph report`.
 pub fn run(args: Args) -> Result<Summary> {
     check_output(&args.out, args.overwrite)?;
-    let graph =
-        ExplanatoryGraph::load(&args.graph).with_context(|| format!("loading graph {}", args.graph.display()))?;
-    let train_cache = expgraph_cache::FeatureCache::open(&args.cache)
-        .with_context(|| format!("opening feature cache {}", args.cache.display()))?;
-    expgraph::provenance::check_activations(&args.activations, Some(&args.graph), Some(&train_cache))?;
-    let train = load_activations(&args.activations)
-        .with_context(|| format!("loading activations {}", args.activations.display()))?;
-    if train.is_empty() {
-        bail!("{} holds no images", args.activations.display());
-    }
-    let train_crops = cache_crops(&args.cache, &train, args.images_root.as_deref())?;
+    let TrainedGraph { graph, activations: train, crops: train_crops } = args.inputs.load()?;
     let test = match &args.test_activations {
         Some(dir) => Some(load_activations(dir).with_context(|| format!("loading activations {}", dir.display()))?),
         None => None,
     };
     let test_crops = match (&test, &args.test_cache) {
-        (Some(acts), Some(dir)) => Some(cache_crops(dir, acts, args.images_root.as_deref())?),
+        (Some(acts), Some(dir)) => Some(cache_crops(dir, acts, args.inputs.images_root.as_deref())?),
         _ => None,
     };
     let mut summary = vec![
-        ("graph".to_string(), args.graph.display().to_string()),
-        ("training cache".to_string(), args.cache.display().to_string()),
+        ("graph".to_string(), args.inputs.graph.display().to_string()),
+        ("training cache".to_string(), args.inputs.cache.display().to_string()),
     ];
     summary.extend(args.summary.iter().cloned());
     let inputs = ReportInputs {
@@ -195,6 +149,7 @@ pub fn run(args: Args) -> Result<Summary> {
 mod tests {
     use super::*;
     use expgraph_cache::{CacheManifest, CacheWriter, LayerInfo, StorageDtype, StorageInfo, TapGeometry, View};
+    use expgraph_graph::ImageActivations;
     use expgraph_graph::{save_activations, LayerActivations};
     use expgraph_report::{
         CropSource, ExportLayer, ExportNode, GraphExport, RgbImage, GRAPH_EXPORT_SCHEMA, GRAPH_EXPORT_VERSION,
@@ -254,7 +209,7 @@ mod tests {
             let img = RgbImage::from_fn(300, 200, |x, y| image_pixel(i, x, y));
             let path = root.join("images").join(format!("img{i}.png"));
             img.save(&path).unwrap();
-            entries.push(ImageEntry {
+            entries.push(expgraph_cache::ImageEntry {
                 id: format!("img{i}"),
                 path: format!("images/img{i}.png"),
                 bbox: [20.0, 10.0, 280.0, 190.0],
@@ -305,12 +260,14 @@ mod tests {
     /// `expgraph report` arguments for the [`fixture`] under `root`.
     fn args(root: &Path, out: &Path, overwrite: bool) -> Args {
         Args {
-            graph: root.join("graph"),
-            activations: root.join("acts"),
-            cache: root.join("cache"),
+            inputs: GraphArgs {
+                graph: root.join("graph"),
+                activations: root.join("acts"),
+                cache: root.join("cache"),
+                images_root: Some(root.to_path_buf()),
+            },
             test_activations: None,
             test_cache: None,
-            images_root: Some(root.to_path_buf()),
             out: out.to_path_buf(),
             title: "CLI test".into(),
             summary: vec![("learning time".into(), "1 s".into())],
@@ -345,7 +302,7 @@ mod tests {
 
         let bad = [ImageActivations { image_id: "nope".into(), flipped: false, layers: vec![] }];
         let err = cache_crops(&root.join("cache"), &bad, None).err().unwrap();
-        assert!(err.to_string().contains("nope"));
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
     }
 
     fn entries(dir: &Path) -> Vec<String> {

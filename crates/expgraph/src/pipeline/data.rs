@@ -77,7 +77,7 @@ fn synthetic(dir: &Path, images: usize, seed: u64) -> Result<Dataset, PipelineEr
 /// The negative images of the per-unit normalization (spec §3): the first `limit` images of
 /// `config.negatives`, or — the embedded default — whole synthetic images of another seed
 /// (generic scenes; the paper's negatives are generic photos too).
-pub(super) fn negatives(config: &PipelineConfig) -> Result<Vec<PathBuf>, PipelineError> {
+pub fn negatives(config: &PipelineConfig) -> Result<Vec<PathBuf>, PipelineError> {
     let mut paths = match &config.negatives {
         Some(dir) => expgraph_features::list_images(dir)?,
         None => synthetic_negatives(&config.work_dir, config.negatives_limit.max(2), config.seed)?,

@@ -5,7 +5,7 @@
 //! graph, activations), so a run can be inspected or resumed stage by stage with the CLI.
 
 mod data;
-pub use data::{extraction_objects, synthetic_dataset, synthetic_negatives};
+pub use data::{extraction_objects, negatives, synthetic_dataset, synthetic_negatives};
 mod evaluate;
 mod report;
 

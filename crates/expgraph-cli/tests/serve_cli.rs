@@ -1,0 +1,81 @@
+//! `expgraph serve` as a process: learn and infer on a tiny cache, start the explorer on a free
+//! port, read its URL from stdout, browse it over HTTP, stop it. Run with `--release`.
+
+mod common;
+use common::{expgraph, stderr, two_layer_cache};
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use expgraph_explore::client::get;
+
+/// Kills the server when the test ends, even on a failed assertion.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_browses_a_learned_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    two_layer_cache(&d.join("cache"), 6, 5);
+    // the cache's images (img{i}.jpg beside it): the explorer cuts the crops from them
+    for i in 0..5u32 {
+        let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, (i * 50) as u8]));
+        img.save(d.join(format!("img{i}.jpg"))).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = expgraph().current_dir(d).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    run(&["learn", "--cache", "cache", "--layers", "conv5_2,conv5_3", "--iterations", "2", "-o", "graph"]);
+    run(&["infer", "--graph", "graph", "--cache", "cache", "-o", "acts"]);
+
+    let mut child = expgraph()
+        .current_dir(d)
+        .args(["serve", "--graph", "graph", "--activations", "acts", "--cache", "cache", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Running(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("expgraph explorer: http://").unwrap_or_else(|| panic!("{line}"));
+    let addr: SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    assert!(addr.ip().is_loopback());
+
+    let index = get(addr, "/").unwrap();
+    assert_eq!(index.status, 200);
+    assert!(index.text().contains("conv5_2") && index.text().contains("conv5_3"), "{}", index.text());
+    let node = get(addr, "/node/0/0").unwrap();
+    assert_eq!(node.status, 200, "{}", node.text());
+    assert!(node.text().contains("href=\"/node/1/"), "a conv5_2 node links its conv5_3 parents");
+    let crop = get(addr, "/png/crop/0.png").unwrap();
+    assert_eq!((crop.status, crop.header("content-type").as_deref()), (200, Some("image/png")));
+    let decoded = image::load_from_memory(&crop.body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (224, 224));
+    assert_eq!(get(addr, "/image/4").unwrap().status, 200);
+    assert_eq!(get(addr, "/image/5").unwrap().status, 404);
+    drop(server);
+}
+
+#[test]
+fn serve_refuses_a_public_address_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = expgraph()
+        .args(["serve", "--graph", "g", "--activations", "a", "--cache", "c", "--bind", "0.0.0.0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("0.0.0.0") && err.contains("--allow-remote"), "{err}");
+}

@@ -1,0 +1,173 @@
+//! What the pages show, computed once when the explorer opens: the graph, the activations of
+//! its training images, each node's best images and rank, and each node's children.
+
+use expgraph_graph::{ExplanatoryGraph, ImageActivations};
+use expgraph_report::{rank_nodes, validate_activations, CropSource};
+
+use crate::{ExploreError, Result};
+
+/// Best images kept per node (the spec's top-50 ranking).
+pub const TOP_IMAGES: usize = 50;
+
+/// One node's ranking among its layer: the sum of its best scores, its rank (0 = best) and its
+/// best images `(image index, score)`, best first.
+#[derive(Debug, Clone)]
+pub struct NodeRank {
+    /// Sum of its [`TOP_IMAGES`] best scores.
+    pub total: f64,
+    /// Position in its layer, best first.
+    pub rank: usize,
+    /// Best images, best first.
+    pub top_images: Vec<(usize, f32)>,
+}
+
+/// A child edge: the child node (in the next-shallower layer) and the edge's similarity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Child {
+    /// Node index in layer `l − 1`.
+    pub node: usize,
+    /// Co-movement similarity of the edge.
+    pub similarity: f32,
+}
+
+/// A learned graph opened for browsing: read-only, shared by every request.
+pub struct Explorer {
+    graph: ExplanatoryGraph,
+    acts: Vec<ImageActivations>,
+    crops: Box<dyn CropSource + Send + Sync>,
+    /// Per layer, per node.
+    ranks: Vec<Vec<NodeRank>>,
+    /// Per layer, the nodes best first.
+    order: Vec<Vec<usize>>,
+    /// Per layer, per node: its children, highest similarity first.
+    children: Vec<Vec<Vec<Child>>>,
+    /// Where the graph came from (shown on the index).
+    origin: Vec<(String, String)>,
+}
+
+impl Explorer {
+    /// Opens `graph` with the activations of its training images (`expgraph infer` on the
+    /// training cache) and their object crops; `origin` rows (e.g. `("graph", path)`) are shown
+    /// on the index. Ranks every node (about a second per 10,000 nodes × 300 images).
+    pub fn new(
+        graph: ExplanatoryGraph,
+        acts: Vec<ImageActivations>,
+        crops: Box<dyn CropSource + Send + Sync>,
+        origin: Vec<(String, String)>,
+    ) -> Result<Self> {
+        if acts.is_empty() {
+            return Err(ExploreError::Input("the activations hold no images".into()));
+        }
+        validate_activations(&graph, &acts)?;
+        let mut ranks = Vec::with_capacity(graph.layers.len());
+        let mut order = Vec::with_capacity(graph.layers.len());
+        for layer in 0..graph.layers.len() {
+            let ranked = rank_nodes(&graph, &acts, layer, TOP_IMAGES)?;
+            let mut by_node = vec![None; ranked.len()];
+            let mut best_first = Vec::with_capacity(ranked.len());
+            for (rank, r) in ranked.into_iter().enumerate() {
+                best_first.push(r.node);
+                by_node[r.node] = Some(NodeRank { total: r.total, rank, top_images: r.top_images });
+            }
+            ranks.push(
+                by_node
+                    .into_iter()
+                    .map(|r| r.unwrap_or(NodeRank { total: 0.0, rank: 0, top_images: vec![] }))
+                    .collect(),
+            );
+            order.push(best_first);
+        }
+        let mut children: Vec<Vec<Vec<Child>>> = graph.layers.iter().map(|l| vec![Vec::new(); l.num_nodes()]).collect();
+        for (l, layer) in graph.layers.iter().enumerate() {
+            for (node, parents) in layer.parents.iter().enumerate() {
+                for p in parents {
+                    let slot = children.get_mut(l + 1).and_then(|c| c.get_mut(p.node as usize)).ok_or_else(|| {
+                        ExploreError::Input(format!(
+                            "layer {} node {node} has parent {} outside the layer above",
+                            layer.info.name, p.node
+                        ))
+                    })?;
+                    slot.push(Child { node, similarity: p.similarity });
+                }
+            }
+        }
+        for layer in &mut children {
+            for list in layer {
+                list.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then(a.node.cmp(&b.node)));
+            }
+        }
+        tracing::info!(layers = graph.layers.len(), nodes = graph.num_nodes(), images = acts.len(), "explorer ready");
+        Ok(Explorer { graph, acts, crops, ranks, order, children, origin })
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &ExplanatoryGraph {
+        &self.graph
+    }
+
+    /// The training images' activations.
+    pub fn activations(&self) -> &[ImageActivations] {
+        &self.acts
+    }
+
+    /// Where the crops come from.
+    pub fn crops(&self) -> &(dyn CropSource + Send + Sync) {
+        self.crops.as_ref()
+    }
+
+    /// Rank and best images of `node` of `layer`.
+    pub fn rank(&self, layer: usize, node: usize) -> Option<&NodeRank> {
+        self.ranks.get(layer)?.get(node)
+    }
+
+    /// The nodes of `layer`, best first.
+    pub fn order(&self, layer: usize) -> &[usize] {
+        self.order.get(layer).map_or(&[], Vec::as_slice)
+    }
+
+    /// The children of `node` of `layer` (nodes of `layer − 1`), highest similarity first.
+    pub fn children(&self, layer: usize, node: usize) -> &[Child] {
+        self.children.get(layer).and_then(|c| c.get(node)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The origin rows given at opening.
+    pub fn origin(&self) -> &[(String, String)] {
+        &self.origin
+    }
+
+    /// Checks that `layer`/`node` exist; the error says what the graph has.
+    pub fn check_node(&self, layer: usize, node: usize) -> Result<()> {
+        let l = self.graph.layers.get(layer).ok_or_else(|| {
+            ExploreError::NotFound(format!("layer {layer} (the graph has {})", self.graph.layers.len()))
+        })?;
+        if node >= l.num_nodes() {
+            return Err(ExploreError::NotFound(format!(
+                "node {node} of layer {} (it has {})",
+                l.info.name,
+                l.num_nodes()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that image `image` exists.
+    pub fn check_image(&self, image: usize) -> Result<()> {
+        if image >= self.acts.len() {
+            return Err(ExploreError::NotFound(format!("image {image} (there are {})", self.acts.len())));
+        }
+        Ok(())
+    }
+
+    /// `node`'s position in image `image` as `[x, y]` crop pixels of a crop of side `side`.
+    pub fn node_xy(&self, layer: usize, node: usize, image: usize, side: u32) -> [f64; 2] {
+        let act = &self.acts[image];
+        let p = act.layers[layer].positions[node];
+        expgraph_report::node_pixel(
+            &self.graph.layers[layer].info.geometry,
+            [f64::from(p[0]), f64::from(p[1])],
+            act.flipped,
+            self.graph.input_size,
+            side,
+        )
+    }
+}

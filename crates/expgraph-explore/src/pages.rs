@@ -1,0 +1,377 @@
+//! The HTML pages, rendered server-side with minijinja from small view models. Every link a
+//! page holds is one of the routes of [`crate::server`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use crate::{ExploreError, Explorer, Result};
+
+/// Rows per page of a layer's node table.
+pub const ROWS_PER_PAGE: usize = 100;
+/// Children listed on a node page.
+pub const CHILDREN_SHOWN: usize = 30;
+/// Best images of a node with a patch (and a link) on its page.
+pub const PATCHES_SHOWN: usize = 8;
+/// Best images of a node with a heat map on its page.
+pub const HEATMAPS_SHOWN: usize = 3;
+/// Default number of nodes per layer drawn on an image page.
+pub const IMAGE_NODES_DEFAULT: usize = 10;
+
+/// A colour per layer (shallowest first), for circles and edges.
+const LAYER_COLORS: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+
+/// A URL built here from numbers and fixed text: safe to put in an attribute as it is (the
+/// HTML auto-escaping would write every `/` as `&#x2f;`).
+fn url(u: String) -> minijinja::Value {
+    minijinja::Value::from_safe_string(u)
+}
+
+fn layer_color(layer: usize) -> &'static str {
+    LAYER_COLORS[layer % LAYER_COLORS.len()]
+}
+
+/// The page templates, compiled once.
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Pages {
+    /// Loads the embedded templates.
+    pub fn new() -> Result<Self> {
+        let mut env = Environment::new();
+        env.add_template("base.html", include_str!("../templates/base.html"))?;
+        env.add_template("index.html", include_str!("../templates/index.html"))?;
+        env.add_template("layer.html", include_str!("../templates/layer.html"))?;
+        env.add_template("node.html", include_str!("../templates/node.html"))?;
+        env.add_template("image.html", include_str!("../templates/image.html"))?;
+        Ok(Pages { env })
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String> {
+        Ok(self.env.get_template(name)?.render(ctx)?)
+    }
+
+    /// `/`: the layers, where the graph came from, the best nodes of each layer.
+    pub fn index(&self, ex: &Explorer) -> Result<String> {
+        let g = ex.graph();
+        let layers: Vec<_> = g
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let n = layer.num_nodes();
+                let mean_sigma = (0..n).map(|i| layer.sigma_pixels(i)).sum::<f64>() / n.max(1) as f64;
+                let parents = layer.parents.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64;
+                let best: Vec<_> = ex.order(l).iter().take(5).map(|&node| node_link(ex, l, node)).collect();
+                context! {
+                    index => l, name => layer.info.name, filters => n / layer.nodes_per_filter.max(1),
+                    k => layer.nodes_per_filter, nodes => n, mean_sigma_px => format!("{mean_sigma:.1}"),
+                    mean_parents => format!("{parents:.1}"), best => best, color => layer_color(l),
+                }
+            })
+            .collect();
+        self.render(
+            "index.html",
+            context! {
+                title => "Explanatory graph", backbone => g.backbone, input_size => g.input_size,
+                nodes => g.num_nodes(), images => ex.activations().len(), layers => layers,
+                origin => ex.origin().iter().map(|(k, v)| context! { key => k, value => v }).collect::<Vec<_>>(),
+            },
+        )
+    }
+
+    /// `/layer/{l}`: the node table of a layer, sortable, filterable by filter (channel), paged.
+    pub fn layer(&self, ex: &Explorer, layer: usize, query: &LayerQuery) -> Result<String> {
+        let g = ex.graph();
+        let gl = g
+            .layers
+            .get(layer)
+            .ok_or_else(|| ExploreError::NotFound(format!("layer {layer} (the graph has {})", g.layers.len())))?;
+        let mut nodes: Vec<usize> = match query.filter {
+            Some(f) => (0..gl.num_nodes()).filter(|&n| gl.filter_of(n) == f).collect(),
+            None => (0..gl.num_nodes()).collect(),
+        };
+        let key = |n: usize| -> f64 {
+            match query.sort {
+                SortKey::Rank => ex.rank(layer, n).map_or(0, |r| r.rank) as f64,
+                SortKey::Sigma => gl.sigma[n],
+                SortKey::Node => n as f64,
+                SortKey::Parents => gl.parents[n].len() as f64,
+                SortKey::Children => ex.children(layer, n).len() as f64,
+            }
+        };
+        nodes.sort_by(|&a, &b| {
+            let o = key(a).total_cmp(&key(b)).then(a.cmp(&b));
+            if query.descending {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        let pages = nodes.len().div_ceil(ROWS_PER_PAGE).max(1);
+        if query.page == 0 || query.page > pages {
+            return Err(ExploreError::NotFound(format!("page {} of {pages}", query.page)));
+        }
+        let rows: Vec<_> = nodes
+            .iter()
+            .skip((query.page - 1) * ROWS_PER_PAGE)
+            .take(ROWS_PER_PAGE)
+            .map(|&n| {
+                let mu = gl.mu_pixels(n);
+                let rank = ex.rank(layer, n);
+                context! {
+                    link => node_link(ex, layer, n), node => n, filter => gl.filter_of(n),
+                    k => n % gl.nodes_per_filter.max(1), sigma_px => format!("{:.1}", gl.sigma_pixels(n)),
+                    mu => format!("({:.0}, {:.0})", mu[0], mu[1]),
+                    rank => rank.map_or(0, |r| r.rank + 1), total => format!("{:.2}", rank.map_or(0.0, |r| r.total)),
+                    parents => gl.parents[n].len(), children => ex.children(layer, n).len(),
+                }
+            })
+            .collect();
+        let layer_url = |sort: SortKey, descending: bool, page: usize| {
+            let mut u =
+                format!("/layer/{layer}?sort={}&order={}", sort.name(), if descending { "desc" } else { "asc" });
+            if let Some(f) = query.filter {
+                u.push_str(&format!("&filter={f}"));
+            }
+            u.push_str(&format!("&page={page}"));
+            // `&` escaped by hand: the value is marked safe
+            url(u.replace('&', "&amp;"))
+        };
+        let columns: Vec<_> = SortKey::ALL
+            .iter()
+            .map(|&s| {
+                let descending = if s == query.sort { !query.descending } else { s.default_descending() };
+                context! { name => s.name(), url => layer_url(s, descending, 1), active => s == query.sort }
+            })
+            .collect();
+        self.render(
+            "layer.html",
+            context! {
+                title => format!("Layer {}", gl.info.name), layer => layer, name => gl.info.name,
+                shown => nodes.len(), total => gl.num_nodes(), filters => gl.num_nodes() / gl.nodes_per_filter.max(1),
+                filter => query.filter, rows => rows, columns => columns, page => query.page, pages => pages,
+                prev => (query.page > 1).then(|| layer_url(query.sort, query.descending, query.page - 1)),
+                next => (query.page < pages).then(|| layer_url(query.sort, query.descending, query.page + 1)),
+            },
+        )
+    }
+
+    /// `/node/{l}/{n}`: a node's patches, heat maps, parents (with their learned displacements
+    /// drawn on its best image) and children.
+    pub fn node(&self, ex: &Explorer, layer: usize, node: usize) -> Result<String> {
+        ex.check_node(layer, node)?;
+        let g = ex.graph();
+        let gl = &g.layers[layer];
+        let side = g.input_size as u32;
+        let rank = ex.rank(layer, node);
+        let top: Vec<(usize, f32)> = rank.map_or(vec![], |r| r.top_images.clone());
+        let patches: Vec<_> = top
+            .iter()
+            .take(PATCHES_SHOWN)
+            .map(|&(image, score)| context! { image => image, score => format!("{score:.3}"), id => ex.activations()[image].image_id })
+            .collect();
+        let heatmaps: Vec<_> = top
+            .iter()
+            .take(HEATMAPS_SHOWN)
+            .map(|&(image, _)| context! { image => image, url => url(format!("/png/heat/{layer}/{node}/{image}.png")) })
+            .collect();
+        let mu = gl.mu_pixels(node);
+        let best = top.first().map(|&(i, _)| i);
+        let here = best.map(|i| ex.node_xy(layer, node, i, side));
+        let parents: Vec<_> = gl.parents[node]
+            .iter()
+            .map(|p| {
+                let pn = p.node as usize;
+                let pl = &g.layers[layer + 1];
+                let pmu = pl.mu_pixels(pn);
+                // the learned displacement, parent prior − node prior, as (x, y) pixels
+                let (dx, dy) = (pmu[1] - mu[1], pmu[0] - mu[0]);
+                let at = best.map(|i| ex.node_xy(layer + 1, pn, i, side));
+                context! {
+                    link => node_link(ex, layer + 1, pn), similarity => format!("{:.2e}", p.similarity),
+                    displacement => format!("({dx:+.0}, {dy:+.0})"),
+                    expected => here.map(|h| [h[0] + dx, h[1] + dy]), at => at,
+                    patches => url(format!("/png/patches/{}/{pn}.png?count=3", layer + 1)),
+                }
+            })
+            .collect();
+        let children = ex.children(layer, node);
+        let shown_children: Vec<_> = children
+            .iter()
+            .take(CHILDREN_SHOWN)
+            .map(
+                |c| context! { link => node_link(ex, layer - 1, c.node), similarity => format!("{:.2e}", c.similarity) },
+            )
+            .collect();
+        self.render(
+            "node.html",
+            context! {
+                title => format!("{} node {node}", gl.info.name), me => node_link(ex, layer, node),
+                layer => layer, layer_name => gl.info.name, node => node, filter => gl.filter_of(node),
+                k => node % gl.nodes_per_filter.max(1), sigma_px => format!("{:.1}", gl.sigma_pixels(node)),
+                mu => format!("(x {:.0}, y {:.0})", mu[1], mu[0]),
+                rank => rank.map_or(0, |r| r.rank + 1), layer_nodes => gl.num_nodes(),
+                total => format!("{:.3}", rank.map_or(0.0, |r| r.total)),
+                patches => patches, patch_strip => url(format!("/png/patches/{layer}/{node}.png?count={PATCHES_SHOWN}")),
+                heatmaps => heatmaps, parents => parents, children => shown_children, children_total => children.len(),
+                best => best, here => here, side => side, color => layer_color(layer),
+                parent_color => layer_color(layer + 1),
+            },
+        )
+    }
+
+    /// `/image/{i}`: the image's best-scoring nodes of every layer at their inferred positions,
+    /// with the graph's edges between the nodes shown (the paper's signature figure).
+    pub fn image(&self, ex: &Explorer, image: usize, per_layer: usize) -> Result<String> {
+        ex.check_image(image)?;
+        let g = ex.graph();
+        let act = &ex.activations()[image];
+        let side = g.input_size as u32;
+        let mut shown: Vec<HashSet<usize>> = Vec::with_capacity(g.layers.len());
+        let mut layers = Vec::new();
+        let mut circles = Vec::new();
+        for (l, gl) in g.layers.iter().enumerate() {
+            let nodes = expgraph_report::top_nodes(&act.layers[l].scores, 1.0);
+            let nodes: Vec<usize> = nodes.into_iter().take(per_layer).collect();
+            let rows: Vec<_> = nodes
+                .iter()
+                .map(|&n| {
+                    let xy = ex.node_xy(l, n, image, side);
+                    circles.push(context! { x => xy[0], y => xy[1], color => layer_color(l), url => url(format!("/node/{l}/{n}")),
+                        r => 2.0 + l as f64, label => format!("{} node {n}", gl.info.name) });
+                    context! { link => node_link(ex, l, n), score => format!("{:.3}", act.layers[l].scores[n]) }
+                })
+                .collect();
+            layers.push(context! { name => gl.info.name, color => layer_color(l), rows => rows });
+            shown.push(nodes.into_iter().collect());
+        }
+        let most = g.layers.iter().map(|l| l.num_nodes()).max().unwrap_or(0);
+        let mut edges = Vec::new();
+        for (l, gl) in g.layers.iter().enumerate().take(g.layers.len().saturating_sub(1)) {
+            let mut children: Vec<usize> = shown[l].iter().copied().collect();
+            children.sort_unstable();
+            for n in children {
+                for p in &gl.parents[n] {
+                    if shown[l + 1].contains(&(p.node as usize)) {
+                        let a = ex.node_xy(l, n, image, side);
+                        let b = ex.node_xy(l + 1, p.node as usize, image, side);
+                        edges.push(
+                            context! { x1 => a[0], y1 => a[1], x2 => b[0], y2 => b[1], color => layer_color(l + 1) },
+                        );
+                    }
+                }
+            }
+        }
+        self.render(
+            "image.html",
+            context! {
+                title => format!("Image {image}"), image => image, id => act.image_id, flipped => act.flipped,
+                side => side, layers => layers, circles => circles, edges => edges, edge_count => edges.len(),
+                per_layer => per_layer, prev => image.checked_sub(1),
+                more => (per_layer < crate::server::MAX_IMAGE_NODES && per_layer < most)
+                    .then(|| (per_layer * 2).min(crate::server::MAX_IMAGE_NODES)),
+                next => (image + 1 < ex.activations().len()).then_some(image + 1),
+            },
+        )
+    }
+}
+
+/// A link to a node: URL and label.
+fn node_link(ex: &Explorer, layer: usize, node: usize) -> minijinja::Value {
+    let gl = &ex.graph().layers[layer];
+    context! {
+        url => url(format!("/node/{layer}/{node}")), layer => gl.info.name, node => node,
+        filter => gl.filter_of(node), k => node % gl.nodes_per_filter.max(1),
+        patch => url(format!("/png/patches/{layer}/{node}.png?count=1")),
+    }
+}
+
+/// How a layer's node table is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SortKey {
+    /// By the node's rank (sum of its best scores), best first.
+    Rank,
+    /// By σ.
+    Sigma,
+    /// By node index (filter, then k).
+    Node,
+    /// By number of parents.
+    Parents,
+    /// By number of children.
+    Children,
+}
+
+impl SortKey {
+    /// Every key, in column order.
+    pub const ALL: [SortKey; 5] = [SortKey::Rank, SortKey::Node, SortKey::Sigma, SortKey::Parents, SortKey::Children];
+
+    /// The name in URLs.
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Rank => "rank",
+            SortKey::Sigma => "sigma",
+            SortKey::Node => "node",
+            SortKey::Parents => "parents",
+            SortKey::Children => "children",
+        }
+    }
+
+    fn default_descending(self) -> bool {
+        matches!(self, SortKey::Parents | SortKey::Children)
+    }
+}
+
+/// The query of a layer page: `sort`, `order` (`asc`/`desc`), `filter` (a channel), `page`
+/// (1-based).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerQuery {
+    /// Sort key.
+    pub sort: SortKey,
+    /// Descending order.
+    pub descending: bool,
+    /// Only this filter's nodes.
+    pub filter: Option<usize>,
+    /// 1-based page.
+    pub page: usize,
+}
+
+impl Default for LayerQuery {
+    fn default() -> Self {
+        LayerQuery { sort: SortKey::Rank, descending: false, filter: None, page: 1 }
+    }
+}
+
+impl LayerQuery {
+    /// Parses the query parameters; an unknown parameter or value is a [`ExploreError::BadRequest`]
+    /// naming it.
+    pub fn parse(params: &BTreeMap<String, String>) -> Result<Self> {
+        let bad = |what: String| ExploreError::BadRequest(what);
+        let mut q = LayerQuery::default();
+        for (key, value) in params {
+            match key.as_str() {
+                "sort" => {
+                    q.sort = *SortKey::ALL.iter().find(|s| s.name() == value).ok_or_else(|| {
+                        bad(format!("sort={value:?}: expected one of rank, node, sigma, parents, children"))
+                    })?
+                }
+                "order" => {
+                    q.descending = match value.as_str() {
+                        "asc" => false,
+                        "desc" => true,
+                        _ => return Err(bad(format!("order={value:?}: expected asc or desc"))),
+                    }
+                }
+                "filter" if value.is_empty() => {}
+                "filter" => {
+                    q.filter = Some(value.parse().map_err(|_| bad(format!("filter={value:?}: not a filter number")))?)
+                }
+                "page" => q.page = value.parse().map_err(|_| bad(format!("page={value:?}: not a page number")))?,
+                other => return Err(bad(format!("unknown parameter {other:?}"))),
+            }
+        }
+        Ok(q)
+    }
+}
