@@ -88,6 +88,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ExploreError::Input(format!("a request's worker failed: {e}")))?
 }
 
+/// The value of `key` in a query that may hold nothing else (another parameter is a 400).
+fn only_param<'a>(q: &'a BTreeMap<String, String>, key: &str) -> Result<Option<&'a str>> {
+    if let Some(other) = q.keys().find(|k| k.as_str() != key) {
+        return Err(ExploreError::BadRequest(format!("unknown parameter {other:?}")));
+    }
+    Ok(q.get(key).map(String::as_str))
+}
+
 fn number(what: &str, text: &str) -> Result<usize> {
     text.parse().map_err(|_| ExploreError::NotFound(format!("{what} {text:?}")))
 }
@@ -128,17 +136,14 @@ async fn image(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Html<String>> {
     let i = number("image", &i)?;
-    let mut per_layer = IMAGE_NODES_DEFAULT;
-    for (key, value) in &q {
-        match key.as_str() {
-            "nodes" => {
-                per_layer = value.parse().ok().filter(|n| (1..=MAX_IMAGE_NODES).contains(n)).ok_or_else(|| {
-                    ExploreError::BadRequest(format!("nodes={value:?}: expected 1 … {MAX_IMAGE_NODES}"))
-                })?
-            }
-            other => return Err(ExploreError::BadRequest(format!("unknown parameter {other:?}"))),
-        }
-    }
+    let per_layer = match only_param(&q, "nodes")? {
+        None => IMAGE_NODES_DEFAULT,
+        Some(value) => value
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_IMAGE_NODES).contains(n))
+            .ok_or_else(|| ExploreError::BadRequest(format!("nodes={value:?}: expected 1 … {MAX_IMAGE_NODES}")))?,
+    };
     Ok(Html(blocking(s, move |s| s.pages.image(&s.explorer, i, per_layer)).await?))
 }
 
@@ -178,15 +183,10 @@ async fn patches_png(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response> {
     let (layer, node) = (number("layer", &l)?, png_number("node", &file)?);
-    let mut count = 5;
-    for (key, value) in &q {
-        match key.as_str() {
-            "count" => {
-                count = value.parse().map_err(|_| ExploreError::BadRequest(format!("count={value:?}: not a number")))?
-            }
-            other => return Err(ExploreError::BadRequest(format!("unknown parameter {other:?}"))),
-        }
-    }
+    let count = match only_param(&q, "count")? {
+        None => 5,
+        Some(value) => value.parse().map_err(|_| ExploreError::BadRequest(format!("count={value:?}: not a number")))?,
+    };
     figure(s, Figure::Patches { layer, node, count }).await
 }
 

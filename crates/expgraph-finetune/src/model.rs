@@ -139,14 +139,6 @@ impl BaseWeights {
         }
     }
 
-    /// The layer the head pools: `conv5_3` (after its ReLU) or `layer4`.
-    pub fn head_layer(&self) -> &'static str {
-        match &self.arch {
-            Arch::Vgg16(_) => "conv5_3",
-            Arch::ResNet(_) => "layer4",
-        }
-    }
-
     /// What the head computes, e.g. `logit = head.weight · mean_hw(relu(conv5_3)) + head.bias`.
     pub fn head_formula(&self) -> String {
         let input = match &self.arch {
@@ -156,7 +148,7 @@ impl BaseWeights {
         format!("logit = {HEAD_WEIGHT} · mean_hw({input}) + {HEAD_BIAS}")
     }
 
-    /// Channels of [`head_layer`](Self::head_layer).
+    /// Channels of the layer the head pools (`conv5_3` or `layer4`).
     pub fn channels(&self) -> usize {
         match &self.arch {
             Arch::Vgg16(layers) => layers.last().map_or(0, |l| l.c_out),
