@@ -51,6 +51,25 @@ pub fn find_browser() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `browser` headless with networking, GPU, sync and first-run features off, the profile
+/// `profile` and the window size of `params`.
+pub fn browser_command(browser: &Path, profile: &Path, params: &ScreenshotParams) -> Command {
+    let mut cmd = Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--window-size={},{}", params.width, params.height));
+    cmd
+}
+
 /// Variance of the luminance `(r + g + b) / 3` over all pixels.
 pub fn luminance_variance(img: &RgbImage) -> f64 {
     let n = (img.width() as f64 * img.height() as f64).max(1.0);
@@ -99,20 +118,8 @@ pub fn screenshot_url(url: &str, out: &Path, params: &ScreenshotParams) -> Resul
         .into_temp_path();
     let log_path = profile.path().join("browser.log");
     let log = std::fs::File::create(&log_path).with_context(|| log_path.display().to_string())?;
-    let mut child = Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let mut child = browser_command(&browser, profile.path(), params)
         .arg(format!("--screenshot={}", staged.display()))
-        .arg(format!("--window-size={},{}", params.width, params.height))
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -6,6 +6,8 @@
 
 mod backbone_bench;
 mod bench;
+#[cfg(test)]
+mod cdp;
 mod chromium;
 mod explore_bench;
 mod extract_bench;

@@ -37,6 +37,8 @@ fn metadata() -> Value {
 struct Graph {
     /// package id → (name, links)
     packages: BTreeMap<String, (String, Option<String>)>,
+    /// package id → its resolved features
+    features: BTreeMap<String, Vec<String>>,
     /// package id → ids of its normal and build dependencies
     deps: BTreeMap<String, Vec<String>>,
     /// workspace member ids
@@ -55,7 +57,10 @@ fn graph() -> Graph {
         })
         .collect();
     let mut deps = BTreeMap::new();
+    let mut features = BTreeMap::new();
     for node in m["resolve"]["nodes"].as_array().expect("resolve") {
+        let on = node["features"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_string));
+        features.insert(node["id"].as_str().expect("id").to_string(), on.collect());
         let runtime: Vec<String> = node["deps"]
             .as_array()
             .expect("deps")
@@ -67,7 +72,7 @@ fn graph() -> Graph {
     }
     let members =
         m["workspace_members"].as_array().expect("members").iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    Graph { packages, deps, members }
+    Graph { packages, features, deps, members }
 }
 
 impl Graph {
@@ -172,6 +177,9 @@ fn graph_crates_touch_no_device_and_no_image_decoder() {
 /// Rust build) or bind the OS itself. Any other `-sys` crate, or any crate that probes for a
 /// system library (`pkg-config`, `vcpkg`, `system-deps`), needs a system package.
 const BUNDLED_OR_OS: &[&str] = &["libmimalloc-sys", "linux-raw-sys", "windows-sys", "dirs-sys", "js-sys", "web-sys"];
+/// `-sys` crates that compile their bundled C sources only with a feature, which must be on:
+/// SQLite of the explorer's study (`rusqlite`'s `bundled`).
+const BUNDLED_WITH: &[(&str, &str)] = &[("libsqlite3-sys", "bundled")];
 
 #[test]
 fn default_build_links_no_system_library() {
@@ -190,7 +198,10 @@ fn default_build_links_no_system_library() {
                 .into_iter()
                 .flatten()
                 .any(|d| ["pkg-config", "vcpkg", "system-deps"].contains(&g.name(d)));
-            !BUNDLED_OR_OS.contains(&name.as_str()) && (name.ends_with("-sys") || probes_system)
+            let bundled = BUNDLED_WITH
+                .iter()
+                .any(|(n, f)| n == name && g.features.get(*id).is_some_and(|on| on.iter().any(|x| x == f)));
+            !BUNDLED_OR_OS.contains(&name.as_str()) && !bundled && (name.ends_with("-sys") || probes_system)
         })
         .map(|id| format!("{} (links: {:?})", g.name(id), g.packages[id].1))
         .collect();

@@ -43,6 +43,17 @@ impl GraphArgs {
     }
 }
 
+impl GraphArgs {
+    /// Where the graph came from, for the explorer's index: the three paths.
+    pub fn origin(&self) -> Vec<(String, String)> {
+        vec![
+            ("graph".to_string(), self.graph.display().to_string()),
+            ("activations".to_string(), self.activations.display().to_string()),
+            ("cache".to_string(), self.cache.display().to_string()),
+        ]
+    }
+}
+
 /// The crops of `acts` (whose image ids must all be in the cache at `cache_dir`).
 pub fn cache_crops(cache_dir: &Path, acts: &[ImageActivations], images_root: Option<&Path>) -> Result<CacheCrops> {
     CacheCrops::of_activations(cache_dir, acts, images_root)

@@ -54,6 +54,9 @@ enum Command {
     Export(cmd::export::Args),
     /// Browse the graph in a web browser: layers, nodes, parents, children, images (local server).
     Serve(cmd::serve::Args),
+    /// The human interpretability study: `summary` of the ratings of `serve --study`.
+    #[command(subcommand)]
+    Study(cmd::study::StudyCommand),
     /// List the backbone architectures (`--backbone`) with their taps, channels and geometry.
     Backbones(cmd::backbones::Args),
 }
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Study(c) => cmd::study::run(c),
         Command::Backbones(args) => cmd::backbones::run(args),
     };
     match result {

@@ -8,7 +8,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use expgraph_explore::client::get;
+use expgraph_explore::client::{get, post_form};
 
 /// Kills the server when the test ends, even on a failed assertion.
 struct Running(std::process::Child);
@@ -18,6 +18,25 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `expgraph serve` on the graph, activations and cache in `d` on a free port (with
+/// `extra` flags); the server and the address it printed.
+fn serve(d: &std::path::Path, extra: &[&str]) -> (Running, SocketAddr) {
+    let mut child = expgraph()
+        .current_dir(d)
+        .args(["serve", "--graph", "graph", "--activations", "acts", "--cache", "cache", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Running(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("expgraph explorer: http://").unwrap_or_else(|| panic!("{line}"));
+    (server, url.trim_end_matches('/').parse().unwrap())
 }
 
 #[test]
@@ -37,19 +56,7 @@ fn serve_browses_a_learned_graph() {
     run(&["learn", "--cache", "cache", "--layers", "conv5_2,conv5_3", "--iterations", "2", "-o", "graph"]);
     run(&["infer", "--graph", "graph", "--cache", "cache", "-o", "acts"]);
 
-    let mut child = expgraph()
-        .current_dir(d)
-        .args(["serve", "--graph", "graph", "--activations", "acts", "--cache", "cache", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Running(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("expgraph explorer: http://").unwrap_or_else(|| panic!("{line}"));
-    let addr: SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    let (server, addr) = serve(d, &[]);
     assert!(addr.ip().is_loopback());
 
     let index = get(addr, "/").unwrap();
@@ -65,6 +72,33 @@ fn serve_browses_a_learned_graph() {
     assert_eq!(get(addr, "/image/4").unwrap().status, 200);
     assert_eq!(get(addr, "/image/5").unwrap().status, 404);
     drop(server);
+
+    // The study: raw filters from the cache as the baseline, ratings in SQLite, then the summary.
+    let (server, addr) = serve(d, &["--study", "study.sqlite", "--study-per-layer", "2"]);
+    let mut rated = 0;
+    while let Some(item) = next_item(&get(addr, "/study?rater=ann").unwrap().text()) {
+        let reply = post_form(addr, "/study/rate", &[("rater", "ann"), ("item", &item), ("answer", "part")]).unwrap();
+        assert_eq!(reply.status, 303, "{}", reply.text());
+        rated += 1;
+    }
+    assert_eq!(rated, 8, "2 nodes and 2 filters in each of 2 layers");
+    drop(server);
+    let out = expgraph().current_dir(d).args(["study", "summary", "study.sqlite", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["raters"], 1);
+    let rows = summary["rows"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["layer"] == "conv5_2" && r["kind"] == "filter" && r["part_purity"] == 1.0),
+        "{summary}"
+    );
+}
+
+/// The item id of a study page, if it shows one.
+fn next_item(page: &str) -> Option<String> {
+    let key = "name=\"item\" value=\"";
+    let at = page.find(key)? + key.len();
+    Some(page[at..].split('"').next()?.to_string())
 }
 
 #[test]

@@ -38,6 +38,25 @@ fn malformed(what: &str) -> std::io::Error {
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect(addr)?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    read_reply(stream)
+}
+
+/// `POST path` of an HTML form's fields (`application/x-www-form-urlencoded`; `fields` are
+/// sent as given, so they must already be URL-encoded).
+pub fn post_form(addr: SocketAddr, path: &str, fields: &[(&str, &str)]) -> std::io::Result<Reply> {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let body = body.join("&");
+    let mut stream = TcpStream::connect(addr)?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: \
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    read_reply(stream)
+}
+
+fn read_reply(mut stream: TcpStream) -> std::io::Result<Reply> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| malformed("no header end"))?;
@@ -69,4 +88,19 @@ fn unchunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
+}
+
+/// Every `href="…"` and `src="…"` of an HTML page, `&amp;` decoded: what a crawl follows.
+pub fn links(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["href=\"", "src=\""] {
+        let mut rest = html;
+        while let Some(at) = rest.find(attr) {
+            rest = &rest[at + attr.len()..];
+            let Some(end) = rest.find('"') else { break };
+            out.push(rest[..end].replace("&amp;", "&"));
+            rest = &rest[end..];
+        }
+    }
+    out
 }

@@ -29,6 +29,9 @@ pub enum ExploreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The study file cannot be read or written, or belongs to another graph.
+    #[error("study: {0}")]
+    Study(String),
     /// A non-local address without `allow_remote`.
     #[error(
         "refusing to listen on {0}: the explorer has no authentication and serves the images it shows; \

@@ -4,10 +4,18 @@
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
 use expgraph_report::{rank_nodes, validate_activations, CropSource};
 
+use crate::study::Study;
 use crate::{ExploreError, Result};
 
 /// Best images kept per node (the spec's top-50 ranking).
 pub const TOP_IMAGES: usize = 50;
+
+/// Best images kept per raw filter (for its patches).
+pub const FILTER_TOP_IMAGES: usize = 20;
+
+/// A raw filter's best images, best first: `(image, argmax cell (h, w) in the original view's
+/// map, 1-based, its value)`.
+pub type FilterTop = Vec<(usize, [f32; 2], f32)>;
 
 /// One node's ranking among its layer: the sum of its best scores, its rank (0 = best) and its
 /// best images `(image index, score)`, best first.
@@ -43,6 +51,10 @@ pub struct Explorer {
     children: Vec<Vec<Vec<Child>>>,
     /// Where the graph came from (shown on the index).
     origin: Vec<(String, String)>,
+    /// Per layer, per filter: the raw filter's best images, when given.
+    raw: Option<Vec<Vec<FilterTop>>>,
+    /// The human study, when one runs.
+    study: Option<Study>,
 }
 
 impl Explorer {
@@ -97,7 +109,85 @@ impl Explorer {
             }
         }
         tracing::info!(layers = graph.layers.len(), nodes = graph.num_nodes(), images = acts.len(), "explorer ready");
-        Ok(Explorer { graph, acts, crops, ranks, order, children, origin })
+        Ok(Explorer { graph, acts, crops, ranks, order, children, origin, raw: None, study: None })
+    }
+
+    /// Adds the raw filters (the study's baseline): `raw` holds one entry per image, in the
+    /// order of the activations, whose layers are the graph's and whose "nodes" are the layer's
+    /// filters: each filter's argmax cell in the original view and its value (what
+    /// `expgraph_localize::filter_argmaxes` computes). Keeps each filter's best images.
+    pub fn with_raw_filters(mut self, raw: &[ImageActivations]) -> Result<Self> {
+        let bad = |what: String| ExploreError::Input(format!("raw filters: {what}"));
+        if raw.len() != self.acts.len() {
+            return Err(bad(format!("{} images, the activations have {}", raw.len(), self.acts.len())));
+        }
+        for (r, a) in raw.iter().zip(&self.acts) {
+            if r.image_id != a.image_id {
+                return Err(bad(format!("image {} where the activations have {}", r.image_id, a.image_id)));
+            }
+            if r.layers.len() != self.graph.layers.len() {
+                return Err(bad(format!(
+                    "{} layers for image {}, the graph has {}",
+                    r.layers.len(),
+                    r.image_id,
+                    self.graph.layers.len()
+                )));
+            }
+            for (rl, gl) in r.layers.iter().zip(&self.graph.layers) {
+                let c = gl.info.channels;
+                if rl.layer != gl.info.name || rl.scores.len() != c || rl.positions.len() != c {
+                    return Err(bad(format!(
+                        "image {}: layer {} with {} filters where the graph has {} with {c}",
+                        r.image_id,
+                        rl.layer,
+                        rl.scores.len(),
+                        gl.info.name
+                    )));
+                }
+            }
+        }
+        let tops = self
+            .graph
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, gl)| {
+                (0..gl.info.channels)
+                    .map(|f| {
+                        let mut all: FilterTop = raw
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| (i, r.layers[l].positions[f], r.layers[l].scores[f]))
+                            .collect();
+                        all.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+                        all.truncate(FILTER_TOP_IMAGES);
+                        all
+                    })
+                    .collect()
+            })
+            .collect();
+        self.raw = Some(tops);
+        Ok(self)
+    }
+
+    /// Runs the human study `study` (see [`crate::study`]); it needs the raw filters
+    /// ([`with_raw_filters`](Self::with_raw_filters)) for its baseline items.
+    pub fn with_study(mut self, study: Study) -> Result<Self> {
+        if self.raw.is_none() {
+            return Err(ExploreError::Input("a study needs the raw filters (with_raw_filters) first".into()));
+        }
+        self.study = Some(study);
+        Ok(self)
+    }
+
+    /// The study, when one runs.
+    pub fn study(&self) -> Option<&Study> {
+        self.study.as_ref()
+    }
+
+    /// The best images of raw filter `filter` of `layer`, when the raw filters were given.
+    pub fn filter_top(&self, layer: usize, filter: usize) -> Option<&FilterTop> {
+        self.raw.as_ref()?.get(layer)?.get(filter)
     }
 
     /// The graph.
@@ -161,11 +251,16 @@ impl Explorer {
     /// `node`'s position in image `image` as `[x, y]` crop pixels of a crop of side `side`.
     pub fn node_xy(&self, layer: usize, node: usize, image: usize, side: u32) -> [f64; 2] {
         let act = &self.acts[image];
-        let p = act.layers[layer].positions[node];
+        self.map_xy(layer, act.layers[layer].positions[node], act.flipped, side)
+    }
+
+    /// A map cell `(h, w)` (1-based) of `layer` in the view `flipped` as `[x, y]` crop pixels of
+    /// the unflipped crop of side `side`.
+    pub fn map_xy(&self, layer: usize, cell: [f32; 2], flipped: bool, side: u32) -> [f64; 2] {
         expgraph_report::node_pixel(
             &self.graph.layers[layer].info.geometry,
-            [f64::from(p[0]), f64::from(p[1])],
-            act.flipped,
+            [f64::from(cell[0]), f64::from(cell[1])],
+            flipped,
             self.graph.input_size,
             side,
         )

@@ -17,14 +17,40 @@ pub const MAX_PATCHES: usize = 20;
 const GAP: u32 = 4;
 
 /// A PNG the explorer can draw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Figure {
     /// The object crop of an image.
     Crop { image: usize },
     /// The `count` best patches of a node, best first, in one row.
     Patches { layer: usize, node: usize, count: usize },
+    /// The `count` best patches of a raw filter (at its argmax in the original view).
+    FilterPatches { layer: usize, filter: usize, count: usize },
     /// A node's Gaussian (its σ, at its inferred position) over one image's crop.
     Heat { layer: usize, node: usize, image: usize },
+}
+
+impl Figure {
+    /// Its route on the server ([`crate::server`]).
+    pub fn route(&self) -> String {
+        match *self {
+            Figure::Crop { image } => format!("/png/crop/{image}.png"),
+            Figure::Patches { layer, node, count } => format!("/png/patches/{layer}/{node}.png?count={count}"),
+            Figure::FilterPatches { layer, filter, count } => {
+                format!("/png/filter/{layer}/{filter}.png?count={count}")
+            }
+            Figure::Heat { layer, node, image } => format!("/png/heat/{layer}/{node}/{image}.png"),
+        }
+    }
+
+    /// Its file name in a static export ([`crate::export_site`]).
+    pub fn file_name(&self) -> String {
+        match *self {
+            Figure::Crop { image } => format!("crop-{image}.png"),
+            Figure::Patches { layer, node, count } => format!("patches-{layer}-{node}-{count}.png"),
+            Figure::FilterPatches { layer, filter, count } => format!("filter-{layer}-{filter}-{count}.png"),
+            Figure::Heat { layer, node, image } => format!("heat-{layer}-{node}-{image}.png"),
+        }
+    }
 }
 
 /// The cached PNGs with the time each was drawn, and the clock.
@@ -77,7 +103,8 @@ impl PngCache {
     }
 }
 
-fn encode(img: &RgbImage) -> Result<Vec<u8>> {
+/// `img` as PNG bytes.
+pub(crate) fn encode(img: &RgbImage) -> Result<Vec<u8>> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png)?;
     Ok(out.into_inner())
@@ -94,24 +121,24 @@ pub fn draw(ex: &Explorer, figure: Figure) -> Result<RgbImage> {
         Figure::Crop { image } => crop(ex, image),
         Figure::Patches { layer, node, count } => {
             ex.check_node(layer, node)?;
-            if count == 0 || count > MAX_PATCHES {
-                return Err(ExploreError::BadRequest(format!("count={count}: expected 1 … {MAX_PATCHES}")));
-            }
-            let g = ex.graph();
-            let gl = &g.layers[layer];
-            let side = default_patch_side(&gl.info.geometry, g.input_size);
+            let acts = ex.activations();
             let top = ex.rank(layer, node).map_or(&[][..], |r| r.top_images.as_slice());
-            let width = count as u32 * (TILE + GAP) - GAP;
-            let mut strip = RgbImage::from_pixel(width, TILE, Rgb([230, 230, 230]));
-            for (c, &(image, _)) in top.iter().take(count).enumerate() {
-                let crop = crop(ex, image)?;
-                let centre = ex.node_xy(layer, node, image, crop.width());
-                let scaled = ((side as f64) * crop.width() as f64 / g.input_size as f64).round().max(1.0) as u32;
-                if let Some((_, tile)) = cut_patch(&crop, centre, scaled, TILE) {
-                    imageops::replace(&mut strip, &tile, (c as u32 * (TILE + GAP)) as i64, 0);
-                }
-            }
-            Ok(strip)
+            let places =
+                top.iter().map(|&(image, _)| (image, acts[image].layers[layer].positions[node], acts[image].flipped));
+            patch_strip(ex, layer, places.take(count).collect(), count)
+        }
+        Figure::FilterPatches { layer, filter, count } => {
+            let top = ex.filter_top(layer, filter).ok_or_else(|| {
+                ExploreError::NotFound(format!(
+                    "raw filter {filter} of layer {layer} (no raw filters, or no such filter)"
+                ))
+            })?;
+            patch_strip(
+                ex,
+                layer,
+                top.iter().take(count).map(|&(image, cell, _)| (image, cell, false)).collect(),
+                count,
+            )
         }
         Figure::Heat { layer, node, image } => {
             ex.check_node(layer, node)?;
@@ -133,4 +160,25 @@ pub fn draw(ex: &Explorer, figure: Figure) -> Result<RgbImage> {
             Ok(overlay_field(&crop, &field, params.colormap, params.max_alpha)?)
         }
     }
+}
+
+/// A row of `count` tiles: the patches of `layer`'s patch side centred at each `(image, map
+/// cell, flipped view)` of `places`, best first; missing ones stay grey.
+fn patch_strip(ex: &Explorer, layer: usize, places: Vec<(usize, [f32; 2], bool)>, count: usize) -> Result<RgbImage> {
+    if count == 0 || count > MAX_PATCHES {
+        return Err(ExploreError::BadRequest(format!("count={count}: expected 1 … {MAX_PATCHES}")));
+    }
+    let g = ex.graph();
+    let side = default_patch_side(&g.layers[layer].info.geometry, g.input_size);
+    let width = count as u32 * (TILE + GAP) - GAP;
+    let mut strip = RgbImage::from_pixel(width, TILE, Rgb([230, 230, 230]));
+    for (c, (image, cell, flipped)) in places.into_iter().enumerate() {
+        let crop = crop(ex, image)?;
+        let centre = ex.map_xy(layer, cell, flipped, crop.width());
+        let scaled = ((side as f64) * crop.width() as f64 / g.input_size as f64).round().max(1.0) as u32;
+        if let Some((_, tile)) = cut_patch(&crop, centre, scaled, TILE) {
+            imageops::replace(&mut strip, &tile, (c as u32 * (TILE + GAP)) as i64, 0);
+        }
+    }
+    Ok(strip)
 }

@@ -13,6 +13,8 @@
 //!   drawing) and kept in a bounded cache.
 //! * [`Server`]: axum over a multi-threaded tokio runtime; binds to 127.0.0.1 by default and
 //!   refuses a non-local address unless told ([`check_address`]). Routes: see [`server`].
+//! * [`export_site`]: the pages of the best nodes of every layer and their figures as files,
+//!   for a static report (`expgraph report --nodes`).
 //! * [`client::get`]: a minimal blocking HTTP GET for tests and load tests.
 //!
 //! ```no_run
@@ -31,12 +33,15 @@
 pub mod client;
 mod error;
 mod explorer;
+mod export;
 mod images;
 mod pages;
 pub mod server;
+pub mod study;
 
 pub use error::{ExploreError, Result};
 pub use explorer::{Child, Explorer, NodeRank, TOP_IMAGES};
+pub use export::{export_site, ExportedNode, SiteFile, StaticSite};
 pub use images::{draw, Figure, PngCache, MAX_PATCHES, TILE};
 pub use pages::{LayerQuery, Pages, SortKey, ROWS_PER_PAGE};
 pub use server::{check_address, router, ServeParams, Server};

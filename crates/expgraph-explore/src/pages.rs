@@ -1,12 +1,14 @@
 //! The HTML pages, rendered server-side with minijinja from small view models. Every link a
-//! page holds is one of the routes of [`crate::server`].
+//! page holds is one of the routes of [`crate::server`], or, for the pages of a static export
+//! ([`crate::export_site`]), a file of the export; a link to a page the export lacks is text.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Mutex;
 
 use minijinja::{context, Environment};
 use serde::Serialize;
 
-use crate::{ExploreError, Explorer, Result};
+use crate::{ExploreError, Explorer, Figure, Result};
 
 /// Rows per page of a layer's node table.
 pub const ROWS_PER_PAGE: usize = 100;
@@ -32,9 +34,20 @@ fn layer_color(layer: usize) -> &'static str {
     LAYER_COLORS[layer % LAYER_COLORS.len()]
 }
 
-/// The page templates, compiled once.
+/// Where the links of a page point.
+enum Site {
+    /// The server's routes.
+    Live,
+    /// The files of a static export: a page per node of `nodes` (`node-{l}-{n}.html`), the index
+    /// (`index.html`) and the figures they show (`png/…`, collected in `figures` as pages are
+    /// rendered).
+    Static { nodes: HashSet<(usize, usize)>, figures: Mutex<BTreeSet<Figure>> },
+}
+
+/// The page templates, compiled once, and where their links point.
 pub struct Pages {
     env: Environment<'static>,
+    site: Site,
 }
 
 impl Pages {
@@ -46,11 +59,93 @@ impl Pages {
         env.add_template("layer.html", include_str!("../templates/layer.html"))?;
         env.add_template("node.html", include_str!("../templates/node.html"))?;
         env.add_template("image.html", include_str!("../templates/image.html"))?;
-        Ok(Pages { env })
+        env.add_template("study.html", include_str!("../templates/study.html"))?;
+        Ok(Pages { env, site: Site::Live })
+    }
+
+    /// The pages of a static export holding the pages of `nodes` (layer, node): links point to
+    /// the export's files, and every figure a page shows is recorded ([`Pages::take_figures`]).
+    pub fn for_export(nodes: impl IntoIterator<Item = (usize, usize)>) -> Result<Self> {
+        let site = Site::Static { nodes: nodes.into_iter().collect(), figures: Mutex::new(BTreeSet::new()) };
+        Ok(Pages { site, ..Pages::new()? })
+    }
+
+    /// The figures the pages rendered so far show (a static export's), emptied.
+    pub fn take_figures(&self) -> Vec<Figure> {
+        match &self.site {
+            Site::Live => vec![],
+            Site::Static { figures, .. } => {
+                std::mem::take(&mut *figures.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+
+    fn live(&self) -> bool {
+        matches!(self.site, Site::Live)
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String> {
-        Ok(self.env.get_template(name)?.render(ctx)?)
+        let home = url(if self.live() { "/".into() } else { "index.html".into() });
+        Ok(self.env.get_template(name)?.render(context! { home => home, live => self.live(), ..ctx })?)
+    }
+
+    /// The URL of a figure: its route, or its file in a static export (recorded).
+    fn png(&self, figure: Figure) -> minijinja::Value {
+        match &self.site {
+            Site::Live => url(figure.route()),
+            Site::Static { figures, .. } => {
+                figures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(figure);
+                url(format!("png/{}", figure.file_name()))
+            }
+        }
+    }
+
+    /// The URL of a node's page; none when a static export lacks it.
+    fn node_url(&self, layer: usize, node: usize) -> Option<minijinja::Value> {
+        match &self.site {
+            Site::Live => Some(url(format!("/node/{layer}/{node}"))),
+            Site::Static { nodes, .. } => nodes.contains(&(layer, node)).then(|| url(node_file(layer, node))),
+        }
+    }
+
+    /// The URL of an image's page (live only: a static export has none).
+    fn image_url(&self, image: usize) -> Option<minijinja::Value> {
+        self.live().then(|| url(format!("/image/{image}")))
+    }
+
+    /// The URL of a layer's table, optionally of one filter (live only).
+    fn layer_url(&self, layer: usize, filter: Option<usize>) -> Option<minijinja::Value> {
+        self.live().then(|| {
+            url(match filter {
+                Some(f) => format!("/layer/{layer}?filter={f}"),
+                None => format!("/layer/{layer}"),
+            })
+        })
+    }
+
+    /// Links to the nodes of `layer` a static export has pages for, best first (none live).
+    fn exported(&self, ex: &Explorer, layer: usize) -> Vec<minijinja::Value> {
+        match &self.site {
+            Site::Live => vec![],
+            Site::Static { nodes, .. } => ex
+                .order(layer)
+                .iter()
+                .filter(|&&n| nodes.contains(&(layer, n)))
+                .map(|&n| self.node_link(ex, layer, n))
+                .collect(),
+        }
+    }
+
+    /// A link to a node: URL (none when a static export lacks its page), label and thumbnail.
+    fn node_link(&self, ex: &Explorer, layer: usize, node: usize) -> minijinja::Value {
+        let gl = &ex.graph().layers[layer];
+        context! {
+            url => self.node_url(layer, node), layer => gl.info.name, node => node,
+            filter => gl.filter_of(node), k => node % gl.nodes_per_filter.max(1),
+            patch => self.png(Figure::Patches { layer, node, count: 1 }),
+        }
     }
 
     /// `/`: the layers, where the graph came from, the best nodes of each layer.
@@ -64,11 +159,12 @@ impl Pages {
                 let n = layer.num_nodes();
                 let mean_sigma = (0..n).map(|i| layer.sigma_pixels(i)).sum::<f64>() / n.max(1) as f64;
                 let parents = layer.parents.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64;
-                let best: Vec<_> = ex.order(l).iter().take(5).map(|&node| node_link(ex, l, node)).collect();
+                let best: Vec<_> = ex.order(l).iter().take(5).map(|&node| self.node_link(ex, l, node)).collect();
                 context! {
                     index => l, name => layer.info.name, filters => n / layer.nodes_per_filter.max(1),
                     k => layer.nodes_per_filter, nodes => n, mean_sigma_px => format!("{mean_sigma:.1}"),
                     mean_parents => format!("{parents:.1}"), best => best, color => layer_color(l),
+                    url => self.layer_url(l, None), exported => self.exported(ex, l),
                 }
             })
             .collect();
@@ -77,6 +173,7 @@ impl Pages {
             context! {
                 title => "Explanatory graph", backbone => g.backbone, input_size => g.input_size,
                 nodes => g.num_nodes(), images => ex.activations().len(), layers => layers,
+                browse => self.image_url(0),
                 origin => ex.origin().iter().map(|(k, v)| context! { key => k, value => v }).collect::<Vec<_>>(),
             },
         )
@@ -122,7 +219,7 @@ impl Pages {
                 let mu = gl.mu_pixels(n);
                 let rank = ex.rank(layer, n);
                 context! {
-                    link => node_link(ex, layer, n), node => n, filter => gl.filter_of(n),
+                    link => self.node_link(ex, layer, n), node => n, filter => gl.filter_of(n),
                     k => n % gl.nodes_per_filter.max(1), sigma_px => format!("{:.1}", gl.sigma_pixels(n)),
                     mu => format!("({:.0}, {:.0})", mu[0], mu[1]),
                     rank => rank.map_or(0, |r| r.rank + 1), total => format!("{:.2}", rank.map_or(0.0, |r| r.total)),
@@ -171,12 +268,14 @@ impl Pages {
         let patches: Vec<_> = top
             .iter()
             .take(PATCHES_SHOWN)
-            .map(|&(image, score)| context! { image => image, score => format!("{score:.3}"), id => ex.activations()[image].image_id })
+            .map(|&(image, score)| context! { image => image, score => format!("{score:.3}"), url => self.image_url(image) })
             .collect();
         let heatmaps: Vec<_> = top
             .iter()
             .take(HEATMAPS_SHOWN)
-            .map(|&(image, _)| context! { image => image, url => url(format!("/png/heat/{layer}/{node}/{image}.png")) })
+            .map(|&(image, _)| {
+                context! { image => image, link => self.image_url(image), url => self.png(Figure::Heat { layer, node, image }) }
+            })
             .collect();
         let mu = gl.mu_pixels(node);
         let best = top.first().map(|&(i, _)| i);
@@ -191,10 +290,10 @@ impl Pages {
                 let (dx, dy) = (pmu[1] - mu[1], pmu[0] - mu[0]);
                 let at = best.map(|i| ex.node_xy(layer + 1, pn, i, side));
                 context! {
-                    link => node_link(ex, layer + 1, pn), similarity => format!("{:.2e}", p.similarity),
+                    link => self.node_link(ex, layer + 1, pn), similarity => format!("{:.2e}", p.similarity),
                     displacement => format!("({dx:+.0}, {dy:+.0})"),
                     expected => here.map(|h| [h[0] + dx, h[1] + dy]), at => at,
-                    patches => url(format!("/png/patches/{}/{pn}.png?count=3", layer + 1)),
+                    patches => self.png(Figure::Patches { layer: layer + 1, node: pn, count: 3 }),
                 }
             })
             .collect();
@@ -203,19 +302,21 @@ impl Pages {
             .iter()
             .take(CHILDREN_SHOWN)
             .map(
-                |c| context! { link => node_link(ex, layer - 1, c.node), similarity => format!("{:.2e}", c.similarity) },
+                |c| context! { link => self.node_link(ex, layer - 1, c.node), similarity => format!("{:.2e}", c.similarity) },
             )
             .collect();
         self.render(
             "node.html",
             context! {
-                title => format!("{} node {node}", gl.info.name), me => node_link(ex, layer, node),
+                title => format!("{} node {node}", gl.info.name), me => self.node_link(ex, layer, node),
+                layer_url => self.layer_url(layer, None), filter_url => self.layer_url(layer, Some(gl.filter_of(node))),
+                crop => best.map(|image| self.png(Figure::Crop { image })),
                 layer => layer, layer_name => gl.info.name, node => node, filter => gl.filter_of(node),
                 k => node % gl.nodes_per_filter.max(1), sigma_px => format!("{:.1}", gl.sigma_pixels(node)),
                 mu => format!("(x {:.0}, y {:.0})", mu[1], mu[0]),
                 rank => rank.map_or(0, |r| r.rank + 1), layer_nodes => gl.num_nodes(),
                 total => format!("{:.3}", rank.map_or(0.0, |r| r.total)),
-                patches => patches, patch_strip => url(format!("/png/patches/{layer}/{node}.png?count={PATCHES_SHOWN}")),
+                patches => patches, patch_strip => self.png(Figure::Patches { layer, node, count: PATCHES_SHOWN }),
                 heatmaps => heatmaps, parents => parents, children => shown_children, children_total => children.len(),
                 best => best, here => here, side => side, color => layer_color(layer),
                 parent_color => layer_color(layer + 1),
@@ -240,9 +341,10 @@ impl Pages {
                 .iter()
                 .map(|&n| {
                     let xy = ex.node_xy(l, n, image, side);
-                    circles.push(context! { x => xy[0], y => xy[1], color => layer_color(l), url => url(format!("/node/{l}/{n}")),
+                    circles
+                        .push(context! { x => xy[0], y => xy[1], color => layer_color(l), url => self.node_url(l, n),
                         r => 2.0 + l as f64, label => format!("{} node {n}", gl.info.name) });
-                    context! { link => node_link(ex, l, n), score => format!("{:.3}", act.layers[l].scores[n]) }
+                    context! { link => self.node_link(ex, l, n), score => format!("{:.3}", act.layers[l].scores[n]) }
                 })
                 .collect();
             layers.push(context! { name => gl.info.name, color => layer_color(l), rows => rows });
@@ -269,6 +371,7 @@ impl Pages {
             "image.html",
             context! {
                 title => format!("Image {image}"), image => image, id => act.image_id, flipped => act.flipped,
+                crop => self.png(Figure::Crop { image }),
                 side => side, layers => layers, circles => circles, edges => edges, edge_count => edges.len(),
                 per_layer => per_layer, prev => image.checked_sub(1),
                 more => (per_layer < crate::server::MAX_IMAGE_NODES && per_layer < most)
@@ -279,14 +382,32 @@ impl Pages {
     }
 }
 
-/// A link to a node: URL and label.
-fn node_link(ex: &Explorer, layer: usize, node: usize) -> minijinja::Value {
-    let gl = &ex.graph().layers[layer];
-    context! {
-        url => url(format!("/node/{layer}/{node}")), layer => gl.info.name, node => node,
-        filter => gl.filter_of(node), k => node % gl.nodes_per_filter.max(1),
-        patch => url(format!("/png/patches/{layer}/{node}.png?count=1")),
+impl Pages {
+    /// `/study[?rater=R]`: without a rater a form asking for one; with one the rater's next
+    /// item (its patches, by an opaque item id: nodes and filters look alike) and the three
+    /// answers, or a thank-you once every item is rated.
+    pub fn study(&self, ex: &Explorer, rater: Option<&str>) -> Result<String> {
+        let study = ex
+            .study()
+            .ok_or_else(|| ExploreError::NotFound("this explorer runs no study (start it with --study FILE)".into()))?;
+        let Some(rater) = rater else {
+            return self.render("study.html", context! { title => "Rate the patterns", rater => None::<String> });
+        };
+        let next = study.next_for(rater)?;
+        let (done, total) = study.progress(rater)?;
+        self.render(
+            "study.html",
+            context! {
+                title => "Rate the patterns", rater => rater, item => next.map(|i| i.id),
+                done => done, total => total,
+            },
+        )
     }
+}
+
+/// The file of a node's page in a static export.
+pub(crate) fn node_file(layer: usize, node: usize) -> String {
+    format!("node-{layer}-{node}.html")
 }
 
 /// How a layer's node table is sorted.

@@ -8,13 +8,15 @@
 //! | `/node/{l}/{n}` | a node: patches, heat maps, parents with displacements, children |
 //! | `/image/{i}?nodes=N` | an image's best nodes per layer and the edges between them |
 //! | `/find?layer=&filter=&node=` | redirects to a node page or a filter's nodes |
-//! | `/png/crop/{i}.png`, `/png/patches/{l}/{n}.png?count=K`, `/png/heat/{l}/{n}/{i}.png` | figures |
+//! | `/png/crop/{i}.png`, `/png/patches/{l}/{n}.png?count=K`, `/png/heat/{l}/{n}/{i}.png` | figures ([`Figure::route`]) |
+//! | `/png/filter/{l}/{f}.png?count=K` | a raw filter's best patches (with the raw filters loaded) |
+//! | `/study?rater=R`, `POST /study/rate` (`rater`, `item`, `answer`), `/png/study/{item}.png` | the human study (with `--study`) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -183,17 +185,79 @@ async fn patches_png(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response> {
     let (layer, node) = (number("layer", &l)?, png_number("node", &file)?);
-    let count = match only_param(&q, "count")? {
-        None => 5,
-        Some(value) => value.parse().map_err(|_| ExploreError::BadRequest(format!("count={value:?}: not a number")))?,
-    };
-    figure(s, Figure::Patches { layer, node, count }).await
+    figure(s, Figure::Patches { layer, node, count: patch_count(&q)? }).await
+}
+
+/// `count` of a patch strip (default 5).
+fn patch_count(q: &BTreeMap<String, String>) -> Result<usize> {
+    match only_param(q, "count")? {
+        None => Ok(5),
+        Some(value) => value.parse().map_err(|_| ExploreError::BadRequest(format!("count={value:?}: not a number"))),
+    }
+}
+
+/// `/png/filter/{l}/{f}.png?count=K`: a raw filter's best patches (with the raw filters loaded).
+async fn filter_png(
+    State(s): State<Shared>,
+    Path((l, file)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response> {
+    let (layer, filter) = (number("layer", &l)?, png_number("filter", &file)?);
+    figure(s, Figure::FilterPatches { layer, filter, count: patch_count(&q)? }).await
 }
 
 async fn heat_png(State(s): State<Shared>, Path((l, n, file)): Path<(String, String, String)>) -> Result<Response> {
     let (layer, node, image) = (number("layer", &l)?, number("node", &n)?, png_number("image", &file)?);
     figure(s, Figure::Heat { layer, node, image }).await
 }
+
+async fn study_page(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Result<Html<String>> {
+    if let Some(other) = q.keys().find(|k| k.as_str() != "rater") {
+        return Err(ExploreError::BadRequest(format!("unknown parameter {other:?}")));
+    }
+    let rater = q.get("rater").cloned();
+    Ok(Html(blocking(s, move |s| s.pages.study(&s.explorer, rater.as_deref())).await?))
+}
+
+/// `POST /study/rate`: records the answer, then sends the rater to the next item.
+async fn study_rate(State(s): State<Shared>, Form(form): Form<BTreeMap<String, String>>) -> Result<Redirect> {
+    let field = |k: &str| form.get(k).ok_or_else(|| ExploreError::BadRequest(format!("{k} is required")));
+    if let Some(other) = form.keys().find(|k| !["rater", "item", "answer"].contains(&k.as_str())) {
+        return Err(ExploreError::BadRequest(format!("unknown field {other:?}")));
+    }
+    let rater = field("rater")?.clone();
+    let item_text = field("item")?;
+    let item: i64 =
+        item_text.parse().map_err(|_| ExploreError::BadRequest(format!("item={item_text:?}: not a number")))?;
+    let answer = crate::study::Answer::parse(field("answer")?)?;
+    let next = format!("/study?rater={rater}");
+    blocking(s, move |s| {
+        let study = s.explorer.study().ok_or_else(|| ExploreError::NotFound("this explorer runs no study".into()))?;
+        study.submit(&rater, item, answer)
+    })
+    .await?;
+    Ok(Redirect::to(&next))
+}
+
+async fn study_png(State(s): State<Shared>, Path(file): Path<String>) -> Result<Response> {
+    let id = png_number("study item", &file)?;
+    let fig = {
+        let study = s.explorer.study().ok_or_else(|| ExploreError::NotFound("this explorer runs no study".into()))?;
+        let item = study.item(id as i64)?;
+        match item.kind {
+            crate::study::ItemKind::Node => {
+                Figure::Patches { layer: item.layer_index, node: item.unit, count: STUDY_PATCHES }
+            }
+            crate::study::ItemKind::Filter => {
+                Figure::FilterPatches { layer: item.layer_index, filter: item.unit, count: STUDY_PATCHES }
+            }
+        }
+    };
+    figure(s, fig).await
+}
+
+/// Patches a rater sees per study item.
+pub const STUDY_PATCHES: usize = 10;
 
 async fn not_found() -> ExploreError {
     ExploreError::NotFound("no such page".into())
@@ -211,6 +275,10 @@ pub fn router(explorer: Explorer, png_cache: usize) -> Result<Router> {
         .route("/png/crop/{file}", get(crop_png))
         .route("/png/patches/{l}/{file}", get(patches_png))
         .route("/png/heat/{l}/{n}/{file}", get(heat_png))
+        .route("/png/filter/{l}/{file}", get(filter_png))
+        .route("/study", get(study_page))
+        .route("/study/rate", axum::routing::post(study_rate))
+        .route("/png/study/{file}", get(study_png))
         .fallback(not_found)
         .with_state(state))
 }

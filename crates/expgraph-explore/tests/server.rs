@@ -9,6 +9,11 @@ use expgraph_explore::client::{self, Reply};
 use expgraph_explore::{check_address, ExploreError, Explorer, ServeParams, Server};
 use expgraph_report::testing::{synthetic_activations, synthetic_crops, synthetic_graph};
 
+/// The links of a page to the server's routes.
+fn links(html: &str) -> Vec<String> {
+    client::links(html).into_iter().filter(|l| l.starts_with('/')).collect()
+}
+
 fn get(addr: SocketAddr, path: &str) -> Reply {
     client::get(addr, path).unwrap()
 }
@@ -26,24 +31,6 @@ fn explorer(images: usize, odd_id: bool) -> Explorer {
 fn start(ex: Explorer) -> Server {
     let params = ServeParams { addr: "127.0.0.1:0".parse().unwrap(), ..ServeParams::default() };
     Server::start(ex, &params).unwrap()
-}
-
-/// Every `href="/…"` and `src="/…"` of an HTML page.
-fn links(html: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for attr in ["href=\"", "src=\""] {
-        let mut rest = html;
-        while let Some(at) = rest.find(attr) {
-            rest = &rest[at + attr.len()..];
-            let end = rest.find('"').unwrap();
-            let link = rest[..end].replace("&amp;", "&");
-            if link.starts_with('/') {
-                out.push(link);
-            }
-            rest = &rest[end..];
-        }
-    }
-    out
 }
 
 #[test]

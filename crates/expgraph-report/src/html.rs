@@ -41,6 +41,39 @@ pub struct Section {
     pub figures: Vec<Figure>,
 }
 
+/// A file the report carries beside its page and figures (e.g. the node pages of
+/// `expgraph report --nodes`), by relative path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// Path relative to the report folder, `/`-separated, inside a sub-folder (so that it can
+    /// never take the name of the report's own `index.html`, figures or manifest).
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+}
+
+/// A link of a [`LinkList`]: text, an optional thumbnail, and the attachment it opens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Link {
+    /// Text (also the thumbnail's alt text).
+    pub text: String,
+    /// Relative path of the page it opens (an attachment).
+    pub href: String,
+    /// Relative path of a thumbnail image (an attachment), shown instead of the text.
+    pub thumbnail: Option<String>,
+}
+
+/// A titled list of links to attached pages, in rows (e.g. node pages, a row per layer).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkList {
+    /// Title (also the nav entry).
+    pub title: String,
+    /// Optional paragraph under the title.
+    pub text: Option<String>,
+    /// Rows: a label and its links.
+    pub rows: Vec<(String, Vec<Link>)>,
+}
+
 /// A whole report, ready to write.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -52,6 +85,10 @@ pub struct Report {
     pub tables: Vec<MetricTable>,
     /// Figure sections.
     pub sections: Vec<Section>,
+    /// Lists of links to attached pages, after the figure sections.
+    pub links: Vec<LinkList>,
+    /// Files written beside the page and figures.
+    pub attachments: Vec<Attachment>,
 }
 
 /// What [`Report::write`] wrote.
@@ -145,6 +182,15 @@ impl Report {
                     .collect(),
             })
             .collect();
+        let links: Vec<_> = self
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                context! { id => format!("links-{i}"), title => l.title, text => l.text,
+                rows => l.rows.iter().map(|(label, links)| context! { label => label, links => links }).collect::<Vec<_>>() }
+            })
+            .collect();
         let summary: Vec<(String, String)> = self.summary.clone();
         let html = env.get_template("index.html")?.render(context! {
             title => self.title,
@@ -152,6 +198,7 @@ impl Report {
             summary => summary,
             tables => tables,
             sections => sections,
+            links => links,
         })?;
         Ok(html)
     }
@@ -189,7 +236,20 @@ impl Report {
         let html = self.render(&files)?;
         let mut planned: BTreeSet<String> = files.iter().flatten().cloned().collect();
         planned.insert("index.html".to_string());
+        for a in &self.attachments {
+            check_attachment(&a.path)?;
+            if !planned.insert(a.path.clone()) {
+                return Err(ReportError::Invalid {
+                    what: "attachment",
+                    detail: format!("{:?} is given twice", a.path),
+                });
+            }
+        }
         write_report_folder(out, &planned, overwrite, |dir| {
+            for a in &self.attachments {
+                let path = dir.join(&a.path);
+                write_atomic(&path, |w| w.write_all(&a.bytes).map_err(|e| ReportError::io(&path, e)))?;
+            }
             for (sec, names) in self.sections.iter().zip(&files) {
                 for (fig, name) in sec.figures.iter().zip(names) {
                     save_png(&fig.image, &dir.join(name))?;
@@ -221,4 +281,17 @@ impl Report {
             .map(|(s, sec)| (0..sec.figures.len()).map(|f| format!("s{s:02}-f{f:03}.png")).collect())
             .collect()
     }
+}
+
+/// An attachment's path is relative, `/`-separated, inside a sub-folder, of plain names only.
+fn check_attachment(path: &str) -> Result<()> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let plain = |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.starts_with('.') && !p.contains(['\\', '\0']);
+    if parts.len() < 2 || !parts.iter().all(plain) {
+        return Err(ReportError::Invalid {
+            what: "attachment",
+            detail: format!("{path:?} is not a relative path inside a sub-folder of plain names"),
+        });
+    }
+    Ok(())
 }

@@ -68,7 +68,7 @@ pub use export::{
 pub use gallery::{cut_patch, node_gallery, Gallery, GalleryParams, GalleryPatch, GalleryRow};
 pub use geometry::{default_patch_side, node_pixel, patch_box, PixelBox};
 pub use heatmap::{heat_field, heatmap_overlay, overlay_field, HeatmapParams};
-pub use html::{Figure, MetricTable, Report, Section, WrittenReport};
+pub use html::{Attachment, Figure, Link, LinkList, MetricTable, Report, Section, WrittenReport};
 /// The image type every drawing function takes and returns (re-exported from `image`).
 pub use image::RgbImage;
 pub use localization::{localization_overlay, PartPoint, VoteMap, PREDICTION_COLOR, TRUTH_COLOR};

@@ -113,6 +113,28 @@ pub fn synthetic_activations(graph: &ExplanatoryGraph, images: usize, seed: u64)
         .collect()
 }
 
+/// Raw filter maxima of `acts`' images (one "node" per filter: its argmax cell in the original
+/// view and its value, as `expgraph_localize::filter_argmaxes` gives them): filter f of image i
+/// peaks at a cell that moves with i.
+pub fn synthetic_filter_maxima(graph: &ExplanatoryGraph, acts: &[ImageActivations]) -> Vec<ImageActivations> {
+    acts.iter()
+        .enumerate()
+        .map(|(i, a)| ImageActivations {
+            image_id: a.image_id.clone(),
+            flipped: false,
+            layers: graph
+                .layers
+                .iter()
+                .map(|l| LayerActivations {
+                    layer: l.info.name.clone(),
+                    positions: (0..l.info.channels).map(|f| [(2 + (i + f) % 9) as f32, (3 + f) as f32]).collect(),
+                    scores: (0..l.info.channels).map(|f| ((i * 7 + f * 3) % 11) as f32).collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// `images` colourful `side`×`side` crops (gradients plus a few discs), distinct per image.
 pub fn synthetic_crops(images: usize, side: u32, seed: u64) -> Vec<RgbImage> {
     let mut rng = SplitMix::new(seed);

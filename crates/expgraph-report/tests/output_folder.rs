@@ -3,7 +3,7 @@
 //! writes beside other files and never deletes or replaces one that no report wrote; no temp
 //! folder is left behind.
 
-use expgraph_report::{Figure, Report, RgbImage, Section};
+use expgraph_report::{Attachment, Figure, Link, LinkList, Report, RgbImage, Section};
 use std::path::Path;
 
 /// A small report with `figures` figures whose title is `title`.
@@ -215,4 +215,71 @@ fn a_link_to_an_earlier_report_stays_a_link() {
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert!(index(&real).contains("second"));
     assert_eq!(names(dir.path()), ["link", "real"]);
+}
+
+/// A report with two attached pages in `pages/` (`which` in their text) linked from a list.
+fn with_pages(which: &str) -> Report {
+    let mut r = report("pages", 1);
+    for name in ["a", "b"] {
+        r.attachments.push(Attachment { path: format!("pages/{name}.html"), bytes: format!("{which} {name}").into() });
+    }
+    r.links.push(LinkList {
+        title: "Attached pages".into(),
+        text: None,
+        rows: vec![("row".into(), vec![Link { text: "page a".into(), href: "pages/a.html".into(), thumbnail: None }])],
+    });
+    r
+}
+
+#[test]
+fn attachments_are_written_listed_and_replaced_with_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    with_pages("first").write(&out).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("pages/b.html")).unwrap(), "first b");
+    let html = index(&out);
+    assert!(html.contains("Attached pages") && html.contains("page a"), "{html}");
+    assert!(html.contains("pages&#x2f;a.html") || html.contains("pages/a.html"), "{html}");
+    let manifest = std::fs::read_to_string(out.join(Report::MANIFEST)).unwrap();
+    assert!(manifest.contains("pages/a.html") && manifest.contains("pages/b.html"), "{manifest}");
+    // the same folder takes the next report: attachments replaced, and gone with a report without them
+    with_pages("second").write(&out).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("pages/a.html")).unwrap(), "second a");
+    report("plain", 1).write(&out).unwrap();
+    assert_eq!(names(&out), [".expgraph-report.json", "index.html", "s00-f000.png"]);
+    // in overwrite mode beside a user's file in the sub-folder, which stays
+    with_pages("third").write(&out).unwrap();
+    std::fs::write(out.join("pages/mine.txt"), "keep").unwrap();
+    assert!(with_pages("fourth").write(&out).is_err());
+    with_pages("fourth").write_with(&out, true).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("pages/a.html")).unwrap(), "fourth a");
+    report("plain", 1).write_with(&out, true).unwrap();
+    assert_eq!(names(&out.join("pages")), ["mine.txt"]);
+    assert!(temp_folders(dir.path()).is_empty());
+}
+
+#[test]
+fn an_attachment_outside_a_sub_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    for bad in [
+        "index.html",
+        "s00-f000.png",
+        "../x/y.html",
+        "p/../../y",
+        "/abs/x",
+        "p//x",
+        ".hidden/x",
+        "p/.expgraph-report.json",
+    ] {
+        let mut r = report("bad", 1);
+        r.attachments.push(Attachment { path: bad.into(), bytes: vec![] });
+        let err = r.write(&out).unwrap_err().to_string();
+        assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        assert!(!out.exists(), "{bad}: something was written");
+    }
+    let mut r = with_pages("x");
+    r.attachments.push(r.attachments[0].clone());
+    assert!(r.write(&out).unwrap_err().to_string().contains("twice"));
+    assert!(!out.exists());
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use expgraph_cache::FeatureCache;
+use std::collections::HashMap;
+
+use expgraph_cache::{FeatureCache, LayerMaps, View};
 use expgraph_graph::{load_activations, ExplanatoryGraph, ImageActivations};
 
 use crate::crops::CacheCrops;
@@ -40,4 +42,44 @@ impl TrainedGraph {
         let crops = CacheCrops::of_activations(cache_dir, &activations, images_root)?;
         Ok(TrainedGraph { graph, activations, crops })
     }
+}
+
+/// The raw filters of the graph's layers on the images of `activations` (in their order): each
+/// filter's argmax cell in the original view and its value, read from the cache at `cache_dir`
+/// one layer at a time (the raw-filter baseline of the human study).
+pub fn raw_filters(
+    graph: &ExplanatoryGraph,
+    activations: &[ImageActivations],
+    cache_dir: &Path,
+) -> Result<Vec<ImageActivations>, PipelineError> {
+    let cache = FeatureCache::open(cache_dir)?;
+    let ids: Vec<String> = cache.images().iter().map(|i| i.id.clone()).collect();
+    let mut per_image: Option<Vec<ImageActivations>> = None;
+    for layer in &graph.layers {
+        let maps = cache.layer(&layer.info.name)?;
+        let refs: [&dyn LayerMaps; 1] = [&maps];
+        let one = expgraph_localize::filter_argmaxes(&refs, &ids, View::Original)?;
+        match &mut per_image {
+            None => per_image = Some(one),
+            Some(all) => {
+                for (a, o) in all.iter_mut().zip(one) {
+                    a.layers.extend(o.layers);
+                }
+            }
+        }
+    }
+    let mut by_id: HashMap<String, ImageActivations> =
+        per_image.unwrap_or_default().into_iter().map(|a| (a.image_id.clone(), a)).collect();
+    activations
+        .iter()
+        .map(|a| {
+            by_id.remove(&a.image_id).ok_or_else(|| {
+                PipelineError::Provenance(format!(
+                    "image `{}` of the activations is not in cache {}",
+                    a.image_id,
+                    cache_dir.display()
+                ))
+            })
+        })
+        .collect()
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::graph_args::{cache_crops, GraphArgs, TrainedGraph};
 use crate::summary::Summary;
 use anyhow::{bail, Context, Result};
+use expgraph_explore::{export_site, Explorer, Figure, StaticSite};
 use expgraph_graph::{load_activations, ExplanatoryGraph};
-use expgraph_report::{build_report, ImageSet, Report, ReportInputs, ReportParams};
+use expgraph_report::{build_report, Attachment, ImageSet, Link, LinkList, Report, ReportInputs, ReportParams};
 
 /// Arguments of `expgraph report`.
 #[derive(clap::Args, Debug)]
@@ -51,6 +52,49 @@ pub struct Args {
     /// Images synthesized from their activated patterns (0 = no synthesis section).
     #[arg(long, default_value_t = 4)]
     pub synthesis_images: usize,
+    /// Also write the explorer's pages of the N best nodes of every layer (20 with the bare
+    /// flag) into the report's `nodes/` folder, linked from the report: each node's patches,
+    /// heat maps, parents with their learned displacements, and children, readable without a
+    /// server (`expgraph serve` shows every node, layer tables and image pages).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
+    pub nodes: Option<usize>,
+}
+
+/// The folder of the node pages inside the report.
+const NODES_DIR: &str = "nodes";
+
+/// The node pages of `site` as report attachments under [`NODES_DIR`], and a list linking them
+/// (a row per layer, thumbnails of each node's best patch).
+fn node_pages(site: StaticSite) -> (Vec<Attachment>, LinkList) {
+    let mut rows: Vec<(String, Vec<Link>)> = vec![];
+    for n in &site.nodes {
+        if rows.last().is_none_or(|(name, _)| *name != n.layer_name) {
+            rows.push((n.layer_name.clone(), vec![]));
+        }
+        let thumbnail = format!("png/{}", Figure::Patches { layer: n.layer, node: n.node, count: 1 }.file_name());
+        let thumbnail = site.files.iter().any(|f| f.path == thumbnail).then(|| format!("{NODES_DIR}/{thumbnail}"));
+        if let Some((_, links)) = rows.last_mut() {
+            links.push(Link {
+                text: format!("{} node {} (rank {})", n.layer_name, n.node, n.rank + 1),
+                href: format!("{NODES_DIR}/{}", n.path),
+                thumbnail,
+            });
+        }
+    }
+    let list = LinkList {
+        title: "Node pages".into(),
+        text: Some(format!(
+            "The best nodes of each layer by their top-k score; each page shows the node's patches, heat maps, \
+             parents with their learned displacements, and children (all node pages: {NODES_DIR}/index.html)."
+        )),
+        rows,
+    };
+    let files = site
+        .files
+        .into_iter()
+        .map(|f| Attachment { path: format!("{NODES_DIR}/{}", f.path), bytes: f.bytes })
+        .collect();
+    (files, list)
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -134,7 +178,15 @@ pub fn run(args: Args) -> Result<Summary> {
         ..ReportParams::default()
     };
     params.gallery.nodes = args.gallery_nodes;
-    let report = build_report(&inputs, &params).context("drawing the report")?;
+    let mut report = build_report(&inputs, &params).context("drawing the report")?;
+    if let Some(per_layer) = args.nodes.filter(|&n| n > 0) {
+        let explorer = Explorer::new(graph, train, Box::new(train_crops), args.inputs.origin())
+            .context("opening the graph for its node pages")?;
+        let (files, list) = node_pages(export_site(&explorer, per_layer).context("drawing the node pages")?);
+        tracing::info!(files = files.len(), "node pages drawn");
+        report.attachments.extend(files);
+        report.links.push(list);
+    }
     let written = report
         .write_with(&args.out, args.overwrite)
         .with_context(|| format!("writing the report to {}", args.out.display()))?;
@@ -275,6 +327,7 @@ mod tests {
             gallery_layers: vec!["conv5_2".into()],
             heatmap_images: 2,
             synthesis_images: 1,
+            nodes: None,
             overwrite,
         }
     }
@@ -344,6 +397,33 @@ mod tests {
         let out = root.join("report");
         run(args(root, &out, false)).unwrap();
         run(args(root, &out, false)).unwrap();
+    }
+
+    #[test]
+    fn report_command_exports_linked_node_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fixture(root);
+        let out = root.join("report");
+        let mut a = args(root, &out, false);
+        a.nodes = Some(2);
+        run(a).unwrap();
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap().replace("&#x2f;", "/");
+        assert!(html.contains("Node pages"), "{html}");
+        let pages = entries(&out.join("nodes"));
+        let nodes: Vec<&String> = pages.iter().filter(|p| p.starts_with("node-")).collect();
+        assert_eq!(nodes.len(), 2, "{pages:?}");
+        for page in nodes {
+            assert!(html.contains(&format!("href=\"nodes/{page}\"")), "the report does not link {page}");
+            let node = std::fs::read_to_string(out.join("nodes").join(page)).unwrap();
+            assert!(node.contains("Top patches") && node.contains("conv5_2"), "{node}");
+        }
+        assert!(entries(&out.join("nodes/png")).len() >= 2);
+        let manifest = std::fs::read_to_string(out.join(".expgraph-report.json")).unwrap();
+        assert!(manifest.contains("nodes/index.html") && manifest.contains("nodes/png/"), "{manifest}");
+        // the same report without --nodes replaces it, node pages and all
+        run(args(root, &out, false)).unwrap();
+        assert!(!out.join("nodes").exists());
     }
 
     fn image_pixel(i: u8, x: u32, y: u32) -> image::Rgb<u8> {

@@ -3,8 +3,10 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use expgraph_explore::study::{Study, StudyLayer, StudyPlan};
 use expgraph_explore::{Explorer, ServeParams, Server};
 
 use crate::graph_args::{GraphArgs, TrainedGraph};
@@ -32,6 +34,16 @@ pub struct Args {
     /// PNGs (crops, patches, heat maps) kept in memory once drawn.
     #[arg(long, default_value_t = 4096)]
     pub png_cache: usize,
+    /// Run the human interpretability study (page `/study`), ratings stored in this SQLite
+    /// file (created with its items on first use; `expgraph study summary FILE` reads it).
+    #[arg(long, value_name = "STUDY.sqlite")]
+    pub study: Option<PathBuf>,
+    /// Graph nodes, and as many raw filters, per layer in a new study.
+    #[arg(long, default_value_t = 20, requires = "study")]
+    pub study_per_layer: usize,
+    /// Seed of a new study's items and order.
+    #[arg(long, default_value_t = 0, requires = "study")]
+    pub study_seed: u64,
 }
 
 /// Run `expgraph serve` (returns when the server stops).
@@ -39,12 +51,22 @@ pub fn run(args: Args) -> Result<Summary> {
     let addr = SocketAddr::new(args.bind, args.port);
     expgraph_explore::check_address(&addr, args.allow_remote)?;
     let TrainedGraph { graph, activations, crops } = args.inputs.load()?;
-    let origin = vec![
-        ("graph".to_string(), args.inputs.graph.display().to_string()),
-        ("activations".to_string(), args.inputs.activations.display().to_string()),
-        ("cache".to_string(), args.inputs.cache.display().to_string()),
-    ];
-    let explorer = Explorer::new(graph, activations, Box::new(crops), origin).context("opening the graph")?;
+    let mut explorer =
+        Explorer::new(graph, activations, Box::new(crops), args.inputs.origin()).context("opening the graph")?;
+    if let Some(file) = &args.study {
+        let raw = expgraph::trained::raw_filters(explorer.graph(), explorer.activations(), &args.inputs.cache)
+            .context("the raw filters of the study")?;
+        let layers: Vec<StudyLayer> = explorer
+            .graph()
+            .layers
+            .iter()
+            .map(|l| StudyLayer { name: l.info.name.clone(), nodes: l.num_nodes(), filters: l.info.channels })
+            .collect();
+        let digest = expgraph_graph::graph_digest(&args.inputs.graph)?;
+        let plan = StudyPlan { per_layer: args.study_per_layer, seed: args.study_seed };
+        let study = Study::open(file, &digest, &layers, &plan)?;
+        explorer = explorer.with_raw_filters(&raw)?.with_study(study)?;
+    }
     let params = ServeParams { addr, allow_remote: args.allow_remote, png_cache: args.png_cache, ..Default::default() };
     let server = Server::start(explorer, &params)?;
     let url = format!("http://{}/", server.addr());
