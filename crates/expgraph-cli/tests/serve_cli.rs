@@ -56,8 +56,31 @@ fn serve_browses_a_learned_graph() {
     run(&["learn", "--cache", "cache", "--layers", "conv5_2,conv5_3", "--iterations", "2", "-o", "graph"]);
     run(&["infer", "--graph", "graph", "--cache", "cache", "-o", "acts"]);
 
-    let (server, addr) = serve(d, &[]);
+    // a part model fitted on the graph's nodes, shown by the explorer
+    let ann = r#"{"parts": {"beak": [{"image_id": "img0", "point": {"h": 60, "w": 80}},
+        {"image_id": "img1", "point": {"h": 64, "w": 90}}]}}"#;
+    std::fs::write(d.join("ann.json"), ann).unwrap();
+    run(&[
+        "localize",
+        "--graph",
+        "graph",
+        "--activations",
+        "acts",
+        "--annotations",
+        "ann.json",
+        "-o",
+        "pred.json",
+        "--save-models",
+        "models.json",
+        "--top-fraction",
+        "0.2",
+    ]);
+
+    let (server, addr) = serve(d, &["--part-models", "models.json"]);
     assert!(addr.ip().is_loopback());
+    let part = get(addr, "/part/0").unwrap();
+    assert_eq!(part.status, 200, "{}", part.text());
+    assert!(part.text().contains("Part beak") && part.text().contains("href=\"/node/"), "{}", part.text());
 
     let index = get(addr, "/").unwrap();
     assert_eq!(index.status, 200);

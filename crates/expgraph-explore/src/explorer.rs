@@ -4,6 +4,7 @@
 use expgraph_graph::{ExplanatoryGraph, ImageActivations};
 use expgraph_report::{rank_nodes, validate_activations, CropSource};
 
+use crate::parts::PartVotes;
 use crate::study::Study;
 use crate::{ExploreError, Result};
 
@@ -55,6 +56,8 @@ pub struct Explorer {
     raw: Option<Vec<Vec<FilterTop>>>,
     /// The human study, when one runs.
     study: Option<Study>,
+    /// The part models whose votes the pages show, when given.
+    parts: Option<PartVotes>,
 }
 
 impl Explorer {
@@ -109,7 +112,7 @@ impl Explorer {
             }
         }
         tracing::info!(layers = graph.layers.len(), nodes = graph.num_nodes(), images = acts.len(), "explorer ready");
-        Ok(Explorer { graph, acts, crops, ranks, order, children, origin, raw: None, study: None })
+        Ok(Explorer { graph, acts, crops, ranks, order, children, origin, raw: None, study: None, parts: None })
     }
 
     /// Adds the raw filters (the study's baseline): `raw` holds one entry per image, in the
@@ -178,6 +181,23 @@ impl Explorer {
         }
         self.study = Some(study);
         Ok(self)
+    }
+
+    /// Shows the part models' votes ([`PartVotes::new`] checks them against the graph): a node
+    /// page lists the parts a node votes for, a part page draws each template's voting nodes.
+    pub fn with_part_votes(mut self, parts: PartVotes) -> Self {
+        self.parts = Some(parts);
+        self
+    }
+
+    /// The part models' votes, when given.
+    pub fn parts(&self) -> Option<&PartVotes> {
+        self.parts.as_ref()
+    }
+
+    /// The image of the activations with id `image_id` (the first, if listed twice).
+    pub fn image_by_id(&self, image_id: &str) -> Option<usize> {
+        self.acts.iter().position(|a| a.image_id == image_id)
     }
 
     /// The study, when one runs.

@@ -15,6 +15,8 @@
 //!   refuses a non-local address unless told ([`check_address`]). Routes: see [`server`].
 //! * [`export_site`]: the pages of the best nodes of every layer and their figures as files,
 //!   for a static report (`expgraph report --nodes`).
+//! * [`parts`]: the few-shot part models (`expgraph localize --save-models`) seen from the
+//!   graph: node pages list the parts a node votes for; a part page draws each template's voters.
 //! * [`client::get`]: a minimal blocking HTTP GET for tests and load tests.
 //!
 //! ```no_run
@@ -36,6 +38,7 @@ mod explorer;
 mod export;
 mod images;
 mod pages;
+pub mod parts;
 pub mod server;
 pub mod study;
 

@@ -18,6 +18,8 @@ pub const CHILDREN_SHOWN: usize = 30;
 pub const PATCHES_SHOWN: usize = 8;
 /// Best images of a node with a heat map on its page.
 pub const HEATMAPS_SHOWN: usize = 3;
+/// Voting nodes per layer listed and drawn for one template on a part page.
+pub const VOTERS_SHOWN: usize = 40;
 /// Default number of nodes per layer drawn on an image page.
 pub const IMAGE_NODES_DEFAULT: usize = 10;
 
@@ -60,6 +62,7 @@ impl Pages {
         env.add_template("node.html", include_str!("../templates/node.html"))?;
         env.add_template("image.html", include_str!("../templates/image.html"))?;
         env.add_template("study.html", include_str!("../templates/study.html"))?;
+        env.add_template("part.html", include_str!("../templates/part.html"))?;
         Ok(Pages { env, site: Site::Live })
     }
 
@@ -113,6 +116,11 @@ impl Pages {
     /// The URL of an image's page (live only: a static export has none).
     fn image_url(&self, image: usize) -> Option<minijinja::Value> {
         self.live().then(|| url(format!("/image/{image}")))
+    }
+
+    /// The URL of a part's page (live only).
+    fn part_url(&self, part: usize) -> Option<minijinja::Value> {
+        self.live().then(|| url(format!("/part/{part}")))
     }
 
     /// The URL of a layer's table, optionally of one filter (live only).
@@ -174,6 +182,10 @@ impl Pages {
                 title => "Explanatory graph", backbone => g.backbone, input_size => g.input_size,
                 nodes => g.num_nodes(), images => ex.activations().len(), layers => layers,
                 browse => self.image_url(0),
+                parts => ex.parts().map_or(vec![], |p| p.names().iter().enumerate()
+                    .map(|(i, name)| context! { name => name, url => self.part_url(i),
+                        templates => p.model(i).map_or(0, |m| m.templates.len()) })
+                    .collect::<Vec<_>>()),
                 origin => ex.origin().iter().map(|(k, v)| context! { key => k, value => v }).collect::<Vec<_>>(),
             },
         )
@@ -305,6 +317,20 @@ impl Pages {
                 |c| context! { link => self.node_link(ex, layer - 1, c.node), similarity => format!("{:.2e}", c.similarity) },
             )
             .collect();
+        let votes: Vec<_> = ex.parts().map_or(vec![], |parts| {
+            parts
+                .votes(layer, node)
+                .iter()
+                .map(|v| {
+                    let template = parts.model(v.part).map(|m| &m.templates[v.template]);
+                    context! {
+                        part => parts.names()[v.part], url => self.part_url(v.part), template => v.template + 1,
+                        image_id => template.map(|t| t.image_id.clone()),
+                        delta => format!("({:+.0}, {:+.0})", v.delta[0], v.delta[1]),
+                    }
+                })
+                .collect()
+        });
         self.render(
             "node.html",
             context! {
@@ -319,7 +345,7 @@ impl Pages {
                 patches => patches, patch_strip => self.png(Figure::Patches { layer, node, count: PATCHES_SHOWN }),
                 heatmaps => heatmaps, parents => parents, children => shown_children, children_total => children.len(),
                 best => best, here => here, side => side, color => layer_color(layer),
-                parent_color => layer_color(layer + 1),
+                parent_color => layer_color(layer + 1), votes => votes,
             },
         )
     }
@@ -383,6 +409,65 @@ impl Pages {
 }
 
 impl Pages {
+    /// `/part/{p}`: a part model's templates, each drawn on its annotated image (the part point
+    /// and the voting nodes at their inferred positions, a line from each to the part), with the
+    /// voting nodes linked.
+    pub fn part(&self, ex: &Explorer, part: usize) -> Result<String> {
+        let parts = ex.parts().ok_or_else(|| {
+            ExploreError::NotFound("this explorer shows no part models (start it with --part-models FILE)".into())
+        })?;
+        let model = parts.model(part).ok_or_else(|| {
+            ExploreError::NotFound(format!(
+                "part {part} (there are {}: {})",
+                parts.names().len(),
+                parts.names().join(", ")
+            ))
+        })?;
+        let g = ex.graph();
+        let side = g.input_size as u32;
+        let templates: Vec<_> = model
+            .templates
+            .iter()
+            .enumerate()
+            .map(|(t, tpl)| {
+                let image = ex.image_by_id(&tpl.image_id);
+                let point = tpl.point.to_frame().to_image_xy(g.input_size as f64, side as f64);
+                let mut per_layer: BTreeMap<usize, usize> = BTreeMap::new();
+                let voters: Vec<_> = tpl
+                    .units
+                    .iter()
+                    .filter(|u| {
+                        let shown = per_layer.entry(parts.graph_layer(part, u.layer)).or_default();
+                        *shown += 1;
+                        *shown <= VOTERS_SHOWN
+                    })
+                    .map(|u| {
+                        let (l, n) = (parts.graph_layer(part, u.layer), u.unit as usize);
+                        context! {
+                            link => self.node_link(ex, l, n), color => layer_color(l),
+                            delta => format!("({:+.0}, {:+.0})", u.delta[0], u.delta[1]),
+                            at => image.map(|i| ex.node_xy(l, n, i, side)),
+                            score => image.map(|i| format!("{:.3}", ex.activations()[i].layers[l].scores[n])),
+                        }
+                    })
+                    .collect();
+                context! {
+                    index => t + 1, image_id => tpl.image_id, image => image, flipped => tpl.flipped,
+                    image_url => image.and_then(|i| self.image_url(i)), crop => image.map(|i| self.png(Figure::Crop { image: i })),
+                    point => point, score => format!("{:.3}", tpl.score), units => tpl.units.len(), voters => voters,
+                }
+            })
+            .collect();
+        let p = &model.params;
+        self.render(
+            "part.html",
+            context! {
+                title => format!("Part {}", parts.names()[part]), side => side, templates => templates,
+                top_fraction => p.top_fraction(), max_displacement => p.max_displacement(), shown => VOTERS_SHOWN,
+            },
+        )
+    }
+
     /// `/study[?rater=R]`: without a rater a form asking for one; with one the rater's next
     /// item (its patches, by an opaque item id: nodes and filters look alike) and the three
     /// answers, or a thank-you once every item is rated.

@@ -8,6 +8,7 @@
 //! | `/node/{l}/{n}` | a node: patches, heat maps, parents with displacements, children |
 //! | `/image/{i}?nodes=N` | an image's best nodes per layer and the edges between them |
 //! | `/find?layer=&filter=&node=` | redirects to a node page or a filter's nodes |
+//! | `/part/{p}` | a part model's templates: voting nodes drawn on each annotated image (with part models) |
 //! | `/png/crop/{i}.png`, `/png/patches/{l}/{n}.png?count=K`, `/png/heat/{l}/{n}/{i}.png` | figures ([`Figure::route`]) |
 //! | `/png/filter/{l}/{f}.png?count=K` | a raw filter's best patches (with the raw filters loaded) |
 //! | `/study?rater=R`, `POST /study/rate` (`rater`, `item`, `answer`), `/png/study/{item}.png` | the human study (with `--study`) |
@@ -130,6 +131,11 @@ async fn layer(
 async fn node(State(s): State<Shared>, Path((l, n)): Path<(String, String)>) -> Result<Html<String>> {
     let (l, n) = (number("layer", &l)?, number("node", &n)?);
     Ok(Html(blocking(s, move |s| s.pages.node(&s.explorer, l, n)).await?))
+}
+
+async fn part(State(s): State<Shared>, Path(p): Path<String>) -> Result<Html<String>> {
+    let p = number("part", &p)?;
+    Ok(Html(blocking(s, move |s| s.pages.part(&s.explorer, p)).await?))
 }
 
 async fn image(
@@ -272,6 +278,7 @@ pub fn router(explorer: Explorer, png_cache: usize) -> Result<Router> {
         .route("/node/{l}/{n}", get(node))
         .route("/image/{i}", get(image))
         .route("/find", get(find))
+        .route("/part/{p}", get(part))
         .route("/png/crop/{file}", get(crop_png))
         .route("/png/patches/{l}/{file}", get(patches_png))
         .route("/png/heat/{l}/{n}/{file}", get(heat_png))

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use expgraph_explore::parts::PartVotes;
 use expgraph_explore::study::{Study, StudyLayer, StudyPlan};
 use expgraph_explore::{Explorer, ServeParams, Server};
 
@@ -44,6 +45,10 @@ pub struct Args {
     /// Seed of a new study's items and order.
     #[arg(long, default_value_t = 0, requires = "study")]
     pub study_seed: u64,
+    /// Part models fitted on this graph (`expgraph localize --save-models MODELS.json`): node
+    /// pages list the parts a node votes for, `/part/{p}` draws each template's voting nodes.
+    #[arg(long, value_name = "MODELS.json")]
+    pub part_models: Option<PathBuf>,
 }
 
 /// Run `expgraph serve` (returns when the server stops).
@@ -66,6 +71,11 @@ pub fn run(args: Args) -> Result<Summary> {
         let plan = StudyPlan { per_layer: args.study_per_layer, seed: args.study_seed };
         let study = Study::open(file, &digest, &layers, &plan)?;
         explorer = explorer.with_raw_filters(&raw)?.with_study(study)?;
+    }
+    if let Some(file) = &args.part_models {
+        let votes = PartVotes::read(file, explorer.graph())?;
+        tracing::info!(parts = votes.names().len(), "part models from {}", file.display());
+        explorer = explorer.with_part_votes(votes);
     }
     let params = ServeParams { addr, allow_remote: args.allow_remote, png_cache: args.png_cache, ..Default::default() };
     let server = Server::start(explorer, &params)?;
