@@ -76,7 +76,7 @@ fn serve_browses_a_learned_graph() {
         "0.2",
     ]);
 
-    let (server, addr) = serve(d, &["--part-models", "models.json"]);
+    let (server, addr) = serve(d, &["--part-models", "models.json", "--record", "pred.json"]);
     assert!(addr.ip().is_loopback());
     let part = get(addr, "/part/0").unwrap();
     assert_eq!(part.status, 200, "{}", part.text());
@@ -85,6 +85,7 @@ fn serve_browses_a_learned_graph() {
     let index = get(addr, "/").unwrap();
     assert_eq!(index.status, 200);
     assert!(index.text().contains("conv5_2") && index.text().contains("conv5_3"), "{}", index.text());
+    assert!(index.text().contains("<th>method</th><td>graph</td>"), "the record: {}", index.text());
     let node = get(addr, "/node/0/0").unwrap();
     assert_eq!(node.status, 200, "{}", node.text());
     assert!(node.text().contains("href=\"/node/1/"), "a conv5_2 node links its conv5_3 parents");

@@ -14,6 +14,38 @@ pub const TOP_IMAGES: usize = 50;
 /// Best images kept per raw filter (for its patches).
 pub const FILTER_TOP_IMAGES: usize = 20;
 
+/// Most rows of a record shown on the index.
+pub const RECORD_ROWS: usize = 1000;
+
+/// The scalars of `v` as `(path, value)` rows; an array of scalars is one row.
+fn flatten(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if !n.is_i64() && !n.is_u64() => format!("{x:.6}").trim_end_matches('0').to_string(),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    };
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map {
+                flatten(x, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+            }
+        }
+        Value::Array(items) if items.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            out.push((path, format!("[{}]", items.iter().map(scalar).collect::<Vec<_>>().join(", "))));
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                flatten(x, format!("{path}[{i}]"), out);
+            }
+        }
+        other => out.push((path, scalar(other))),
+    }
+}
+
 /// A raw filter's best images, best first: `(image, argmax cell (h, w) in the original view's
 /// map, 1-based, its value)`.
 pub type FilterTop = Vec<(usize, [f32; 2], f32)>;
@@ -58,6 +90,8 @@ pub struct Explorer {
     study: Option<Study>,
     /// The part models whose votes the pages show, when given.
     parts: Option<PartVotes>,
+    /// A run's record (metrics, configuration) as `(path, value)` rows, shown on the index.
+    record: Vec<(String, String)>,
 }
 
 impl Explorer {
@@ -112,7 +146,19 @@ impl Explorer {
             }
         }
         tracing::info!(layers = graph.layers.len(), nodes = graph.num_nodes(), images = acts.len(), "explorer ready");
-        Ok(Explorer { graph, acts, crops, ranks, order, children, origin, raw: None, study: None, parts: None })
+        Ok(Explorer {
+            graph,
+            acts,
+            crops,
+            ranks,
+            order,
+            children,
+            origin,
+            raw: None,
+            study: None,
+            parts: None,
+            record: vec![],
+        })
     }
 
     /// Adds the raw filters (the study's baseline): `raw` holds one entry per image, in the
@@ -188,6 +234,21 @@ impl Explorer {
     pub fn with_part_votes(mut self, parts: PartVotes) -> Self {
         self.parts = Some(parts);
         self
+    }
+
+    /// Shows a run's record on the index (e.g. `record.json` of `expgraph run` or a benchmark:
+    /// its metrics and configuration), every scalar as a row `a.b[2].c = value`, at most
+    /// [`RECORD_ROWS`] rows.
+    pub fn with_record(mut self, record: &serde_json::Value) -> Self {
+        self.record.clear();
+        flatten(record, String::new(), &mut self.record);
+        self.record.truncate(RECORD_ROWS);
+        self
+    }
+
+    /// The record's rows.
+    pub fn record(&self) -> &[(String, String)] {
+        &self.record
     }
 
     /// The part models' votes, when given.

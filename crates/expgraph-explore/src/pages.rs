@@ -182,6 +182,7 @@ impl Pages {
                 title => "Explanatory graph", backbone => g.backbone, input_size => g.input_size,
                 nodes => g.num_nodes(), images => ex.activations().len(), layers => layers,
                 browse => self.image_url(0),
+                record => ex.record().iter().map(|(k, v)| context! { key => k, value => v }).collect::<Vec<_>>(),
                 parts => ex.parts().map_or(vec![], |p| p.names().iter().enumerate()
                     .map(|(i, name)| context! { name => name, url => self.part_url(i),
                         templates => p.model(i).map_or(0, |m| m.templates.len()) })

@@ -162,3 +162,25 @@ fn only_local_addresses_unless_told() {
     let e = Server::start(explorer(2, false), &params).err().unwrap();
     assert!(e.to_string().contains("--allow-remote"), "{e}");
 }
+
+#[test]
+fn a_record_is_shown_on_the_index() {
+    let record = serde_json::json!({
+        "localization": {"methods": {"graph": {"mean_normalized_distance": 0.0265, "draws": [0.0289, 0.0247]}}},
+        "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
+        "dataset": "<b>cub</b>",
+    });
+    let server = start(explorer(3, false).with_record(&record));
+    let index = get(server.addr(), "/").text();
+    for row in [
+        "<th>localization.methods.graph.mean_normalized_distance</th><td>0.0265</td>",
+        "<th>localization.methods.graph.draws</th><td>[0.0289, 0.0247]</td>",
+        "<th>history[1].loss</th><td>0.25</td>",
+        "<th>history[0].epoch</th><td>1</td>",
+        "<th>dataset</th><td>&lt;b&gt;cub&lt;&#x2f;b&gt;</td>",
+    ] {
+        assert!(index.contains(row), "{row} missing: {index}");
+    }
+    assert!(index.contains("record (7 values)"), "{index}");
+    server.stop().unwrap();
+}

@@ -49,6 +49,10 @@ pub struct Args {
     /// pages list the parts a node votes for, `/part/{p}` draws each template's voting nodes.
     #[arg(long, value_name = "MODELS.json")]
     pub part_models: Option<PathBuf>,
+    /// A run's record shown on the index (e.g. `record.json` of `expgraph run` or of a
+    /// benchmark: its metrics and configuration).
+    #[arg(long, value_name = "RECORD.json")]
+    pub record: Option<PathBuf>,
 }
 
 /// Run `expgraph serve` (returns when the server stops).
@@ -71,6 +75,12 @@ pub fn run(args: Args) -> Result<Summary> {
         let plan = StudyPlan { per_layer: args.study_per_layer, seed: args.study_seed };
         let study = Study::open(file, &digest, &layers, &plan)?;
         explorer = explorer.with_raw_filters(&raw)?.with_study(study)?;
+    }
+    if let Some(file) = &args.record {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading the record {}", file.display()))?;
+        let record: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("the record {} is not JSON", file.display()))?;
+        explorer = explorer.with_record(&record);
     }
     if let Some(file) = &args.part_models {
         let votes = PartVotes::read(file, explorer.graph())?;
