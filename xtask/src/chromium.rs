@@ -110,12 +110,15 @@ pub fn screenshot_url(url: &str, out: &Path, params: &ScreenshotParams) -> Resul
     };
     std::fs::create_dir_all(&out_dir).with_context(|| out_dir.display().to_string())?;
     let profile = tempfile::tempdir().with_context(|| std::env::temp_dir().display().to_string())?;
-    let staged = tempfile::Builder::new()
-        .prefix(".screenshot-")
-        .suffix(".png")
-        .tempfile_in(&out_dir)
-        .with_context(|| out_dir.display().to_string())?
-        .into_temp_path();
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".screenshot-").suffix(".png");
+    // the renamed file is the user's output: a plain file's mode (0666 minus the umask), not 0600
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let staged = builder.tempfile_in(&out_dir).with_context(|| out_dir.display().to_string())?.into_temp_path();
     let log_path = profile.path().join("browser.log");
     let log = std::fs::File::create(&log_path).with_context(|| log_path.display().to_string())?;
     let mut child = browser_command(&browser, profile.path(), params)
