@@ -218,10 +218,7 @@ async fn heat_png(State(s): State<Shared>, Path((l, n, file)): Path<(String, Str
 }
 
 async fn study_page(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Result<Html<String>> {
-    if let Some(other) = q.keys().find(|k| k.as_str() != "rater") {
-        return Err(ExploreError::BadRequest(format!("unknown parameter {other:?}")));
-    }
-    let rater = q.get("rater").cloned();
+    let rater = only_param(&q, "rater")?.map(str::to_string);
     Ok(Html(blocking(s, move |s| s.pages.study(&s.explorer, rater.as_deref())).await?))
 }
 
@@ -237,19 +234,14 @@ async fn study_rate(State(s): State<Shared>, Form(form): Form<BTreeMap<String, S
         item_text.parse().map_err(|_| ExploreError::BadRequest(format!("item={item_text:?}: not a number")))?;
     let answer = crate::study::Answer::parse(field("answer")?)?;
     let next = format!("/study?rater={rater}");
-    blocking(s, move |s| {
-        let study = s.explorer.study().ok_or_else(|| ExploreError::NotFound("this explorer runs no study".into()))?;
-        study.submit(&rater, item, answer)
-    })
-    .await?;
+    blocking(s, move |s| running_study(&s.explorer)?.submit(&rater, item, answer)).await?;
     Ok(Redirect::to(&next))
 }
 
 async fn study_png(State(s): State<Shared>, Path(file): Path<String>) -> Result<Response> {
     let id = png_number("study item", &file)?;
     let fig = {
-        let study = s.explorer.study().ok_or_else(|| ExploreError::NotFound("this explorer runs no study".into()))?;
-        let item = study.item(id as i64)?;
+        let item = running_study(&s.explorer)?.item(id as i64)?;
         match item.kind {
             crate::study::ItemKind::Node => {
                 Figure::Patches { layer: item.layer_index, node: item.unit, count: STUDY_PATCHES }
@@ -260,6 +252,11 @@ async fn study_png(State(s): State<Shared>, Path(file): Path<String>) -> Result<
         }
     };
     figure(s, fig).await
+}
+
+/// The explorer's study; a 404 when it runs none.
+fn running_study(ex: &Explorer) -> Result<&crate::study::Study> {
+    ex.study().ok_or_else(|| ExploreError::NotFound("this explorer runs no study".into()))
 }
 
 /// Patches a rater sees per study item.
