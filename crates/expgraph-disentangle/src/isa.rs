@@ -6,8 +6,38 @@
 //! [`Isa::detect`] picks the widest the CPU has. No fused multiply-add is used and Rust never
 //! contracts `a * b + c` on its own, so every vector lane performs the same IEEE operations, in
 //! the same order, as the portable code: results are bit-identical whatever the ISA (tests
-//! compare them). The E-step gained nothing measurable from wider vectors (it is bound by
-//! latency and memory, not arithmetic width), so it stays portable.
+//! compare them). The E-step gained nothing from merely recompiling its loops for wider vectors;
+//! its AVX-512 paths are written out instead, with a node's six candidates of one axis in the
+//! lanes of one register: the evidence's kernel tables and its 36 sums held in registers over
+//! the window (`evidence.rs`), and the siblings' Gaussian factors and the 36 mixture
+//! normalizers likewise (`estep.rs`).
+
+/// The lanes of an AVX-512 register of `f64` that hold a node's six candidates on one axis.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const CANDIDATE_LANES: std::arch::x86_64::__mmask8 = (1 << crate::settings::CANDIDATES_PER_AXIS) - 1;
+
+/// Writes lanes 0..6 of `v` to `out`, lanes where `keep` is clear as +0.0. Two plain stores
+/// (four lanes and two), not a masked one: a load of `out` soon after can then be served from
+/// the store buffer (a masked store stalls it).
+///
+/// # Safety
+/// The CPU must have AVX-512 F and DQ.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512dq,avx512vl")]
+pub(crate) unsafe fn store_candidates(
+    out: &mut [f64; crate::settings::CANDIDATES_PER_AXIS],
+    keep: std::arch::x86_64::__mmask8,
+    v: std::arch::x86_64::__m512d,
+) {
+    use std::arch::x86_64::*;
+    let v = _mm512_maskz_mov_pd(keep, v);
+    // SAFETY: `out` holds 6 values: 4 at 0 and 2 at 4.
+    unsafe {
+        _mm256_storeu_pd(out.as_mut_ptr(), _mm512_castpd512_pd256(v));
+        _mm_storeu_pd(out.as_mut_ptr().add(4), _mm512_extractf64x2_pd::<2>(v));
+    }
+}
 
 /// Vector instruction set of a compiled copy of a hot loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

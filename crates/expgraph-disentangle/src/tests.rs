@@ -117,6 +117,38 @@ fn evidence_equals_the_definition_for_narrow_and_wide_kernels() {
 }
 
 #[test]
+fn evidence_is_bit_identical_for_every_isa() {
+    // The AVX-512 Gaussian part keeps all 36 sums in registers and masks whole columns; every
+    // sum must still get the portable loop's bits. Dense and sparse maps, narrow kernels (some
+    // columns outside the cut-off) and wide ones, both centre modes, windows at the border.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (hw, sparse, sigma) in [(14, false, 0.35), (28, true, 0.05), (28, false, 0.7), (70, true, 2.5)] {
+        for rounded in [false, true] {
+            let mut c = cfg(hw, 5, rounded, false);
+            c.kernel = SmoothingKernel::new(sigma);
+            let (nodes, shifts, _, mut map) = random_setup(&mut rng, hw, 5, 3);
+            if sparse {
+                map.iter_mut().for_each(|x| *x -= 2.0);
+            }
+            let run = |isa: Isa| {
+                let mut out = vec![0.0; nodes.len() * CANDIDATES];
+                crate::evidence::evidence_with(isa, &c, &nodes, &map, &shifts, &mut out, &mut EStepScratch::default());
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let want = run(Isa::Baseline);
+            assert!(want.iter().any(|&b| f64::from_bits(b) != 0.0), "hw {hw}: some evidence");
+            for isa in Isa::available() {
+                assert_eq!(
+                    run(isa),
+                    want,
+                    "hw {hw} σ_map {sigma} rounded {rounded}: {isa:?} differs from the baseline"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn evidence_of_a_single_unit_by_hand() {
     // 14×14, node at (7,7) (0-based centre 6,6), h = 2, one unit x = 2 at 0-based (6, 7).
     let c = cfg(14, 1, false, false);
@@ -245,6 +277,54 @@ fn responsibilities_match_the_definition_for_both_sibling_modes() {
         }
     }
     assert!(empty_windows > 0 && empty_windows < 12, "{empty_windows} empty windows");
+}
+
+#[test]
+fn accumulate_is_bit_identical_for_every_isa() {
+    // Crowded siblings (many overlapping boxes: the vectorized sibling factors), sparse maps
+    // (empty windows: the shortcut), both sibling modes, with and without normalization.
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for (nearest, sparse) in [(false, false), (false, true), (true, false)] {
+        let k = 8;
+        let c = cfg(28, k, false, nearest);
+        let (mut nodes, shifts, lambdas, mut map) = random_setup(&mut rng, 28, k, 3);
+        if sparse {
+            map.iter_mut().for_each(|x| *x -= 2.8);
+        }
+        for n in nodes.iter_mut() {
+            n.mu = [14.0 + (n.mu[0] - 14.0) * 0.3, 14.0 + (n.mu[1] - 14.0) * 0.3];
+        }
+        let mut prior = vec![0.0; nodes.len() * CANDIDATES];
+        evidence(&c, &nodes, &map, &shifts, &mut prior, &mut EStepScratch::default());
+        for normalize in [true, false] {
+            let run = |isa: Isa| {
+                let mut stats = vec![NodeImageStats::default(); nodes.len()];
+                let mut scratch = EStepScratch::default();
+                let (cfg, nodes, shifts, lambdas, prior) = (&c, &nodes[..], &shifts[..], &lambdas[..], &prior[..]);
+                let job = crate::estep::Accumulate { cfg, nodes, shifts, lambdas, prior, normalize };
+                job.run_with(isa, &mut stats, &mut scratch);
+                let bits = |s: &NodeImageStats| {
+                    [
+                        s.mass,
+                        s.gradient[0],
+                        s.gradient[1],
+                        s.score,
+                        s.spread,
+                        s.best_position[0],
+                        s.best_position[1],
+                        s.best_score,
+                    ]
+                    .map(f64::to_bits)
+                };
+                stats.iter().map(bits).collect::<Vec<_>>()
+            };
+            let want = run(Isa::Baseline);
+            assert!(want.iter().any(|b| f64::from_bits(b[0]) > 0.0) || !normalize, "some mass");
+            for isa in Isa::available() {
+                assert_eq!(run(isa), want, "nearest {nearest} sparse {sparse} normalize {normalize}: {isa:?} differs");
+            }
+        }
+    }
 }
 
 #[test]
