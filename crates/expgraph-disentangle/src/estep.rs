@@ -466,6 +466,19 @@ impl Siblings<'_> {
     }
 }
 
+/// The spread weight `(i_h − 2.5)² + (i_w − 2.5)²` of candidate `i_w · 6 + i_h` (grid indices
+/// 0..6; every value exact), computed once for [`node_stats`] and its AVX-512 copy.
+const SPREAD_WEIGHTS: [f64; CANDIDATES] = {
+    let mut w = [0.0; CANDIDATES];
+    let mut c = 0;
+    while c < CANDIDATES {
+        let (di, dj) = ((c % NC) as f64 - 2.5, (c / NC) as f64 - 2.5);
+        w[c] = di * di + dj * dj;
+        c += 1;
+    }
+    w
+};
+
 /// The statistics of one node from its evidence `p` at its candidates `pts` and, when
 /// normalizing, the mixture normalizers `z` of its candidates.
 #[inline(always)]
@@ -492,8 +505,7 @@ fn node_stats(
                 s.gradient[1] += mass * der[iw];
             }
             s.score += pp;
-            let (di, dj) = (ih as f64 - 2.5, iw as f64 - 2.5);
-            s.spread += pp * (di * di + dj * dj);
+            s.spread += pp * SPREAD_WEIGHTS[c];
             if pp > s.best_score {
                 s.best_score = pp;
                 best = c;
@@ -547,11 +559,8 @@ unsafe fn node_stats_avx512(
         let prob = _mm512_mul_pd(_mm512_mul_pd(_mm512_set1_pd(n.prob_factors[iw]), fh), lam_v);
         let pv = load(&p[iw * NC..]);
         let pp = _mm512_mul_pd(prob, pv);
-        let dist = load(&arr(|ih| {
-            let (di, dj) = (ih as f64 - 2.5, iw as f64 - 2.5);
-            di * di + dj * dj
-        }));
-        let (pp_l, spread_l) = (store(pp), store(_mm512_mul_pd(pp, dist)));
+        let spread = _mm512_mul_pd(pp, load(&SPREAD_WEIGHTS[iw * NC..]));
+        let (pp_l, spread_l) = (store(pp), store(spread));
         let terms = z.map(|z| {
             let zv = _mm512_max_pd(load(&z[iw * NC..]), _mm512_set1_pd(1e-7));
             let mass = _mm512_mul_pd(_mm512_div_pd(prob, zv), pv);
