@@ -6,15 +6,16 @@
 //! then the whole forward to conv5_3 (real weights when `EXPGRAPH_SHARED`/`../shared` has them)
 //! at batch 1 and 8, im2col everywhere against the default (Winograd in every layer).
 //! Second argument: `layers` (kernels only), `winograd` (the new kernels only, for profiling),
-//! `resnet` (ResNet-50 to layer4, random weights, all-gemm against the default), `profile` (only
-//! the default VGG-16 forward, `rounds` times), `stock` (VGG-16, candle's `conv2d` against the
+//! `resnet` (ResNet-50 to layer4, random weights, all-gemm against the default), `resnet-packed`
+//! (ResNet-50, the `gemm` crate's product against the packed one, both with Winograd), `profile` (only
+//! the default VGG-16 forward, `rounds` times; `resnet-profile` the same for ResNet-50), `stock` (VGG-16, candle's `conv2d` against the
 //! default).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, Winograd3x3};
+use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, GemmKernel, Winograd3x3};
 use expgraph_backbone::{Backbone, ResNet, ResNetDepth, Vgg16};
 
 // As in the benches: large temporaries page-fault less (cpu-performance.md §4.4).
@@ -56,9 +57,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let mode = std::env::args().nth(2).unwrap_or_default();
     let only_layers = mode == "layers" || mode == "winograd";
-    if mode == "resnet" {
+    if mode == "resnet" || mode == "resnet-packed" {
         let new = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
-        let old = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?.with_winograd(false)?;
+        let old = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
+        let (old, names) = if mode == "resnet" {
+            (old.with_winograd(false)?, ("gemm", "winograd"))
+        } else {
+            (old.with_gemm_kernel(GemmKernel::Portable)?, ("portable", "packed"))
+        };
         for batch in [1usize, 8] {
             let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;
             let rounds = if batch == 1 { rounds } else { rounds.div_ceil(4) };
@@ -68,8 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 || drop(new.forward_taps(&x, &["layer4"]).expect("new")),
             );
             println!(
-                "resnet50 to layer4, batch {batch}: gemm {:.1} ms/img, winograd {:.1} ms/img, old/new {r:.2}",
+                "resnet50 to layer4, batch {batch}: {} {:.1} ms/img, {} {:.1} ms/img, old/new {r:.2}",
+                names.0,
                 ta * 1e3 / batch as f64,
+                names.1,
                 tb * 1e3 / batch as f64
             );
         }
@@ -93,6 +101,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ta * 1e3,
             tb * 1e3
         );
+        return Ok(());
+    }
+    if mode == "resnet-profile" {
+        // The default ResNet-50 forward to layer4 alone, `rounds` times (for a profiler).
+        let model = ResNet::random(ResNetDepth::R50, 1, 50, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), &dev)?;
+        for _ in 0..rounds {
+            model.forward_taps(&x, &["layer4"])?;
+        }
         return Ok(());
     }
     if mode == "profile" {

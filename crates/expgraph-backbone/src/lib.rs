@@ -51,6 +51,7 @@ pub mod hub;
 mod nhwc;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+mod packed;
 mod precision;
 mod preprocess;
 mod resnet;
@@ -80,6 +81,7 @@ pub use vgg::{ConvImpl, Vgg16, VggConv, REFERENCE_INPUT_SIZE, VGG16_CONVS};
 pub mod kernels {
     use candle_core::{Result, Tensor};
 
+    pub use crate::nhwc::{GemmConv, GemmKernel};
     pub use crate::winograd::{Schedule, Winograd3x3};
 
     /// The im2col weight matrix `[9·C_in, C_out]` ((kh, kw, cin) rows) of an OIHW 3×3 `weight`.

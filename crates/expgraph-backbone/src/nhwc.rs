@@ -20,6 +20,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::packed::PackedWeights;
+
 /// Borrow the contiguous `f32` data of a CPU storage.
 pub(crate) fn contiguous_f32<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -120,34 +122,100 @@ fn write_slice(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
 /// Elements per rayon task in the element-wise passes (bias fill, ReLU).
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
+/// Which matrix product a [`GemmConv`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// Weights packed once at load, bias, residual and ReLU in registers
+    /// ([`crate::packed`]); AVX-512F CPUs only. The default where the CPU has it.
+    Packed,
+    /// The `gemm` crate (any CPU), with the bias (and residual) written first and a separate
+    /// ReLU pass.
+    Portable,
+}
+
+impl GemmKernel {
+    /// [`GemmKernel::Packed`] where the CPU has AVX-512F, else [`GemmKernel::Portable`].
+    pub fn best() -> Self {
+        if PackedWeights::supported() {
+            GemmKernel::Packed
+        } else {
+            GemmKernel::Portable
+        }
+    }
+
+    /// Every kernel this CPU runs, [`GemmKernel::Portable`] first.
+    pub fn available() -> Vec<Self> {
+        let mut kernels = vec![GemmKernel::Portable];
+        if PackedWeights::supported() {
+            kernels.push(GemmKernel::Packed);
+        }
+        kernels
+    }
+}
+
+/// The weights of a [`GemmConv`], in the form its kernel reads.
+enum GemmWeights {
+    Packed(PackedWeights),
+    /// `[k·k·C_in, C_out]`, rows in (kh, kw, cin) order.
+    Portable(Vec<f32>),
+}
+
 /// A square convolution with bias on NHWC activations, computed as one matrix product
-/// `[N·OH·OW, k·k·C_in] × [k·k·C_in, C_out]` by `gemm` (on the rayon pool).
-pub(crate) struct GemmConv {
+/// `[N·OH·OW, k·k·C_in] × [k·k·C_in, C_out]` (on the rayon pool), the bias, a residual and a
+/// ReLU fused: with [`GemmKernel::Packed`] on AVX-512 CPUs, else by the `gemm` crate.
+pub struct GemmConv {
     kernel: usize,
     stride: usize,
     padding: usize,
     c_in: usize,
     c_out: usize,
-    /// `[k·k·C_in, C_out]`, rows in (kh, kw, cin) order.
-    weight: Vec<f32>,
+    weight: GemmWeights,
     /// `[C_out]`.
     bias: Vec<f32>,
 }
 
 impl GemmConv {
-    /// From an OIHW `weight` `[C_out, C_in, k, k]` and a `[C_out]` `bias` (any device).
-    pub(crate) fn new(weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Self> {
+    /// From an OIHW `weight` `[C_out, C_in, k, k]` and a `[C_out]` `bias` (any device), with
+    /// [`GemmKernel::best`].
+    pub fn new(weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Self> {
+        Self::with_kernel(weight, bias, stride, padding, GemmKernel::best())
+    }
+
+    /// [`GemmConv::new`] with a chosen kernel; [`GemmKernel::Packed`] is an error on a CPU
+    /// without AVX-512F.
+    pub fn with_kernel(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        padding: usize,
+        kernel: GemmKernel,
+    ) -> Result<Self> {
         let (c_out, c_in, kh, kw) = weight.dims4()?;
         if kh != kw || stride == 0 {
             bail!("GemmConv: square kernels and stride ≥ 1 only, got {kh}×{kw} stride {stride}")
         }
         let w = weight.permute((2, 3, 1, 0))?.reshape((kh * kw * c_in, c_out))?.contiguous()?;
-        let weight = w.flatten_all()?.to_vec1::<f32>()?;
+        let w = w.flatten_all()?.to_vec1::<f32>()?;
         let bias = bias.flatten_all()?.to_vec1::<f32>()?;
         if bias.len() != c_out {
             bail!("GemmConv: {} biases for {c_out} output channels", bias.len())
         }
+        let weight = match kernel {
+            GemmKernel::Packed if !PackedWeights::supported() => {
+                bail!("GemmConv: the packed kernel needs AVX-512F, which this CPU lacks")
+            }
+            GemmKernel::Packed => GemmWeights::Packed(PackedWeights::new(&w, kh * kw * c_in, c_out)?),
+            GemmKernel::Portable => GemmWeights::Portable(w),
+        };
         Ok(Self { kernel: kh, stride, padding, c_in, c_out, weight, bias })
+    }
+
+    /// The kernel this convolution runs.
+    pub fn gemm_kernel(&self) -> GemmKernel {
+        match self.weight {
+            GemmWeights::Packed(_) => GemmKernel::Packed,
+            GemmWeights::Portable(_) => GemmKernel::Portable,
+        }
     }
 
     fn out_size(&self, n: usize) -> Result<usize> {
@@ -158,7 +226,7 @@ impl GemmConv {
     }
 
     /// `relu?(conv(x) + bias [+ residual])` of NHWC `x`; `residual` has the output's shape.
-    pub(crate) fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let op = ApplyGemmConv { conv: self, relu };
         match residual {
             Some(r) => x.apply_op2_no_bwd(r, &op),
@@ -179,32 +247,41 @@ impl GemmConv {
         if len == 0 {
             return Ok(Cow::Owned(Vec::new()));
         }
-        // Written once (no zero-fill first): every (ky, kx) slice of every patch is either copied
-        // from the input or set to zero.
+        // Written once (no zero-fill first): every kernel row of every patch is copied from the
+        // input where it lies inside it (one contiguous run of `kx`s, NHWC) and zero elsewhere.
+        let zero = |d: &mut [MaybeUninit<f32>]| {
+            d.iter_mut().for_each(|d| {
+                d.write(0.0);
+            })
+        };
         let mut out: Vec<f32> = Vec::with_capacity(len);
         out.spare_capacity_mut()[..len].par_chunks_mut(ow * row).enumerate().for_each(|(out_row, chunk)| {
             let (b, oy) = (out_row / oh, out_row % oh);
             for (ox, patch) in chunk.chunks_exact_mut(row).enumerate() {
-                for ky in 0..k {
-                    let sy = (oy * s + ky).checked_sub(p).filter(|&sy| sy < h);
-                    for kx in 0..k {
-                        let sx = (ox * s + kx).checked_sub(p).filter(|&sx| sx < w);
-                        let d = &mut patch[(ky * k + kx) * c..][..c];
-                        match (sy, sx) {
-                            (Some(sy), Some(sx)) => {
-                                write_slice(d, &src[((b * h + sy) * w + sx) * c..][..c]);
+                // The kernel columns inside the input: x = ox·s + kx − p ∈ [0, w).
+                let kx0 = p.saturating_sub(ox * s).min(k);
+                let kx1 = (w + p).saturating_sub(ox * s).clamp(kx0, k);
+                for (ky, d) in patch.chunks_exact_mut(k * c).enumerate() {
+                    match (oy * s + ky).checked_sub(p).filter(|&sy| sy < h) {
+                        Some(sy) => {
+                            let (head, rest) = d.split_at_mut(kx0 * c);
+                            let (inside, tail) = rest.split_at_mut((kx1 - kx0) * c);
+                            zero(head);
+                            if kx1 > kx0 {
+                                let x = ox * s + kx0 - p;
+                                write_slice(inside, &src[((b * h + sy) * w + x) * c..][..(kx1 - kx0) * c]);
                             }
-                            _ => d.iter_mut().for_each(|d| {
-                                d.write(0.0);
-                            }),
+                            zero(tail);
                         }
+                        None => zero(d),
                     }
                 }
             }
         });
         // SAFETY: the chunks of `ow·row` values tile `[0, len)` (len = n·oh rows of them), each
-        // chunk is `ow` patches of `row = k·k·c` values, and the loops above write all k·k slices
-        // of `c` values of every patch, so all `len` values are initialized.
+        // chunk is `ow` patches of `row = k·k·c` values, and the loops above write all k kernel
+        // rows of `k·c` values of every patch (head, inside and tail split each), so all `len`
+        // values are initialized.
         unsafe { out.set_len(len) };
         Ok(Cow::Owned(out))
     }
@@ -229,12 +306,21 @@ impl GemmConv {
         if len == 0 {
             return Ok((CpuStorage::F32(Vec::new()), shape));
         }
+        if let Some(r) = residual.filter(|r| r.len() != len) {
+            bail!("{name}: residual of {} values for {len} outputs", r.len())
+        }
+        let weight = match &self.weight {
+            GemmWeights::Packed(packed) => {
+                let lhs = self.columns(src, (n, h, w, c))?;
+                return Ok((CpuStorage::F32(packed.matmul(&lhs, m, &self.bias, residual, relu)?), shape));
+            }
+            GemmWeights::Portable(weight) => weight,
+        };
         // Start from the bias (plus the residual): gemm then accumulates the product onto it.
         let rows = (ELEMENTWISE_CHUNK / c_out).max(1);
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let spare = &mut out.spare_capacity_mut()[..len];
         match residual {
-            Some(r) if r.len() != len => bail!("{name}: residual of {} values for {len} outputs", r.len()),
             Some(r) => spare.par_chunks_mut(rows * c_out).zip(r.par_chunks(rows * c_out)).for_each(|(o, r)| {
                 for (o, r) in o.chunks_exact_mut(c_out).zip(r.chunks_exact(c_out)) {
                     o.iter_mut().zip(r).zip(&self.bias).for_each(|((o, &r), &b)| {
@@ -252,8 +338,8 @@ impl GemmConv {
         // (the residual has `len` values, checked) cover all `len` values.
         unsafe { out.set_len(len) };
         let lhs = self.columns(src, (n, h, w, c))?;
-        if lhs.len() != m * k || self.weight.len() != k * c_out {
-            bail!("{name}: operand sizes do not match ({} × {}, {m}×{k}·{k}×{c_out})", lhs.len(), self.weight.len())
+        if lhs.len() != m * k || weight.len() != k * c_out {
+            bail!("{name}: operand sizes do not match ({} × {}, {m}×{k}·{k}×{c_out})", lhs.len(), weight.len())
         }
         // SAFETY: `out` is m×c_out, `lhs` m×k and `weight` k×c_out, all row-major and contiguous
         // (sizes checked above); the three buffers do not overlap.
@@ -269,7 +355,7 @@ impl GemmConv {
                 lhs.as_ptr(),
                 1,
                 k as isize,
-                self.weight.as_ptr(),
+                weight.as_ptr(),
                 1,
                 c_out as isize,
                 1.0f32,
@@ -358,6 +444,44 @@ mod tests {
             let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-4, "relu={relu}: max diff {diff}");
         }
+    }
+
+    #[test]
+    fn gemm_conv_matches_candle_conv2d_for_every_kernel() {
+        let kernels = GemmKernel::available();
+        // (kernel, stride, padding), on an odd-sized batch of 2; 40 output channels (a ragged
+        // panel) and 37 input channels.
+        for (k, stride, pad) in [(7, 2, 3), (3, 2, 1), (5, 1, 2), (1, 2, 0), (1, 1, 0), (3, 3, 4)] {
+            let x = ramp((2, 11, 9, 37)); // NHWC
+            let w = ramp((40, 37, k, k)).affine(0.01, 0.0).unwrap();
+            let bias = ramp((1, 1, 1, 40)).flatten_all().unwrap();
+            let want = x
+                .permute((0, 3, 1, 2))
+                .unwrap()
+                .conv2d(&w, pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, 40, 1, 1)).unwrap())
+                .unwrap();
+            let residual = ramp(want.dims4().unwrap()).affine(0.5, 0.0).unwrap();
+            let want_fused = (&want + &residual).unwrap().relu().unwrap();
+            for &kernel in &kernels {
+                let conv = GemmConv::with_kernel(&w, &bias, stride, pad, kernel).unwrap();
+                assert_eq!(conv.gemm_kernel(), kernel);
+                let plain = conv.forward(&x, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
+                let res_nhwc = residual.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+                let fused = conv.forward(&x, Some(&res_nhwc), true).unwrap().permute((0, 3, 1, 2)).unwrap();
+                for (got, want) in [(plain, &want), (fused, &want_fused)] {
+                    assert_eq!(got.dims(), want.dims());
+                    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(diff <= 1e-5 * scale, "{kernel:?} k{k} s{stride} p{pad}: max diff {diff} of {scale}");
+                }
+            }
+        }
+        // A residual of the wrong size is an error naming the op.
+        let conv = GemmConv::new(&ramp((4, 3, 1, 1)), &ramp((1, 1, 1, 4)).flatten_all().unwrap(), 1, 0).unwrap();
+        let err = conv.forward(&ramp((1, 2, 2, 3)), Some(&ramp((1, 2, 2, 5))), false).unwrap_err().to_string();
+        assert!(err.contains("gemm-conv-residual-nhwc") && err.contains("residual"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use crate::backbone::{check_image_batch, check_reaches};
 use crate::geometry::{map_size, tap_geometry, LayerShape};
+use crate::nhwc::GemmKernel;
 use crate::vgg::{check_conv_impl, effective_conv_impl};
 use crate::weights::WeightFile;
 use crate::winograd::{Schedule, Winograd3x3};
@@ -173,14 +174,14 @@ impl FoldedConv {
         })
     }
 
-    /// Prepares the weights of `conv_impl`: for [`ConvImpl::Im2colNhwc`] the matrix-product form,
-    /// plus the Winograd form of a 3×3, stride-1, pad-1 convolution when `winograd`.
-    fn prepare(&mut self, conv_impl: ConvImpl, winograd: bool) -> Result<(), BackboneError> {
+    /// Prepares the weights of `conv_impl`: for [`ConvImpl::Im2colNhwc`] the matrix-product form
+    /// for `kernel`, plus the Winograd form of a 3×3, stride-1, pad-1 convolution when `winograd`.
+    fn prepare(&mut self, conv_impl: ConvImpl, winograd: bool, kernel: GemmKernel) -> Result<(), BackboneError> {
         if conv_impl != ConvImpl::Im2colNhwc {
             return Ok(());
         }
-        if self.gemm.is_none() {
-            self.gemm = Some(nhwc::GemmConv::new(&self.weight, &self.bias, self.stride, self.padding)?);
+        if self.gemm.as_ref().is_none_or(|g| g.gemm_kernel() != kernel) {
+            self.gemm = Some(nhwc::GemmConv::with_kernel(&self.weight, &self.bias, self.stride, self.padding, kernel)?);
         }
         let (_, _, kh, kw) = self.weight.dims4()?;
         let eligible = (kh, kw, self.stride, self.padding) == (3, 3, 1, 1);
@@ -207,12 +208,17 @@ impl FoldedConv {
     /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op.
     fn forward_nhwc(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor, BackboneError> {
         if let (Some(winograd), None) = (&self.winograd, residual) {
-            return Ok(winograd.forward_with(
-                x,
-                false,
-                relu,
-                Schedule::for_shape(winograd.c_in(), winograd.c_out()),
-            )?);
+            // Image by image, so that an image's result does not depend on the batch (the
+            // products' `gemm` calls span the tiles of several images otherwise).
+            let schedule = Schedule::for_shape(winograd.c_in(), winograd.c_out());
+            let images = x.dim(0)?;
+            if images <= 1 {
+                return Ok(winograd.forward_with(x, false, relu, schedule)?);
+            }
+            let maps = (0..images)
+                .map(|i| winograd.forward_with(&x.narrow(0, i, 1)?, false, relu, schedule))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&maps, 0)?);
         }
         let Some(gemm) = &self.gemm else {
             return Err(BackboneError::Input("im2col weights were not prepared".into()));
@@ -370,6 +376,9 @@ pub struct ResNet {
     precision: Precision,
     /// Whether [`ConvImpl::Im2colNhwc`] uses Winograd where it can ([`ResNet::with_winograd`]).
     winograd: bool,
+    /// The matrix product of [`ConvImpl::Im2colNhwc`]'s other convolutions
+    /// ([`ResNet::with_gemm_kernel`]).
+    gemm_kernel: GemmKernel,
 }
 
 /// What a tap holds: a block's output after its ReLU, or its residual sum before it.
@@ -487,7 +496,7 @@ impl ResNet {
         let width = |c: usize| (c / width_divisor).max(1);
         let stem_c = width(64);
         let mut stem = load_conv_bn(fetch, range_error, "conv1", "bn1", [stem_c, 3, 7, 7], 2, 3, device)?;
-        stem.prepare(conv_impl, true)?;
+        stem.prepare(conv_impl, true, GemmKernel::best())?;
         let expansion = if depth.bottleneck() { 4 } else { 1 };
         let mut c_in = stem_c;
         let mut stages = Vec::with_capacity(4);
@@ -533,7 +542,7 @@ impl ResNet {
                 };
                 let mut block = Block { convs, downsample };
                 for conv in block.convs_mut() {
-                    conv.prepare(conv_impl, true)?;
+                    conv.prepare(conv_impl, true, GemmKernel::best())?;
                 }
                 stage.push(block);
                 c_in = c_out;
@@ -559,6 +568,7 @@ impl ResNet {
             conv_impl,
             precision: Precision::F32,
             winograd: true,
+            gemm_kernel: GemmKernel::best(),
         })
     }
 
@@ -641,12 +651,22 @@ impl ResNet {
         Ok(self)
     }
 
+    /// Chooses the matrix product of [`ConvImpl::Im2colNhwc`]'s convolutions other than the
+    /// Winograd ones: [`GemmKernel::Packed`] (the default on AVX-512 CPUs, an error elsewhere)
+    /// or [`GemmKernel::Portable`]. For benchmarks comparing the two.
+    #[doc(hidden)]
+    pub fn with_gemm_kernel(mut self, kernel: GemmKernel) -> Result<Self, BackboneError> {
+        self.gemm_kernel = kernel;
+        self.prepare_all()?;
+        Ok(self)
+    }
+
     fn prepare_all(&mut self) -> Result<(), BackboneError> {
-        let (conv_impl, winograd) = (self.conv_impl, self.winograd);
-        self.stem.prepare(conv_impl, winograd)?;
+        let (conv_impl, winograd, kernel) = (self.conv_impl, self.winograd, self.gemm_kernel);
+        self.stem.prepare(conv_impl, winograd, kernel)?;
         for block in self.stages.iter_mut().flatten() {
             for conv in block.convs_mut() {
-                conv.prepare(conv_impl, winograd)?;
+                conv.prepare(conv_impl, winograd, kernel)?;
             }
         }
         Ok(())
@@ -692,10 +712,16 @@ impl ResNet {
     fn run(&self, input: &Tensor, wanted: &[bool]) -> Result<Vec<Option<Tensor>>, BackboneError> {
         match self.conv_impl() {
             ConvImpl::Candle => self.run_one(input.clone(), wanted, false),
+            // The whole batch at once: the packed product gives every output pixel the same bits
+            // whatever the other rows of its call, and Winograd runs image by image, so each
+            // image's maps are bit for bit those it gets alone.
+            ConvImpl::Im2colNhwc if self.gemm_kernel == GemmKernel::Packed => {
+                self.run_one(input.permute((0, 2, 3, 1))?.contiguous()?, wanted, true)
+            }
             ConvImpl::Im2colNhwc => {
                 let mut per_tap: Vec<Vec<Tensor>> = vec![Vec::new(); wanted.len()];
-                // One image at a time (batching gave no speed-up and would couple the images'
-                // results to the batch composition).
+                // One image at a time: the `gemm` crate's blocking may depend on the row count,
+                // which would couple the images' results to the batch composition.
                 for i in 0..input.dim(0)? {
                     let x = input.narrow(0, i, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
                     for (acc, out) in per_tap.iter_mut().zip(self.run_one(x, wanted, true)?) {
@@ -982,6 +1008,28 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_gives_each_image_the_bits_it_gets_alone() {
+        // Wide enough (width ÷ 4) for several register tiles and panels per layer.
+        let x = input(3, 64);
+        let taps = ["layer1", "layer2.pre_relu", "layer3.1", "layer4"];
+        for kernel in GemmKernel::available() {
+            let m = ResNet::random(ResNetDepth::R50, 4, 2, &Device::Cpu).unwrap().with_gemm_kernel(kernel).unwrap();
+            let batch = m.forward_taps(&x, &taps).unwrap();
+            for i in 0..3 {
+                let alone = m.forward_taps(&x.narrow(0, i, 1).unwrap(), &taps).unwrap();
+                for ((name, b), a) in taps.iter().zip(&batch).zip(&alone) {
+                    let b = b.narrow(0, i, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert!(
+                        a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{kernel:?} {name}, image {i}: not the bits of the image alone"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn block_taps_follow_torchvision_blocks() {
         let model = ResNet::random(ResNetDepth::R50, 16, 6, &Device::Cpu).unwrap();
         let names: Vec<_> = model.taps().iter().map(|t| t.name.as_str()).take(6).collect();
@@ -1080,27 +1128,31 @@ mod tests {
         let folded = conv.forward_nchw(&x).unwrap();
         assert_eq!(folded.dims(), reference.dims());
         assert!(max_diff(&folded, &reference) <= 1e-5 * max_abs(&reference));
-        // The NHWC path (general im2col, stride 2) gives the same.
-        conv.prepare(ConvImpl::Im2colNhwc, true).unwrap();
-        let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
-        let fast = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
-        assert!(max_diff(&fast, &reference) <= 1e-5 * max_abs(&reference));
-        // Fused residual and ReLU.
-        let residual = Tensor::randn(0f32, 1.0, fast.dims(), &dev).unwrap();
-        let res_nhwc = residual.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
-        let fused = conv.forward_nhwc(&x_nhwc, Some(&res_nhwc), true).unwrap().permute((0, 3, 1, 2)).unwrap();
-        let want = (reference + residual).unwrap().relu().unwrap();
-        assert!(max_diff(&fused, &want) <= 1e-5 * max_abs(&want));
-        // 1×1 convolutions, stride 1 (no im2col) and stride 2 (subsampled).
-        for stride in [1, 2] {
-            let w1 = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &dev).unwrap();
-            let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
-            let mut conv = FoldedConv::new(w1, bias, stride, 0);
-            conv.prepare(ConvImpl::Im2colNhwc, true).unwrap();
-            let want = conv.forward_nchw(&x).unwrap();
-            let got = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            assert!(max_diff(&got, &want) <= 1e-5 * max_abs(&want), "1×1 stride {stride}");
+        // The NHWC path (general im2col, stride 2) gives the same, with every matrix-product
+        // kernel this CPU has.
+        let kernels = GemmKernel::available();
+        for &kernel in &kernels {
+            conv.prepare(ConvImpl::Im2colNhwc, false, kernel).unwrap();
+            let x_nhwc = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            let fast = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
+            assert!(max_diff(&fast, &reference) <= 1e-5 * max_abs(&reference), "{kernel:?}");
+            // Fused residual and ReLU.
+            let residual = Tensor::randn(0f32, 1.0, fast.dims(), &dev).unwrap();
+            let res_nhwc = residual.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            let fused = conv.forward_nhwc(&x_nhwc, Some(&res_nhwc), true).unwrap().permute((0, 3, 1, 2)).unwrap();
+            let want = (&reference + residual).unwrap().relu().unwrap();
+            assert!(max_diff(&fused, &want) <= 1e-5 * max_abs(&want), "{kernel:?}");
+            // 1×1 convolutions, stride 1 (no im2col) and stride 2 (subsampled).
+            for stride in [1, 2] {
+                let w1 = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &dev).unwrap();
+                let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+                let mut conv = FoldedConv::new(w1, bias, stride, 0);
+                conv.prepare(ConvImpl::Im2colNhwc, true, kernel).unwrap();
+                let want = conv.forward_nchw(&x).unwrap();
+                let got = conv.forward_nhwc(&x_nhwc, None, false).unwrap().permute((0, 3, 1, 2)).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                assert!(max_diff(&got, &want) <= 1e-5 * max_abs(&want), "{kernel:?}: 1×1 stride {stride}");
+            }
         }
     }
 
