@@ -494,9 +494,10 @@ impl ResNet {
         conv_impl: ConvImpl,
     ) -> Result<Self, BackboneError> {
         let width = |c: usize| (c / width_divisor).max(1);
+        let gemm_kernel = GemmKernel::best();
         let stem_c = width(64);
         let mut stem = load_conv_bn(fetch, range_error, "conv1", "bn1", [stem_c, 3, 7, 7], 2, 3, device)?;
-        stem.prepare(conv_impl, true, GemmKernel::best())?;
+        stem.prepare(conv_impl, true, gemm_kernel)?;
         let expansion = if depth.bottleneck() { 4 } else { 1 };
         let mut c_in = stem_c;
         let mut stages = Vec::with_capacity(4);
@@ -542,7 +543,7 @@ impl ResNet {
                 };
                 let mut block = Block { convs, downsample };
                 for conv in block.convs_mut() {
-                    conv.prepare(conv_impl, true, GemmKernel::best())?;
+                    conv.prepare(conv_impl, true, gemm_kernel)?;
                 }
                 stage.push(block);
                 c_in = c_out;
@@ -568,7 +569,7 @@ impl ResNet {
             conv_impl,
             precision: Precision::F32,
             winograd: true,
-            gemm_kernel: GemmKernel::best(),
+            gemm_kernel,
         })
     }
 

@@ -32,6 +32,9 @@ pub struct NodeSetup {
     /// `1 / 2σ²` and `1 / (√(2π) σ)` of the prior, for [`Self::prior_factor`].
     prior_inv: f64,
     prior_norm: f64,
+    /// `offset_i / σ²`: the derivatives of the prior's log at the candidates, weighting the
+    /// gradient in [`node_stats`] (image-independent, so computed once here).
+    derivatives: [f64; NC],
 }
 
 impl NodeSetup {
@@ -40,7 +43,9 @@ impl NodeSetup {
         let prob_factors = offsets.map(|o| normal_pdf(o, prior_sigma));
         let prior_inv = 1.0 / (2.0 * prior_sigma * prior_sigma);
         let prior_norm = 1.0 / (SQRT_2PI * prior_sigma);
-        Self { mu, offsets, window, prior_sigma, prob_factors, prior_inv, prior_norm }
+        let var = prior_sigma * prior_sigma;
+        let derivatives = offsets.map(|o| o / var);
+        Self { mu, offsets, window, prior_sigma, prob_factors, prior_inv, prior_norm, derivatives }
     }
 
     /// The 1-D prior factor `g(d; prior_sigma)` at offset `d` from the centre, with the
@@ -489,8 +494,7 @@ fn node_stats(
     z: Option<&[f64; CANDIDATES]>,
     pts: &[[f64; NC]; 2],
 ) -> NodeImageStats {
-    let var = n.prior_sigma * n.prior_sigma;
-    let der = arr(|i| n.offsets[i] / var);
+    let der = &n.derivatives;
     let mut s = NodeImageStats { best_score: f64::NEG_INFINITY, ..Default::default() };
     let mut best = 0;
     for iw in 0..NC {
@@ -550,9 +554,8 @@ unsafe fn node_stats_avx512(
         // SAFETY: every caller passes 6 values; the mask reads lanes 0..6 only.
         unsafe { _mm512_maskz_loadu_pd(CANDIDATE_LANES, f[..NC].as_ptr()) }
     };
-    let var = n.prior_sigma * n.prior_sigma;
-    let der = arr(|i| n.offsets[i] / var);
-    let (fh, der_h, lam_v) = (load(&n.prob_factors), load(&der), _mm512_set1_pd(lam));
+    let der = &n.derivatives;
+    let (fh, der_h, lam_v) = (load(&n.prob_factors), load(der), _mm512_set1_pd(lam));
     let mut s = NodeImageStats { best_score: f64::NEG_INFINITY, ..Default::default() };
     let mut best = 0;
     for iw in 0..NC {
@@ -599,8 +602,7 @@ fn empty_node_stats(n: &NodeSetup, lam: f64, pts: &[[f64; NC]; 2]) -> Option<Nod
     // g of positive sign, every prob and product is +0.0 or positive (no −0.0 best score).
     let positive = lam.is_sign_positive() && n.prob_factors.iter().all(|g| g.is_sign_positive());
     let bounded = positive && n.prob_mass() * lam * 1e7 < 1e300;
-    let var = n.prior_sigma * n.prior_sigma;
-    let der_finite = n.offsets.iter().all(|o| (o / var).is_finite());
+    let der_finite = n.derivatives.iter().all(|d| d.is_finite());
     (bounded && der_finite).then(|| NodeImageStats { best_position: [pts[0][0], pts[1][0]], ..Default::default() })
 }
 
