@@ -1,9 +1,10 @@
 //! Fast CPU building blocks on NHWC activations (docs/cpu-performance.md §4.3): a parallel im2col
 //! for 3×3/pad-1 convolutions, feeding one large matmul, and a fused 2×2 max-pool + ReLU (VGG);
 //! and [`GemmConv`], a square convolution of any kernel, stride and padding as one `gemm` call
-//! that accumulates onto the bias (and a residual), with an optional ReLU (ResNet). A 1×1
-//! stride-1 convolution multiplies the activations in place (no im2col), a 1×1 stride-s one
-//! subsamples first.
+//! that accumulates onto the bias (and a residual), with an optional ReLU (ResNet). With the
+//! packed kernel no im2col matrix is formed: it reads every patch in place from the (zero-padded)
+//! activations; with the `gemm` crate a 1×1 stride-1 convolution multiplies the activations in
+//! place and the others form their im2col matrix.
 //!
 //! The 3×3, stride-1, pad-1 convolutions of both networks normally run the Winograd kernel of
 //! [`crate::winograd`] instead (2–5× faster per layer, no layer-sized im2col buffer); the im2col
@@ -20,7 +21,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::packed::PackedWeights;
+use crate::packed::{ConvLhs, Lhs, PackedWeights};
 
 /// Borrow the contiguous `f32` data of a CPU storage.
 pub(crate) fn contiguous_f32<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -119,6 +120,13 @@ fn write_slice(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     });
 }
 
+/// Fills `dst` with zeros.
+fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
+    dst.iter_mut().for_each(|d| {
+        d.write(0.0);
+    });
+}
+
 /// Elements per rayon task in the element-wise passes (bias fill, ReLU).
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
@@ -162,7 +170,8 @@ enum GemmWeights {
 
 /// A square convolution with bias on NHWC activations, computed as one matrix product
 /// `[N·OH·OW, k·k·C_in] × [k·k·C_in, C_out]` (on the rayon pool), the bias, a residual and a
-/// ReLU fused: with [`GemmKernel::Packed`] on AVX-512 CPUs, else by the `gemm` crate.
+/// ReLU fused: with [`GemmKernel::Packed`] on AVX-512 CPUs (the im2col matrix read in place from
+/// the padded input, never formed), else by the `gemm` crate (on the formed matrix).
 pub struct GemmConv {
     kernel: usize,
     stride: usize,
@@ -234,8 +243,8 @@ impl GemmConv {
         }
     }
 
-    /// The lhs of the product: `x` itself (1×1, stride 1, no padding), or its im2col matrix
-    /// `[N·OH·OW, k·k·C]` (rows in (ky, kx, c) order, zeros outside the input).
+    /// The lhs of the `gemm` crate's product: `x` itself (1×1, stride 1, no padding), or its
+    /// im2col matrix `[N·OH·OW, k·k·C]` (rows in (ky, kx, c) order, zeros outside the input).
     fn columns<'a>(&self, src: &'a [f32], (n, h, w, c): (usize, usize, usize, usize)) -> Result<Cow<'a, [f32]>> {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         if (k, s, p) == (1, 1, 0) {
@@ -249,11 +258,6 @@ impl GemmConv {
         }
         // Written once (no zero-fill first): every kernel row of every patch is copied from the
         // input where it lies inside it (one contiguous run of `kx`s, NHWC) and zero elsewhere.
-        let zero = |d: &mut [MaybeUninit<f32>]| {
-            d.iter_mut().for_each(|d| {
-                d.write(0.0);
-            })
-        };
         let mut out: Vec<f32> = Vec::with_capacity(len);
         out.spare_capacity_mut()[..len].par_chunks_mut(ow * row).enumerate().for_each(|(out_row, chunk)| {
             let (b, oy) = (out_row / oh, out_row % oh);
@@ -266,14 +270,14 @@ impl GemmConv {
                         Some(sy) => {
                             let (head, rest) = d.split_at_mut(kx0 * c);
                             let (inside, tail) = rest.split_at_mut((kx1 - kx0) * c);
-                            zero(head);
+                            write_zeros(head);
                             if kx1 > kx0 {
                                 let x = ox * s + kx0 - p;
                                 write_slice(inside, &src[((b * h + sy) * w + x) * c..][..(kx1 - kx0) * c]);
                             }
-                            zero(tail);
+                            write_zeros(tail);
                         }
-                        None => zero(d),
+                        None => write_zeros(d),
                     }
                 }
             }
@@ -284,6 +288,37 @@ impl GemmConv {
         // values are initialized.
         unsafe { out.set_len(len) };
         Ok(Cow::Owned(out))
+    }
+
+    /// NHWC `src` with `padding` zeros on every side (`src` itself without padding).
+    fn padded<'a>(&self, src: &'a [f32], (n, h, w, c): (usize, usize, usize, usize)) -> Cow<'a, [f32]> {
+        let p = self.padding;
+        if p == 0 {
+            return Cow::Borrowed(src);
+        }
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let len = n * hp * wp * c;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        if len == 0 {
+            return Cow::Owned(out);
+        }
+        out.spare_capacity_mut()[..len].par_chunks_mut(wp * c).enumerate().for_each(|(row, d)| {
+            let (b, y) = (row / hp, row % hp);
+            match (y.checked_sub(p)).filter(|&y| y < h) {
+                Some(y) => {
+                    let (left, rest) = d.split_at_mut(p * c);
+                    let (inside, right) = rest.split_at_mut(w * c);
+                    write_zeros(left);
+                    write_slice(inside, &src[(b * h + y) * w * c..][..w * c]);
+                    write_zeros(right);
+                }
+                None => write_zeros(d),
+            }
+        });
+        // SAFETY: the chunks of `wp·c` values tile `[0, len)` (len = n·hp of them), and each is
+        // written whole: zeros, or zeros around one input row of `w·c` values.
+        unsafe { out.set_len(len) };
+        Cow::Owned(out)
     }
 
     fn cpu_forward(
@@ -311,8 +346,18 @@ impl GemmConv {
         }
         let weight = match &self.weight {
             GemmWeights::Packed(packed) => {
-                let lhs = self.columns(src, (n, h, w, c))?;
-                return Ok((CpuStorage::F32(packed.matmul(&lhs, m, &self.bias, residual, relu)?), shape));
+                // No im2col matrix: the kernel reads each patch's rows in place from the
+                // (zero-padded) input, with the same products in the same order.
+                let x;
+                let lhs = if (self.kernel, self.stride, self.padding) == (1, 1, 0) {
+                    Lhs::Rows { a: src, m }
+                } else {
+                    x = self.padded(src, (n, h, w, c));
+                    let p = 2 * self.padding;
+                    let (height, width, kernel, stride) = (h + p, w + p, self.kernel, self.stride);
+                    Lhs::Conv(ConvLhs { x: &x, images: n, height, width, c, kernel, stride })
+                };
+                return Ok((CpuStorage::F32(packed.product(lhs, &self.bias, residual, relu)?), shape));
             }
             GemmWeights::Portable(weight) => weight,
         };
