@@ -350,7 +350,7 @@ impl GemmConv {
                 // (zero-padded) input, with the same products in the same order.
                 let x;
                 let lhs = if (self.kernel, self.stride, self.padding) == (1, 1, 0) {
-                    Lhs::Rows { a: src, m }
+                    Lhs::Rows { a: src, m, lda: k }
                 } else {
                     x = self.padded(src, (n, h, w, c));
                     let p = 2 * self.padding;

@@ -87,8 +87,8 @@ impl ConvLhs<'_> {
 /// The lhs `A` (`m × k`) of [`PackedWeights::product`], read in place.
 #[derive(Clone, Copy)]
 pub(crate) enum Lhs<'a> {
-    /// Row-major `m × k`.
-    Rows { a: &'a [f32], m: usize },
+    /// `m` rows of `k` values, row `i` at `a[i·lda..]` (`lda ≥ k`; `lda = k`: row-major).
+    Rows { a: &'a [f32], m: usize, lda: usize },
     /// A convolution's im2col matrix (`k = kernel²·c`), rows in NHWC output order.
     Conv(ConvLhs<'a>),
 }
@@ -110,9 +110,9 @@ impl Lhs<'_> {
     }
 
     /// How far apart the rows of a tile lie.
-    fn lda(&self, k: usize) -> usize {
+    fn lda(&self) -> usize {
         match self {
-            Lhs::Rows { .. } => k,
+            Lhs::Rows { lda, .. } => *lda,
             Lhs::Conv(conv) => conv.stride * conv.c,
         }
     }
@@ -133,12 +133,12 @@ impl Lhs<'_> {
     }
 
     /// The register tiles of units `units` (see [`Lhs::units`]).
-    fn tiles(&self, k: usize, units: std::ops::Range<usize>, out: &mut Vec<TileRows>) {
+    fn tiles(&self, units: std::ops::Range<usize>, out: &mut Vec<TileRows>) {
         out.clear();
         match self {
-            Lhs::Rows { m, .. } => {
+            Lhs::Rows { m, lda, .. } => {
                 for r0 in (units.start * MR..(units.end * MR).min(*m)).step_by(MR) {
-                    out.push(TileRows { r0, height: (m - r0).min(MR), a: r0 * k });
+                    out.push(TileRows { r0, height: (m - r0).min(MR), a: r0 * lda });
                 }
             }
             Lhs::Conv(conv) => {
@@ -219,9 +219,51 @@ impl PackedWeights {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> candle_core::Result<Vec<f32>> {
+        let (m, n) = (self.check(lhs, bias, residual)?, self.n);
+        let len = m * n;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        if len == 0 {
+            return Ok(out);
+        }
+        // SAFETY: checked above (sizes, AVX-512F); `out` has room for m rows of n values, row
+        // stride n, and nothing else accesses it.
+        unsafe { self.run(lhs, bias, residual, relu, OutPtr(out.as_mut_ptr()), n, true) };
+        // SAFETY: `run` writes all m×n values (see there).
+        unsafe { out.set_len(len) };
+        Ok(out)
+    }
+
+    /// [`PackedWeights::product`] without a residual, on the calling thread only, writing row
+    /// `i` of the result to `c[i·ldc..i·ldc + n]` (for results interleaved with others', like
+    /// Winograd's 16 products); the same values.
+    ///
+    /// # Safety
+    /// `c + i·ldc + j` is valid for writes for every `i < m`, `j < n`, and nothing else reads or
+    /// writes those values while this runs.
+    pub(crate) unsafe fn product_into(
+        &self,
+        lhs: Lhs<'_>,
+        bias: &[f32],
+        relu: bool,
+        c: *mut f32,
+        ldc: usize,
+    ) -> candle_core::Result<()> {
+        let m = self.check(lhs, bias, None)?;
+        if ldc < self.n {
+            candle_core::bail!("packed matmul: output rows of {ldc} values for {} columns", self.n)
+        }
+        if m * self.n > 0 {
+            // SAFETY: checked above, and the caller's contract on `c`.
+            unsafe { self.run(lhs, bias, None, relu, OutPtr(c), ldc, false) };
+        }
+        Ok(())
+    }
+
+    /// Checks the operands' sizes and the CPU; returns `m`.
+    fn check(&self, lhs: Lhs<'_>, bias: &[f32], residual: Option<&[f32]>) -> candle_core::Result<usize> {
         let (k, n, m) = (self.k, self.n, lhs.m());
         let (a, lhs_ok) = match lhs {
-            Lhs::Rows { a, m } => (a, a.len() == m * k),
+            Lhs::Rows { a, m, lda } => (a, lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k)),
             Lhs::Conv(conv) => (
                 conv.x,
                 conv.out_size().is_some()
@@ -240,46 +282,63 @@ impl PackedWeights {
         if !Self::supported() {
             candle_core::bail!("packed matmul: this CPU has no AVX-512F")
         }
-        let len = m * n;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        if len == 0 {
-            return Ok(out);
-        }
+        Ok(m)
+    }
+
+    /// Computes all m×n values into `c` (row `i` at `c + i·ldc`), on the rayon pool if
+    /// `parallel`, else on this thread.
+    ///
+    /// # Safety
+    /// [`PackedWeights::check`] passed for these operands; `c + i·ldc + j` is valid for writes
+    /// for every `i < m`, `j < n` (`ldc ≥ n`), and nothing else accesses those values meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        &self,
+        lhs: Lhs<'_>,
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        dst: OutPtr,
+        ldc: usize,
+        parallel: bool,
+    ) {
         // Tasks: chunks of rows (about MC, whole register tiles or whole output rows) × groups
         // of panels, enough of them to keep every thread busy when there are few rows. The split
         // only schedules; it changes no value.
         let (units, per_chunk) = lhs.units();
         let chunks = units.div_ceil(per_chunk);
-        let wanted = 4 * rayon::current_num_threads();
+        let wanted = if parallel { 4 * rayon::current_num_threads() } else { 1 };
         let groups = if chunks >= wanted { 1 } else { wanted.div_ceil(chunks).min(self.panels) };
         let per_group = self.panels.div_ceil(groups);
         let groups = self.panels.div_ceil(per_group);
-        let dst = OutPtr(out.as_mut_ptr());
-        (0..chunks * groups).into_par_iter().for_each(|task| {
+        let task = |task: usize| {
             let (chunk, group) = (task / groups, task % groups);
             let units = chunk * per_chunk..(chunk * per_chunk + per_chunk).min(units);
             let panels = group * per_group..(group * per_group + per_group).min(self.panels);
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F is present (checked above). `lhs` is m×k, `residual` m×n, `bias`
-            // n (checked above), the output has capacity m×n; this task writes only the rows of
-            // `units` × the columns of `panels` of it, a tile no other task touches, and reads
-            // back only what it wrote itself.
+            // SAFETY: AVX-512F is present and `lhs`, `bias`, `residual` have their sizes (the
+            // function's contract); this task writes only the rows of `units` × the columns of
+            // `panels` of the output, a tile no other task touches, and reads back only what it
+            // wrote itself.
             unsafe {
-                self.task_avx512(lhs, bias, residual, units, panels, relu, dst.get())
+                self.task_avx512(lhs, bias, residual, units, panels, relu, (dst.get(), ldc))
             };
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (units, panels, dst); // unreachable: `supported()` is false there
-        });
-        // SAFETY: the chunks' units cover rows 0..m (each row in one tile of one unit) × panels
+            let _ = (units, panels, dst, ldc); // unreachable: `supported()` is false there
+        };
+        // The chunks' units cover rows 0..m (each row in one tile of one unit) × panels
         // 0..panels (groups), each (row, panel) once, and a task writes every row of its tiles
         // and every column of its panels below n (masked stores), on its first pass over k (or
-        // with k = 0, its only one): all m×n values are initialized.
-        unsafe { out.set_len(len) };
-        Ok(out)
+        // with k = 0, its only one): all m×n values are written.
+        if parallel {
+            (0..chunks * groups).into_par_iter().for_each(task);
+        } else {
+            (0..chunks * groups).for_each(task);
+        }
     }
 
-    /// One task: the tiles of `units` (see [`Lhs::units`]) × panels `panels` of the output `c`
-    /// (row-major, `n` columns).
+    /// One task: the tiles of `units` (see [`Lhs::units`]) × panels `panels` of the output
+    /// `(c, ldc)` (row `i` at `c + i·ldc`; the residual's rows are `n` apart).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
@@ -291,16 +350,16 @@ impl PackedWeights {
         units: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
         relu: bool,
-        c: *mut f32,
+        (c, ldc): (*mut f32, usize),
     ) {
         let (k, n) = (self.k, self.n);
         let a = match lhs {
             Lhs::Rows { a, .. } => a,
             Lhs::Conv(conv) => conv.x,
         };
-        let lda = lhs.lda(k);
+        let lda = lhs.lda();
         let (mut tiles, mut pieces) = (Vec::new(), Vec::new());
-        lhs.tiles(k, units, &mut tiles);
+        lhs.tiles(units, &mut tiles);
         let passes = k.div_ceil(KC).max(1);
         for pass in 0..passes {
             let k0 = pass * KC;
@@ -322,8 +381,9 @@ impl PackedWeights {
                         pieces: &pieces,
                         b,
                         next,
-                        c: c.wrapping_add(r0 * n + p * NR),
-                        ldc: n,
+                        c: c.wrapping_add(r0 * ldc + p * NR),
+                        ldc,
+                        ldr: n,
                         init: (pass == 0).then(|| {
                             (
                                 bias.as_ptr().wrapping_add(p * NR),
@@ -375,7 +435,9 @@ struct Tile<'p> {
     /// Row `r` of the output tile starts at `c + r·ldc`.
     c: *mut f32,
     ldc: usize,
-    /// On the first pass over `k`: the panel's bias and the residual tile (row stride `ldc`);
+    /// Row `r` of the residual tile starts `r·ldr` after its first.
+    ldr: usize,
+    /// On the first pass over `k`: the panel's bias and the residual tile (row stride `ldr`);
     /// later passes start from what `c` holds.
     init: Option<(*const f32, Option<*const f32>)>,
     /// `max(·, 0)` before storing (the last pass).
@@ -404,7 +466,7 @@ impl Tile<'_> {
                     for (r, acc) in acc.iter_mut().enumerate() {
                         *acc = match residual {
                             Some(res) => {
-                                let row = res.add(r * self.ldc);
+                                let row = res.add(r * self.ldr);
                                 [
                                     _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), b0),
                                     _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row.add(16)), b1),
@@ -501,7 +563,7 @@ mod tests {
             let (a, b, bias, res) = (values(m * k, 1), values(k * n, 2), values(n, 3), values(m * n, 4));
             let packed = PackedWeights::new(&b, k, n).unwrap();
             for (residual, relu) in [(None, false), (Some(&res[..]), true), (Some(&res[..]), false), (None, true)] {
-                let ours = packed.product(Lhs::Rows { a: &a, m }, &bias, residual, relu).unwrap();
+                let ours = packed.product(Lhs::Rows { a: &a, m, lda: k }, &bias, residual, relu).unwrap();
                 let want = reference(&a, &b, (m, k, n), &bias, residual, relu);
                 let worst = ours.iter().zip(&want).map(|(&o, &w)| (f64::from(o) - w).abs()).fold(0.0, f64::max);
                 assert!(worst <= 1e-5 * (k as f64 + 1.0).sqrt(), "{m}×{k}×{n}: max|Δ| = {worst}");
@@ -523,7 +585,9 @@ mod tests {
         let packed = PackedWeights::new(&b, k, n).unwrap();
         let run = |threads: usize, rows: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| packed.product(Lhs::Rows { a: &a[..rows * k], m: rows }, &bias, None, true).unwrap())
+            pool.install(|| {
+                packed.product(Lhs::Rows { a: &a[..rows * k], m: rows, lda: k }, &bias, None, true).unwrap()
+            })
         };
         let whole = run(1, m);
         for (threads, rows) in [(3, m), (2, 49), (1, 13), (4, 1)] {
@@ -583,7 +647,7 @@ mod tests {
             let formed = im2col(&x, (images, h, w, c), kernel, stride);
             let conv = ConvLhs { x: &x, images, height: h, width: w, c, kernel, stride };
             for (residual, relu) in [(None, true), (Some(&res[..]), false)] {
-                let want = packed.product(Lhs::Rows { a: &formed, m }, &bias, residual, relu).unwrap();
+                let want = packed.product(Lhs::Rows { a: &formed, m, lda: k }, &bias, residual, relu).unwrap();
                 for threads in [1, 2, 3] {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     let ours = pool.install(|| packed.product(Lhs::Conv(conv), &bias, residual, relu).unwrap());
@@ -607,11 +671,13 @@ mod tests {
     fn mismatched_sizes_are_errors() {
         let packed = PackedWeights::new(&values(12, 1), 3, 4).unwrap();
         assert!(PackedWeights::new(&values(11, 1), 3, 4).is_err());
-        let err =
-            packed.product(Lhs::Rows { a: &values(7, 2), m: 2 }, &values(4, 3), None, false).unwrap_err().to_string();
+        let err = packed
+            .product(Lhs::Rows { a: &values(5, 2), m: 2, lda: 3 }, &values(4, 3), None, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sizes do not match"), "{err}");
         let err = packed
-            .product(Lhs::Rows { a: &values(6, 2), m: 2 }, &values(4, 3), Some(&values(7, 4)), false)
+            .product(Lhs::Rows { a: &values(6, 2), m: 2, lda: 3 }, &values(4, 3), Some(&values(7, 4)), false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("sizes do not match"), "{err}");

@@ -187,8 +187,8 @@ impl FoldedConv {
         let eligible = (kh, kw, self.stride, self.padding) == (3, 3, 1, 1);
         if !(winograd && eligible) {
             self.winograd = None;
-        } else if self.winograd.is_none() {
-            self.winograd = Some(Winograd3x3::new(&self.weight, &self.bias)?);
+        } else if self.winograd.as_ref().is_none_or(|w| w.gemm_kernel() != kernel) {
+            self.winograd = Some(Winograd3x3::with_kernel(&self.weight, &self.bias, kernel)?);
         }
         Ok(())
     }
@@ -208,11 +208,12 @@ impl FoldedConv {
     /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op.
     fn forward_nhwc(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor, BackboneError> {
         if let (Some(winograd), None) = (&self.winograd, residual) {
-            // Image by image, so that an image's result does not depend on the batch (the
-            // products' `gemm` calls span the tiles of several images otherwise).
+            // With the `gemm` crate, image by image, so that an image's result does not depend
+            // on the batch (the products' `gemm` calls span the tiles of several images
+            // otherwise); the packed products give every value the same bits in any batch.
             let schedule = Schedule::for_shape(winograd.c_in(), winograd.c_out());
             let images = x.dim(0)?;
-            if images <= 1 {
+            if images <= 1 || winograd.gemm_kernel() == GemmKernel::Packed {
                 return Ok(winograd.forward_with(x, false, relu, schedule)?);
             }
             let maps = (0..images)
@@ -713,9 +714,9 @@ impl ResNet {
     fn run(&self, input: &Tensor, wanted: &[bool]) -> Result<Vec<Option<Tensor>>, BackboneError> {
         match self.conv_impl() {
             ConvImpl::Candle => self.run_one(input.clone(), wanted, false),
-            // The whole batch at once: the packed product gives every output pixel the same bits
-            // whatever the other rows of its call, and Winograd runs image by image, so each
-            // image's maps are bit for bit those it gets alone.
+            // The whole batch at once: the packed product (of the convolutions and of Winograd's
+            // 16 products) gives every output pixel the same bits whatever the other rows of its
+            // call, so each image's maps are bit for bit those it gets alone.
             ConvImpl::Im2colNhwc if self.gemm_kernel == GemmKernel::Packed => {
                 self.run_one(input.permute((0, 2, 3, 1))?.contiguous()?, wanted, true)
             }
