@@ -718,9 +718,9 @@ impl ResNet {
             // 16 products) gives every output pixel the same bits whatever the other rows of its
             // call, so each image's maps are bit for bit those it gets alone.
             ConvImpl::Im2colNhwc if self.gemm_kernel == GemmKernel::Packed => {
-                self.run_one(input.permute((0, 2, 3, 1))?.contiguous()?, wanted, true)
+                nhwc::on_pool(|| self.run_one(input.permute((0, 2, 3, 1))?.contiguous()?, wanted, true))
             }
-            ConvImpl::Im2colNhwc => {
+            ConvImpl::Im2colNhwc => nhwc::on_pool(|| {
                 let mut per_tap: Vec<Vec<Tensor>> = vec![Vec::new(); wanted.len()];
                 // One image at a time: the `gemm` crate's blocking may depend on the row count,
                 // which would couple the images' results to the batch composition.
@@ -734,7 +734,7 @@ impl ResNet {
                     .into_iter()
                     .map(|maps| if maps.is_empty() { Ok(None) } else { Ok(Some(Tensor::cat(&maps, 0)?)) })
                     .collect()
-            }
+            }),
         }
     }
 

@@ -290,7 +290,7 @@ impl Vgg16 {
         wanted: &[bool],
     ) -> Result<(Vec<Option<Tensor>>, usize), BackboneError> {
         match self.conv_impl() {
-            ConvImpl::Im2colNhwc => {
+            ConvImpl::Im2colNhwc => nhwc::on_pool(|| {
                 // One image at a time: batching inflates the buffers and measured no faster, with Winograd too
                 // (cpu-performance.md §4.5).
                 let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); last + 1];
@@ -308,7 +308,7 @@ impl Vgg16 {
                     .map(|maps| if maps.is_empty() { Ok(None) } else { Tensor::cat(&maps, 0).map(Some) })
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 Ok((outs, layers_run))
-            }
+            }),
             ConvImpl::Candle => self.run_nchw(input.clone(), last, wanted),
         }
     }
