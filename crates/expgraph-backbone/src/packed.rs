@@ -44,10 +44,11 @@ pub(crate) struct PackedWeights {
     data: Vec<f32>,
 }
 
-/// The raw output pointer, shared by tasks that write disjoint tiles of it.
+/// A raw output pointer, shared by tasks that write disjoint parts of the output: the tiles of
+/// one product (see `run`), or the interleaved rows of Winograd's 16 products.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row chunk × panel group) tiles of the output (see `product`).
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: every user shares it only among tasks that write disjoint values (see above).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -56,6 +57,11 @@ impl OutPtr {
     /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
     fn get(self) -> *mut f32 {
         self.0
+    }
+
+    /// The pointer `offset` values in.
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
     }
 }
 

@@ -40,22 +40,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::nhwc::GemmKernel;
-use crate::packed::{Lhs, PackedWeights};
-
-/// `M`'s data, shared by the packed products, which write disjoint rows of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the tasks sharing it write disjoint values (see `Winograd3x3::products`).
-unsafe impl Send for SharedOut {}
-// SAFETY: as above.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer `offset` values in (a method, so that closures capture the `Sync` wrapper).
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
+use crate::packed::{Lhs, OutPtr, PackedWeights};
 
 /// Channels handled per vector step in the transforms (one AVX-512 register of f32).
 const LANES: usize = 16;
@@ -516,9 +501,12 @@ impl Winograd3x3 {
             if v.len() < tiles * 16 * c_in || m.len() < tiles * 16 * cb || (c0, cb) != (0, self.c_out) {
                 bail!("winograd products: buffer sizes")
             }
+            if tiles == 0 {
+                return Ok(());
+            }
             // Row t of M_ξ (C_out values) at m[(16·t + ξ)·C_out..]: the 16 products write
             // interleaved rows, disjoint from each other's.
-            let out = SharedOut(m.as_mut_ptr());
+            let out = OutPtr(m.as_mut_ptr());
             let product = |xi: usize| {
                 let lhs = Lhs::Rows { a: &v[xi * c_in..], m: tiles, lda: 16 * c_in };
                 // SAFETY: `m` has ≥ 16·tiles·C_out values (checked), so row t < tiles of M_ξ,
