@@ -28,7 +28,7 @@ use crate::packed::{ConvLhs, Lhs, PackedWeights};
 /// per ResNet-50 forward) would hand its work to sleeping workers and wait to be woken, while on a
 /// worker they share it with workers still spinning from the previous one. Scheduling only: the
 /// values do not change. Interleaved A/B on the 2-core machine: ResNet-50 at batch 1 1.02–1.08×
-/// faster over 12 runs; at batch 8, and VGG-16, within the noise (0.92–1.12).
+/// faster over 11 runs; at batch 8, and VGG-16, within the noise (0.92–1.12).
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
