@@ -357,7 +357,8 @@ impl GemmConv {
         let weight = match &self.weight {
             GemmWeights::Packed(packed) => {
                 // No im2col matrix: the kernel reads each patch's rows in place from the
-                // (zero-padded) input, with the same products in the same order.
+                // (zero-padded) input, with the same products in the same order. A 1×1 stride-1
+                // convolution is a plain product, whose tiles may span output rows.
                 let x;
                 let lhs = if (self.kernel, self.stride, self.padding) == (1, 1, 0) {
                     Lhs::Rows { a: src, m, lda: k }

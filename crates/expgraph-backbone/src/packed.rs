@@ -84,8 +84,10 @@ pub(crate) struct ConvLhs<'a> {
 impl ConvLhs<'_> {
     /// Output rows and columns (`None` if the kernel does not fit or the stride is 0).
     fn out_size(&self) -> Option<(usize, usize)> {
-        let side = |n: usize| Some(n.checked_sub(self.kernel)? / self.stride.max(1) + 1);
-        (self.stride > 0).then_some(())?;
+        if self.stride == 0 {
+            return None;
+        }
+        let side = |n: usize| Some(n.checked_sub(self.kernel)? / self.stride + 1);
         Some((side(self.height)?, side(self.width)?))
     }
 }
@@ -106,7 +108,15 @@ struct TileRows {
     a: usize,
 }
 
-impl Lhs<'_> {
+impl<'a> Lhs<'a> {
+    /// The values `A` is read from.
+    fn data(&self) -> &'a [f32] {
+        match self {
+            Lhs::Rows { a, .. } => a,
+            Lhs::Conv(conv) => conv.x,
+        }
+    }
+
     /// Rows of `A`.
     fn m(&self) -> usize {
         match self {
@@ -197,6 +207,16 @@ impl PackedWeights {
         }
     }
 
+    /// [`PackedWeights::supported`], saying that the calling test is skipped when not.
+    #[cfg(test)]
+    pub(crate) fn supported_or_skip() -> bool {
+        let supported = Self::supported();
+        if !supported {
+            eprintln!("skipped: this CPU has no AVX-512F (the packed kernel is not used here)");
+        }
+        supported
+    }
+
     /// Packs the row-major `b` (`k × n`).
     pub(crate) fn new(b: &[f32], k: usize, n: usize) -> candle_core::Result<Self> {
         if b.len() != k * n {
@@ -268,14 +288,14 @@ impl PackedWeights {
     /// Checks the operands' sizes and the CPU; returns `m`.
     fn check(&self, lhs: Lhs<'_>, bias: &[f32], residual: Option<&[f32]>) -> candle_core::Result<usize> {
         let (k, n, m) = (self.k, self.n, lhs.m());
-        let (a, lhs_ok) = match lhs {
-            Lhs::Rows { a, m, lda } => (a, lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k)),
-            Lhs::Conv(conv) => (
-                conv.x,
+        let a = lhs.data();
+        let lhs_ok = match lhs {
+            Lhs::Rows { m, lda, .. } => lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k),
+            Lhs::Conv(conv) => {
                 conv.out_size().is_some()
-                    && conv.x.len() == conv.images * conv.height * conv.width * conv.c
-                    && conv.kernel * conv.kernel * conv.c == k,
-            ),
+                    && a.len() == conv.images * conv.height * conv.width * conv.c
+                    && conv.kernel * conv.kernel * conv.c == k
+            }
         };
         if !lhs_ok || bias.len() != n || residual.is_some_and(|r| r.len() != m * n) {
             candle_core::bail!(
@@ -359,11 +379,7 @@ impl PackedWeights {
         (c, ldc): (*mut f32, usize),
     ) {
         let (k, n) = (self.k, self.n);
-        let a = match lhs {
-            Lhs::Rows { a, .. } => a,
-            Lhs::Conv(conv) => conv.x,
-        };
-        let lda = lhs.lda();
+        let (a, lda) = (lhs.data(), lhs.lda());
         let (mut tiles, mut pieces) = (Vec::new(), Vec::new());
         lhs.tiles(units, &mut tiles);
         let passes = k.div_ceil(KC).max(1);
@@ -457,7 +473,7 @@ impl Tile<'_> {
     /// Computes the `R`-row tile.
     ///
     /// # Safety
-    /// AVX-512F; `R` rows of `kc` values of `a`, `kc × NR` of `b` and `next`, and `R` rows of
+    /// AVX-512F; `R` rows of the pieces of `a`, `kc × NR` of `b` and `next`, and `R` rows of
     /// the masked columns of `c` (and of the residual) are valid.
     #[inline(always)]
     unsafe fn run<const R: usize>(&self) {
@@ -560,8 +576,7 @@ mod tests {
 
     #[test]
     fn matches_the_definition_on_ragged_shapes() {
-        if !PackedWeights::supported() {
-            eprintln!("skipped: this CPU has no AVX-512F (the packed kernel is not used here)");
+        if !PackedWeights::supported_or_skip() {
             return;
         }
         // Edges of every blocking: rows (MR, MC), columns (NR, masks), depth (KC, k = 0).
@@ -582,8 +597,7 @@ mod tests {
 
     #[test]
     fn rows_do_not_depend_on_the_row_count_or_the_threads() {
-        if !PackedWeights::supported() {
-            eprintln!("skipped: this CPU has no AVX-512F (the packed kernel is not used here)");
+        if !PackedWeights::supported_or_skip() {
             return;
         }
         let (m, k, n) = (150, 600, 96);
@@ -627,8 +641,7 @@ mod tests {
 
     #[test]
     fn a_convolution_read_in_place_equals_its_formed_im2col_matrix_bit_for_bit() {
-        if !PackedWeights::supported() {
-            eprintln!("skipped: this CPU has no AVX-512F (the packed kernel is not used here)");
+        if !PackedWeights::supported_or_skip() {
             return;
         }
         // (images, height, width, c, kernel, stride, c_out): the stem (runs of 21 < KC, a pass

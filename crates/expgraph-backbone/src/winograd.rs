@@ -797,8 +797,7 @@ mod tests {
     /// either schedule (the `gemm` crate's blocking may depend on the number of tiles).
     #[test]
     fn packed_products_give_each_image_its_own_bits_in_a_batch() {
-        if !PackedWeights::supported() {
-            eprintln!("skipped: this CPU has no AVX-512F (the packed kernel is not used here)");
+        if !PackedWeights::supported_or_skip() {
             return;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
