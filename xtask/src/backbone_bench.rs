@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::git_rev;
 use crate::extract_bench::{at_least, DEFAULT_WEIGHTS};
+use crate::isa_cap::{Capped, IsaCap};
 
 /// The largest relative L2 error between ORT's output and ours that passes the check.
 pub const MAX_REL_L2: f64 = 1e-4;
@@ -75,6 +76,11 @@ pub struct BenchBackboneArgs {
     /// Where to write the JSON record [default: target/xtask/bench-backbone.json].
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+    /// The instruction set of both engines: native, or avx2 (AVX-512 hidden from every engine
+    /// by CPUID faulting, so that an AVX-512 machine times what an AVX2 one runs; the record
+    /// says so).
+    #[arg(long, value_enum, default_value_t = IsaCap::Native)]
+    pub isa: IsaCap,
     /// Input side (the tests use a small one; the record names it).
     #[arg(long, value_name = "PX", default_value_t = 224, value_parser = at_least(32), hide = true)]
     pub input_size: usize,
@@ -119,13 +125,15 @@ pub struct Agreement {
 pub struct BenchHost {
     #[serde(flatten)]
     pub host: Host,
-    /// `avx2`, `avx512f`, `fma`: whether this CPU has them (false off x86-64).
+    /// `avx2`, `avx512f`, `fma`: whether the engines see them (false off x86-64).
     pub isa: BTreeMap<&'static str, bool>,
+    /// `avx2` when AVX-512 was hidden from both engines (`--isa avx2`), else `null`.
+    pub isa_cap: Option<&'static str>,
 }
 
 impl BenchHost {
-    fn detect() -> Self {
-        BenchHost { host: Host::detect(), isa: isa_flags() }
+    fn detect(isa_cap: Option<&'static str>) -> Self {
+        BenchHost { host: Host::detect(), isa: isa_flags(), isa_cap }
     }
 }
 
@@ -290,6 +298,11 @@ pub fn ours_first(round: usize, batch_index: usize) -> bool {
 /// Run `cargo xtask bench-backbone`.
 pub fn run(a: BenchBackboneArgs) -> Result<()> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".."));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let isa_cap = match crate::isa_cap::apply(a.isa, workspace, &args)? {
+        Capped::Here(cap) => cap,
+        Capped::Done => return Ok(()),
+    };
     let models = resolve_models(&a.models)?;
     let batches = dedup_batches(&a.batches);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -395,7 +408,7 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
     let record = BackboneBenchRecord {
         bench: "backbone",
         git_rev: git_rev(),
-        host: BenchHost::detect(),
+        host: BenchHost::detect(isa_cap),
         threads,
         rounds: a.rounds,
         runs: a.runs,
@@ -639,8 +652,9 @@ fn check_python(python: &Path) -> Result<()> {
 pub fn markdown_table(r: &BackboneBenchRecord) -> String {
     let ort = r.onnxruntime.as_deref().map_or("ours only".to_string(), |v| format!("ONNX Runtime {v}"));
     let cpu = &r.host.host.cpu;
+    let cap = r.host.isa_cap.map_or(String::new(), |isa| format!(" (capped to {isa}: AVX-512 hidden from both)"));
     let mut s = format!(
-        "bench-backbone: {} threads, {} rounds, input {px}×{px}, {ort}, {cpu}; ms per image (min and median over \
+        "bench-backbone: {} threads, {} rounds, input {px}×{px}, {ort}, {cpu}{cap}; ms per image (min and median over \
          all rounds' runs)\n\n\
          | model | weights | batch | runs | ours median | ORT median | ours / ORT | ours min | ORT min | ours / ORT (min) |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
@@ -698,7 +712,9 @@ mod tests {
         assert_eq!((a.models.clone(), a.batches.clone()), (vec!["all".to_string()], vec![1, 8]));
         assert_eq!((a.threads, a.rounds, a.runs, a.warmup, a.input_size), (None, 5, None, 2, 224));
         assert!(!a.compare_onnxruntime && a.python.is_none() && a.out.is_none());
+        assert_eq!(a.isa, IsaCap::Native);
         assert_eq!(resolve_models(&a.models).unwrap(), BenchNet::ALL);
+        assert_eq!(parse(&["--isa", "avx2"]).unwrap().isa, IsaCap::Avx2);
 
         let a = parse(&[
             "--model",
@@ -728,7 +744,9 @@ mod tests {
 
     #[test]
     fn bad_flags_are_rejected_clearly() {
-        for bad in [&["--batch", "0"][..], &["--rounds", "0"], &["--runs", "x"], &["--threads", "0"]] {
+        for bad in
+            [&["--batch", "0"][..], &["--rounds", "0"], &["--runs", "x"], &["--threads", "0"], &["--isa", "sse2"]]
+        {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         // --python only means something with --compare-onnxruntime.
@@ -775,6 +793,7 @@ mod tests {
             host: BenchHost {
                 host: Host { cpu: "c".into(), cores: 2, mem: 1 },
                 isa: [("avx2", true), ("avx512f", false), ("fma", true)].into_iter().collect(),
+                isa_cap: with_ort.then_some("avx2"),
             },
             threads: 2,
             rounds: 2,
@@ -809,6 +828,7 @@ mod tests {
         assert_eq!(json["bench"], "backbone");
         assert_eq!((json["host"]["cpu"].as_str(), json["host"]["isa"]["avx2"].as_bool()), (Some("c"), Some(true)));
         assert_eq!(json["onnxruntime"], "1.32.0");
+        assert_eq!(json["host"]["isa_cap"], "avx2");
         let m = &json["models"][0];
         assert_eq!((m["model"].as_str(), m["weights"]["kind"].as_str()), (Some("resnet50"), Some("random")));
         assert_eq!(m["agreement"]["rel_l2"], 9e-7);
@@ -818,6 +838,7 @@ mod tests {
         let table = markdown_table(&r);
         assert!(table.contains("| resnet50 | random | 2 | 4 | 11.5 | 4.8 | 2.42 | 10.0 | 4.0 | 2.50 |"), "{table}");
         assert!(table.contains("relative L2 9.0e-7"), "{table}");
+        assert!(table.contains("(capped to avx2: AVX-512 hidden from both)"), "{table}");
     }
 
     #[test]
@@ -831,7 +852,8 @@ mod tests {
         assert!(json["models"][0]["agreement"].is_null());
         let table = markdown_table(&r);
         assert!(table.contains("| resnet50 | random | 2 | 4 | 11.5 | – | – | 10.0 | – | – |"), "{table}");
-        assert!(table.contains("ours only"), "{table}");
+        assert!(table.contains("ours only") && !table.contains("capped"), "{table}");
+        assert!(json["host"]["isa_cap"].is_null());
     }
 
     #[test]

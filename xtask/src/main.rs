@@ -14,6 +14,7 @@ mod extract_bench;
 mod fetch;
 mod finetune_bench;
 mod gate;
+mod isa_cap;
 mod screenshot;
 mod test_gpu;
 

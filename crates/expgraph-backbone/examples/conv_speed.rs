@@ -7,7 +7,9 @@
 //! at batch 1 and 8, im2col everywhere against the default (Winograd in every layer).
 //! Second argument: `layers` (kernels only), `winograd` (the new kernels only, for profiling),
 //! `resnet` (ResNet-50 to layer4, random weights, all-gemm against the default), `resnet-packed`
-//! (ResNet-50, the `gemm` crate's product against the packed one, both with Winograd), `profile` (only
+//! (ResNet-50, the `gemm` crate's product against the packed one, both with Winograd;
+//! `resnet-avx2` the same with the packed kernel in AVX2 registers), `spin` and
+//! `spin-vgg` (ResNet-50 or VGG-16, the other workers sleeping against spinning), `profile` (only
 //! the default VGG-16 forward, `rounds` times; `resnet-profile` the same for ResNet-50), `stock` (VGG-16, candle's `conv2d` against the
 //! default).
 
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, GemmKernel, Winograd3x3};
+use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, set_spinning, GemmKernel, Winograd3x3};
 use expgraph_backbone::{Backbone, ResNet, ResNetDepth, Vgg16};
 
 // As in the benches: large temporaries page-fault less (cpu-performance.md §4.4).
@@ -57,13 +59,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let mode = std::env::args().nth(2).unwrap_or_default();
     let only_layers = mode == "layers" || mode == "winograd";
-    if mode == "resnet" || mode == "resnet-packed" {
+    if mode == "resnet" || mode == "resnet-packed" || mode == "resnet-avx2" {
         let new = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
         let old = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
-        let (old, names) = if mode == "resnet" {
-            (old.with_winograd(false)?, ("gemm", "winograd"))
-        } else {
-            (old.with_gemm_kernel(GemmKernel::Portable)?, ("portable", "packed"))
+        let (old, new, names) = match mode.as_str() {
+            "resnet" => (old.with_winograd(false)?, new, ("gemm", "winograd")),
+            "resnet-packed" => (old.with_gemm_kernel(GemmKernel::Portable)?, new, ("portable", "packed")),
+            _ => (
+                old.with_gemm_kernel(GemmKernel::Portable)?,
+                new.with_gemm_kernel(GemmKernel::PackedAvx2)?,
+                ("portable", "packed-avx2"),
+            ),
         };
         for batch in [1usize, 8] {
             let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;
@@ -101,6 +107,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ta * 1e3,
             tb * 1e3
         );
+        return Ok(());
+    }
+    if mode == "spin" || mode == "spin-vgg" {
+        // The forward with the other workers spinning (the default) against sleeping.
+        let model: Box<dyn Backbone> = if mode == "spin" {
+            Box::new(ResNet::random(ResNetDepth::R50, 1, 50, &dev)?)
+        } else {
+            Box::new(Vgg16::random(1, 0, &dev)?)
+        };
+        let tap = if mode == "spin" { "layer4" } else { "conv5_3" };
+        for batch in [1usize, 8] {
+            let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &dev)?;
+            let rounds = if batch == 1 { rounds } else { rounds.div_ceil(4) };
+            let forward = |spin: bool| {
+                set_spinning(spin);
+                drop(model.forward_taps(&x, &[tap]).expect("forward"));
+            };
+            let (ta, tb, r) = interleave(rounds, || forward(false), || forward(true));
+            println!(
+                "{tap}, batch {batch}: sleeping {:.1} ms/img, spinning {:.1} ms/img, old/new {r:.3}",
+                ta * 1e3 / batch as f64,
+                tb * 1e3 / batch as f64
+            );
+        }
+        set_spinning(true);
         return Ok(());
     }
     if mode == "resnet-profile" {

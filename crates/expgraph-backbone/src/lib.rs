@@ -81,7 +81,7 @@ pub use vgg::{ConvImpl, Vgg16, VggConv, REFERENCE_INPUT_SIZE, VGG16_CONVS};
 pub mod kernels {
     use candle_core::{Result, Tensor};
 
-    pub use crate::nhwc::{GemmConv, GemmKernel};
+    pub use crate::nhwc::{set_spinning, GemmConv, GemmKernel};
     pub use crate::winograd::{Schedule, Winograd3x3};
 
     /// The im2col weight matrix `[9·C_in, C_out]` ((kh, kw, cin) rows) of an OIHW 3×3 `weight`.

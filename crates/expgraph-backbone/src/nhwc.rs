@@ -16,21 +16,70 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::packed::{ConvLhs, Lhs, PackedWeights};
+use crate::packed::{ConvLhs, Lhs, PackedIsa, PackedWeights};
+
+/// Whether [`on_pool`] keeps the other workers spinning while `f` runs (see there).
+static SPIN: AtomicBool = AtomicBool::new(true);
+
+/// Turns on or off the workers that spin, instead of sleeping, while a forward pass runs on the
+/// pool (for A/B timing; on by default). Scheduling only: the values do not change.
+pub fn set_spinning(on: bool) {
+    SPIN.store(on, Ordering::Relaxed);
+}
 
 /// Runs `f`, a forward pass of these kernels, on a worker of the rayon pool (the caller waits).
 /// Each kernel is a parallel loop; called from outside the pool, every one of them (about a hundred
 /// per ResNet-50 forward) would hand its work to sleeping workers and wait to be woken, while on a
-/// worker they share it with workers still spinning from the previous one. Scheduling only: the
-/// values do not change. Interleaved A/B on the 2-core machine: ResNet-50 at batch 1 1.02–1.08×
-/// faster over 11 runs; at batch 8, and VGG-16, within the noise (0.92–1.12).
+/// worker they share it with workers still spinning from the previous one. Interleaved A/B on the
+/// 2-core machine: ResNet-50 at batch 1 1.02–1.08× faster over 11 runs; at batch 8, and VGG-16,
+/// within the noise (0.92–1.12).
+///
+/// Rayon puts a worker that found no work for some tens of microseconds to sleep, and on a
+/// virtual machine waking it takes 50–80 µs (`perf sched`), about 80 times per ResNet-50 forward:
+/// the gaps between the kernels, and the ends of their loops, are long enough. So, called from
+/// outside the pool (the pool then runs nothing else of ours), `f` gets a spinner on each of
+/// the other workers, as ONNX Runtime's intra-op threads spin by default: it runs whatever work
+/// the pool has ([`rayon::yield_now`], as a waiting worker would) and spins otherwise, until `f`
+/// returns or unwinds. Interleaved A/B: ResNet-50 1.016–1.047× faster at batch 1 (6 runs of 40–60
+/// rounds), 1.003–1.015× at batch 8, VGG-16 1.02× at both. Scheduling only: the values do not
+/// change.
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+    if rayon::current_thread_index().is_some() || !SPIN.load(Ordering::Relaxed) {
+        return rayon::scope(|_| f());
+    }
+    /// Sets the flag when dropped, so that the spinners stop even if `f` panics.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        let home = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            let done = &done;
+            s.spawn(move |_| {
+                // The worker running `f` only picks a spinner up once `f` waits (or has returned).
+                if rayon::current_thread_index() == home {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let _done = Done(&done);
+        f()
+    })
 }
 
 /// Borrow the contiguous `f32` data of a CPU storage.
@@ -144,30 +193,65 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
     /// Weights packed once at load, bias, residual and ReLU in registers
-    /// ([`crate::packed`]); AVX-512F CPUs only. The default where the CPU has it.
+    /// ([`crate::packed`]), in AVX-512 registers; AVX-512F CPUs only. The default where the
+    /// CPU has it.
     Packed,
+    /// [`GemmKernel::Packed`] in AVX2 registers (AVX2 and FMA CPUs): the same values, bit for
+    /// bit. The default on CPUs without AVX-512F that have it.
+    PackedAvx2,
     /// The `gemm` crate (any CPU), with the bias (and residual) written first and a separate
     /// ReLU pass.
     Portable,
 }
 
 impl GemmKernel {
-    /// [`GemmKernel::Packed`] where the CPU has AVX-512F, else [`GemmKernel::Portable`].
+    /// The first of [`GemmKernel::Packed`], [`GemmKernel::PackedAvx2`] and
+    /// [`GemmKernel::Portable`] that the CPU runs.
     pub fn best() -> Self {
-        if PackedWeights::supported() {
-            GemmKernel::Packed
-        } else {
-            GemmKernel::Portable
+        Self::available().pop().unwrap_or(GemmKernel::Portable)
+    }
+
+    /// Every kernel this CPU runs, [`GemmKernel::Portable`] first, the best last.
+    pub fn available() -> Vec<Self> {
+        let mut kernels = vec![GemmKernel::Portable];
+        for (kernel, isa) in [(GemmKernel::PackedAvx2, PackedIsa::Avx2), (GemmKernel::Packed, PackedIsa::Avx512)] {
+            if isa.supported() {
+                kernels.push(kernel);
+            }
+        }
+        kernels
+    }
+
+    /// Whether it runs on weights packed at load ([`crate::packed`]).
+    pub fn is_packed(self) -> bool {
+        self.packed_isa().is_some()
+    }
+
+    /// The registers of the packed kernels.
+    pub(crate) fn packed_isa(self) -> Option<PackedIsa> {
+        match self {
+            GemmKernel::Packed => Some(PackedIsa::Avx512),
+            GemmKernel::PackedAvx2 => Some(PackedIsa::Avx2),
+            GemmKernel::Portable => None,
         }
     }
 
-    /// Every kernel this CPU runs, [`GemmKernel::Portable`] first.
-    pub fn available() -> Vec<Self> {
-        let mut kernels = vec![GemmKernel::Portable];
-        if PackedWeights::supported() {
-            kernels.push(GemmKernel::Packed);
+    /// The packed kernel on `isa`.
+    pub(crate) fn packed(isa: PackedIsa) -> Self {
+        match isa {
+            PackedIsa::Avx512 => GemmKernel::Packed,
+            PackedIsa::Avx2 => GemmKernel::PackedAvx2,
         }
-        kernels
+    }
+
+    /// Weights packed for this kernel, or an error naming `op` when the CPU lacks its
+    /// instructions; `None` for [`GemmKernel::Portable`].
+    pub(crate) fn pack(self, op: &str, b: &[f32], k: usize, n: usize) -> Result<Option<PackedWeights>> {
+        let Some(isa) = self.packed_isa() else { return Ok(None) };
+        if !isa.supported() {
+            bail!("{op}: the kernel {self:?} needs {}, which this CPU lacks", isa.needs())
+        }
+        Ok(Some(PackedWeights::new(b, k, n, isa)?))
     }
 }
 
@@ -200,8 +284,8 @@ impl GemmConv {
         Self::with_kernel(weight, bias, stride, padding, GemmKernel::best())
     }
 
-    /// [`GemmConv::new`] with a chosen kernel; [`GemmKernel::Packed`] is an error on a CPU
-    /// without AVX-512F.
+    /// [`GemmConv::new`] with a chosen kernel; a packed one is an error on a CPU without its
+    /// instructions.
     pub fn with_kernel(
         weight: &Tensor,
         bias: &Tensor,
@@ -219,12 +303,9 @@ impl GemmConv {
         if bias.len() != c_out {
             bail!("GemmConv: {} biases for {c_out} output channels", bias.len())
         }
-        let weight = match kernel {
-            GemmKernel::Packed if !PackedWeights::supported() => {
-                bail!("GemmConv: the packed kernel needs AVX-512F, which this CPU lacks")
-            }
-            GemmKernel::Packed => GemmWeights::Packed(PackedWeights::new(&w, kh * kw * c_in, c_out)?),
-            GemmKernel::Portable => GemmWeights::Portable(w),
+        let weight = match kernel.pack("GemmConv", &w, kh * kw * c_in, c_out)? {
+            Some(packed) => GemmWeights::Packed(packed),
+            None => GemmWeights::Portable(w),
         };
         Ok(Self { kernel: kh, stride, padding, c_in, c_out, weight, bias })
     }
@@ -232,7 +313,7 @@ impl GemmConv {
     /// The kernel this convolution runs.
     pub fn gemm_kernel(&self) -> GemmKernel {
         match self.weight {
-            GemmWeights::Packed(_) => GemmKernel::Packed,
+            GemmWeights::Packed(ref packed) => GemmKernel::packed(packed.isa()),
             GemmWeights::Portable(_) => GemmKernel::Portable,
         }
     }
@@ -475,6 +556,30 @@ pub(crate) fn max_pool2_relu(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor, D};
+
+    #[test]
+    fn on_pool_runs_on_a_worker_returns_its_value_and_stops_its_spinners_on_a_panic() {
+        for spin in [true, false] {
+            set_spinning(spin);
+            // Parallel work inside, as a forward pass has: the spinners take part in it.
+            let (worker, sum) = on_pool(|| {
+                let sum: u64 = (0..100_000u64).into_par_iter().map(|i| i % 7).sum();
+                (rayon::current_thread_index(), sum)
+            });
+            assert!(worker.is_some(), "f ran outside the pool");
+            assert_eq!(sum, (0..100_000u64).map(|i| i % 7).sum::<u64>());
+            // A panic in `f` reaches the caller (and does not leave spinners running: the call
+            // returns, and the next one runs).
+            let caught = std::panic::catch_unwind(|| on_pool(|| -> u32 { panic!("inside on_pool") }));
+            assert!(caught.is_err());
+            assert_eq!(on_pool(|| 7), 7);
+            // From inside the pool, `f` runs inline on the calling worker.
+            let (outer, inner) =
+                rayon::scope(|_| (rayon::current_thread_index(), on_pool(rayon::current_thread_index)));
+            assert_eq!(outer, inner);
+        }
+        set_spinning(true);
+    }
 
     fn ramp(shape: (usize, usize, usize, usize)) -> Tensor {
         let len = shape.0 * shape.1 * shape.2 * shape.3;

@@ -213,7 +213,7 @@ impl FoldedConv {
             // otherwise); the packed products give every value the same bits in any batch.
             let schedule = Schedule::for_shape(winograd.c_in(), winograd.c_out());
             let images = x.dim(0)?;
-            if images <= 1 || winograd.gemm_kernel() == GemmKernel::Packed {
+            if images <= 1 || winograd.gemm_kernel().is_packed() {
                 return Ok(winograd.forward_with(x, false, relu, schedule)?);
             }
             let maps = (0..images)
@@ -717,7 +717,7 @@ impl ResNet {
             // The whole batch at once: the packed product (of the convolutions and of Winograd's
             // 16 products) gives every output pixel the same bits whatever the other rows of its
             // call, so each image's maps are bit for bit those it gets alone.
-            ConvImpl::Im2colNhwc if self.gemm_kernel == GemmKernel::Packed => {
+            ConvImpl::Im2colNhwc if self.gemm_kernel.is_packed() => {
                 nhwc::on_pool(|| self.run_one(input.permute((0, 2, 3, 1))?.contiguous()?, wanted, true))
             }
             ConvImpl::Im2colNhwc => nhwc::on_pool(|| {

@@ -23,7 +23,7 @@
 //! never on the thread count, and no reduction is split across tasks: the result is bit-identical
 //! for every rayon pool size.
 //!
-//! With [`GemmKernel::Packed`] ([`Winograd3x3::with_kernel`], ResNet's default on AVX-512 CPUs)
+//! With a packed kernel ([`Winograd3x3::with_kernel`], ResNet's default on AVX-512 and AVX2 CPUs)
 //! the 16 products run [`crate::packed`] instead, on `U_ξ` packed once at load (the `gemm` crate
 //! packs the weights on every call, and inside a forward pass they are no longer in cache: 16 MB
 //! per call in ResNet-50's `layer4`). There every value depends only on its own tile and channel,
@@ -87,12 +87,12 @@ pub struct Winograd3x3 {
     c_blocks: Vec<(usize, usize)>,
     /// `[C_out]`.
     bias: Vec<f32>,
-    /// With [`GemmKernel::Packed`]: `U_ξ` (`C_in × C_out`) packed for [`crate::packed`], one per
+    /// With a packed kernel: `U_ξ` (`C_in × C_out`) packed for [`crate::packed`], one per
     /// position ξ, and `weight` is empty (one block, `c_blocks = [(0, C_out)]`).
     packed: Option<Packed>,
 }
 
-/// The products' weights for [`GemmKernel::Packed`].
+/// The products' weights for a packed kernel.
 struct Packed {
     /// `U_ξ`, ξ = 0 … 15.
     u: Vec<PackedWeights>,
@@ -222,8 +222,8 @@ impl Winograd3x3 {
         Self::with_kernel(weight, bias, GemmKernel::Portable)
     }
 
-    /// [`Winograd3x3::new`] with the products on `kernel`. With [`GemmKernel::Packed`] (an error
-    /// on a CPU without AVX-512F) the transformed weights are packed once here, and every output
+    /// [`Winograd3x3::new`] with the products on `kernel`. With a packed kernel (an error on a
+    /// CPU without its instructions) the transformed weights are packed once here, and every output
     /// value depends only on its own pixel and channel: bit-identical for any thread count, any
     /// schedule and any batch (an image gets the bits it gets alone). The `gemm` crate's values
     /// do not depend on the threads or the schedule either, but its blocking may depend on the
@@ -238,11 +238,8 @@ impl Winograd3x3 {
         if bias.len() != c_out {
             bail!("Winograd3x3: {} biases for {c_out} output channels", bias.len())
         }
-        if kernel == GemmKernel::Packed && !PackedWeights::supported() {
-            bail!("Winograd3x3: the packed kernel needs AVX-512F, which this CPU lacks")
-        }
         // The packed products take all output channels at once: one block.
-        let block = if kernel == GemmKernel::Packed { c_out } else { C_OUT_BLOCK };
+        let block = if kernel.is_packed() { c_out } else { C_OUT_BLOCK };
         let c_blocks: Vec<(usize, usize)> = (0..c_out).step_by(block).map(|c0| (c0, block.min(c_out - c0))).collect();
         let mut u = vec![0f32; 16 * c_in * c_out];
         for (o, kernels) in g.chunks_exact(c_in * 9).enumerate() {
@@ -255,16 +252,12 @@ impl Winograd3x3 {
                 }
             }
         }
-        let packed = match kernel {
-            GemmKernel::Packed => {
-                // One block: U_ξ is the row-major C_in × C_out matrix at 16·C_in·0 + ξ·C_in·C_out.
-                let u = u
-                    .chunks_exact(c_in * c_out)
-                    .map(|u_xi| PackedWeights::new(u_xi, c_in, c_out))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(Packed { u, zeros: vec![0.0; c_out] })
-            }
-            GemmKernel::Portable => None,
+        let packed = if kernel.is_packed() {
+            // One block: U_ξ is the row-major C_in × C_out matrix at 16·C_in·0 + ξ·C_in·C_out.
+            let u = u.chunks_exact(c_in * c_out).map(|u_xi| kernel.pack("Winograd3x3", u_xi, c_in, c_out));
+            u.collect::<Result<Option<Vec<_>>>>()?.map(|u| Packed { u, zeros: vec![0.0; c_out] })
+        } else {
+            None
         };
         let weight = if packed.is_some() { Vec::new() } else { u };
         Ok(Self { c_in, c_out, weight, c_blocks, bias, packed })
@@ -272,10 +265,9 @@ impl Winograd3x3 {
 
     /// The kernel of the products.
     pub fn gemm_kernel(&self) -> GemmKernel {
-        if self.packed.is_some() {
-            GemmKernel::Packed
-        } else {
-            GemmKernel::Portable
+        match &self.packed {
+            Some(packed) => GemmKernel::packed(packed.u[0].isa()),
+            None => GemmKernel::Portable,
         }
     }
 
@@ -797,15 +789,18 @@ mod tests {
     /// either schedule (the `gemm` crate's blocking may depend on the number of tiles).
     #[test]
     fn packed_products_give_each_image_its_own_bits_in_a_batch() {
-        if !PackedWeights::supported_or_skip() {
-            return;
+        for kernel in GemmKernel::available().into_iter().filter(|k| k.is_packed()) {
+            packed_batch_bits(kernel);
         }
+    }
+
+    fn packed_batch_bits(kernel: GemmKernel) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let (n, h, w, c, c_out) = (3, 14, 13, 40, 70);
         let x = Tensor::from_vec(random(n * h * w * c, 1.0, &mut rng), (n, h, w, c), &Device::Cpu).unwrap();
         let wt = Tensor::from_vec(random(c_out * c * 9, 0.2, &mut rng), (c_out, c, 3, 3), &Device::Cpu).unwrap();
         let b = Tensor::from_vec(random(c_out, 0.1, &mut rng), c_out, &Device::Cpu).unwrap();
-        let conv = Winograd3x3::with_kernel(&wt, &b, GemmKernel::Packed).unwrap();
+        let conv = Winograd3x3::with_kernel(&wt, &b, kernel).unwrap();
         let bits = |t: &Tensor| -> Vec<u32> {
             t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
         };
@@ -816,7 +811,7 @@ mod tests {
                     bits(&conv.forward_with(&x.narrow(0, i, 1).unwrap(), true, true, Schedule::Fused).unwrap())
                 })
                 .collect();
-            assert!(batch == alone, "{schedule:?}: a batch of {n} differs from its images alone");
+            assert!(batch == alone, "{kernel:?} {schedule:?}: a batch of {n} differs from its images alone");
         }
     }
 
