@@ -7,8 +7,9 @@
 //! at batch 1 and 8, im2col everywhere against the default (Winograd in every layer).
 //! Second argument: `layers` (kernels only), `winograd` (the new kernels only, for profiling),
 //! `resnet` (ResNet-50 to layer4, random weights, all-gemm against the default), `resnet-packed`
-//! (ResNet-50, the `gemm` crate's product against the packed one, both with Winograd;
-//! `resnet-avx2` the same with the packed kernel in AVX2 registers), `spin` and
+//! (ResNet-50, the `gemm` crate's product against the packed one, both with Winograd; under
+//! `LD_PRELOAD=target/xtask/libisacap.so`, see `cargo xtask bench-backbone --isa avx2`, both on
+//! AVX2), `spin` and
 //! `spin-vgg` (ResNet-50 or VGG-16, the other workers sleeping against spinning), `profile` (only
 //! the default VGG-16 forward, `rounds` times; `resnet-profile` the same for ResNet-50), `stock` (VGG-16, candle's `conv2d` against the
 //! default).
@@ -59,17 +60,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let mode = std::env::args().nth(2).unwrap_or_default();
     let only_layers = mode == "layers" || mode == "winograd";
-    if mode == "resnet" || mode == "resnet-packed" || mode == "resnet-avx2" {
+    if mode == "resnet" || mode == "resnet-packed" {
         let new = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
         let old = ResNet::random(ResNetDepth::R50, 1, 50, &Device::Cpu)?;
-        let (old, new, names) = match mode.as_str() {
-            "resnet" => (old.with_winograd(false)?, new, ("gemm", "winograd")),
-            "resnet-packed" => (old.with_gemm_kernel(GemmKernel::Portable)?, new, ("portable", "packed")),
-            _ => (
-                old.with_gemm_kernel(GemmKernel::Portable)?,
-                new.with_gemm_kernel(GemmKernel::PackedAvx2)?,
-                ("portable", "packed-avx2"),
-            ),
+        let (old, names) = if mode == "resnet" {
+            (old.with_winograd(false)?, ("gemm", "winograd"))
+        } else {
+            (old.with_gemm_kernel(GemmKernel::Portable)?, ("portable", "packed"))
         };
         for batch in [1usize, 8] {
             let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;

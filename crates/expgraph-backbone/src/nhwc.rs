@@ -43,10 +43,11 @@ pub fn set_spinning(on: bool) {
 /// Rayon puts a worker that found no work for some tens of microseconds to sleep, and on a
 /// virtual machine waking it takes 50–80 µs (`perf sched`), about 80 times per ResNet-50 forward:
 /// the gaps between the kernels, and the ends of their loops, are long enough. So, called from
-/// outside the pool (the pool then runs nothing else of ours), `f` gets a spinner on each of
-/// the other workers, as ONNX Runtime's intra-op threads spin by default: it runs whatever work
-/// the pool has ([`rayon::yield_now`], as a waiting worker would) and spins otherwise, until `f`
-/// returns or unwinds. Interleaved A/B: ResNet-50 1.016–1.047× faster at batch 1 (6 runs of 40–60
+/// outside the pool, `f` gets a spinner on each of the other workers, as ONNX Runtime's intra-op
+/// threads spin by default: it runs whatever work the pool has ([`rayon::yield_now`], as a
+/// waiting worker would, so other work on the pool still gets done) and spins otherwise, until
+/// `f` returns or unwinds. Called from inside the pool (nested in other parallel work), `f` just
+/// runs. Interleaved A/B: ResNet-50 1.016–1.047× faster at batch 1 (6 runs of 40–60
 /// rounds), 1.003–1.015× at batch 8, VGG-16 1.02× at both. Scheduling only: the values do not
 /// change.
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
