@@ -9,7 +9,8 @@
 //! conv1_2 3.7–4.5× (4.7×), conv2_2 2.5–2.9× (3.0×), conv3_2 2.0–2.1× (1.9×), conv4_2 2.0–2.2×
 //! (2.2×), conv5_2 1.9–2.2× (2.1×). Winograd here: 7.0, 6.8, 7.8, 11.5, 3.5 ms.
 //! Then ResNet-50's matrix-product convolutions (`gemm_conv_*`): the `gemm` crate against the
-//! weights packed at load (see `gemm_conv_kernels`).
+//! weights packed at load, in AVX2 and (where the CPU has them) AVX-512 registers (see
+//! `gemm_conv_kernels`).
 
 use std::time::Duration;
 
@@ -82,8 +83,8 @@ const GEMM_SHAPES: [GemmShape; 5] = [
     shape("layer4_3x3s2", 14, (512, 512), (3, 2, 1), false),
 ];
 
-/// The `gemm` crate's product (`portable`) against weights packed at load (`packed`, AVX-512
-/// CPUs only), bias, residual and ReLU fused. Criterion repeats one layer, so its weights stay in
+/// The `gemm` crate's product (`portable`) against weights packed at load (`packedavx2` on AVX2
+/// and FMA CPUs, `packed` on AVX-512 ones; the same values), bias, residual and ReLU fused. Criterion repeats one layer, so its weights stay in
 /// cache; inside the network they do not, which favours `packed` more than these numbers show
 /// (`cargo run --release -p expgraph-backbone --example conv_speed -- 10 resnet-packed`).
 fn gemm_conv_kernels(c: &mut Criterion) {
