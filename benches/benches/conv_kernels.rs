@@ -84,9 +84,10 @@ const GEMM_SHAPES: [GemmShape; 5] = [
 ];
 
 /// The `gemm` crate's product (`portable`) against weights packed at load (`packedavx2` on AVX2
-/// and FMA CPUs, `packed` on AVX-512 ones; the same values), bias, residual and ReLU fused. Criterion repeats one layer, so its weights stay in
-/// cache; inside the network they do not, which favours `packed` more than these numbers show
-/// (`cargo run --release -p expgraph-backbone --example conv_speed -- 10 resnet-packed`).
+/// and FMA CPUs, `packed` on AVX-512 ones; the same values), bias, residual and ReLU fused.
+/// Criterion repeats one layer, so its weights stay in cache; inside the network they do not,
+/// which favours `packed` more than these numbers show (`cargo run --release -p
+/// expgraph-backbone --example conv_speed -- 10 resnet-packed`).
 fn gemm_conv_kernels(c: &mut Criterion) {
     let dev = Device::Cpu;
     for GemmShape { name, side, c_in, c_out, kernel: k, stride, padding, residual } in GEMM_SHAPES {

@@ -137,7 +137,8 @@ impl BenchHost {
     }
 }
 
-fn isa_flags() -> BTreeMap<&'static str, bool> {
+/// `avx2`, `avx512f`, `fma`: whether this process sees them (false off x86-64).
+pub(crate) fn isa_flags() -> BTreeMap<&'static str, bool> {
     #[cfg(target_arch = "x86_64")]
     let flags = [
         ("avx2", std::arch::is_x86_feature_detected!("avx2")),

@@ -55,8 +55,7 @@ pub fn apply(cap: IsaCap, workspace: &Path, args: &[String]) -> Result<Capped> {
     if !(cfg!(all(target_os = "linux", target_arch = "x86_64"))) {
         bail!("--isa avx2 needs Linux on x86-64 (CPUID faulting)")
     }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").context("reading /proc/cpuinfo")?;
-    if !cpuinfo.split_whitespace().any(|flag| flag == "cpuid_fault") {
+    if !cpuid_faulting()? {
         bail!("--isa avx2: /proc/cpuinfo lists no `cpuid_fault`: AVX-512 cannot be hidden on this machine")
     }
     let shim = build_shim(workspace)?;
@@ -74,16 +73,15 @@ pub fn apply(cap: IsaCap, workspace: &Path, args: &[String]) -> Result<Capped> {
     Ok(Capped::Done)
 }
 
-/// Whether this process sees AVX-512F.
+/// Whether this process sees AVX-512F (what the record's `host.isa` says).
 fn avx512_detected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::backbone_bench::isa_flags().get("avx512f") == Some(&true)
+}
+
+/// Whether the CPU and kernel offer CPUID faulting (`cpuid_fault` in /proc/cpuinfo).
+fn cpuid_faulting() -> Result<bool> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").context("reading /proc/cpuinfo")?;
+    Ok(cpuinfo.split_whitespace().any(|flag| flag == "cpuid_fault"))
 }
 
 /// Builds the library into `target/xtask/` (with `$RUSTC`, else `rustc`); returns its path.
@@ -132,8 +130,7 @@ mod tests {
             );
             return;
         }
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        if !avx512_detected() || !cpuinfo.split_whitespace().any(|f| f == "cpuid_fault") {
+        if !avx512_detected() || !cpuid_faulting().unwrap_or(false) {
             eprintln!("skipped: this machine has no AVX-512F or no CPUID faulting");
             return;
         }

@@ -214,13 +214,10 @@ impl GemmKernel {
 
     /// Every kernel this CPU runs, [`GemmKernel::Portable`] first, the best last.
     pub fn available() -> Vec<Self> {
-        let mut kernels = vec![GemmKernel::Portable];
-        for (kernel, isa) in [(GemmKernel::PackedAvx2, PackedIsa::Avx2), (GemmKernel::Packed, PackedIsa::Avx512)] {
-            if isa.supported() {
-                kernels.push(kernel);
-            }
-        }
-        kernels
+        [GemmKernel::Portable, GemmKernel::PackedAvx2, GemmKernel::Packed]
+            .into_iter()
+            .filter(|k| k.packed_isa().is_none_or(PackedIsa::supported))
+            .collect()
     }
 
     /// Whether it runs on weights packed at load ([`crate::packed`]).

@@ -727,6 +727,11 @@ mod tests {
             .collect()
     }
 
+    /// Shapes `(m, k, n)` on the edges of every blocking: rows (MR, MC, AVX2's 3-row sub-tiles),
+    /// columns (NR, masks), depth (KC, k = 0).
+    const RAGGED: [(usize, usize, usize); 6] =
+        [(1, 1, 1), (13, 300, 33), (97, 257, 64), (49, 512, 70), (200, 0, 5), (12, 17, 31)];
+
     /// The product by definition, in f64.
     fn reference(
         a: &[f32],
@@ -752,9 +757,7 @@ mod tests {
     #[test]
     fn matches_the_definition_on_ragged_shapes() {
         for isa in PackedIsa::available_or_skip() {
-            // Edges of every blocking: rows (MR, MC, AVX2's 3-row sub-tiles), columns (NR,
-            // masks), depth (KC, k = 0).
-            for (m, k, n) in [(1, 1, 1), (13, 300, 33), (97, 257, 64), (49, 512, 70), (200, 0, 5), (12, 17, 31)] {
+            for (m, k, n) in RAGGED {
                 let (a, b, bias, res) = (values(m * k, 1), values(k * n, 2), values(n, 3), values(m * n, 4));
                 let packed = PackedWeights::new(&b, k, n, isa).unwrap();
                 for (residual, relu) in [(None, false), (Some(&res[..]), true), (Some(&res[..]), false), (None, true)] {
@@ -780,7 +783,7 @@ mod tests {
             return;
         }
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-        for (m, k, n) in [(1, 1, 1), (13, 300, 33), (97, 257, 64), (49, 512, 70), (12, 17, 31), (200, 0, 5)] {
+        for (m, k, n) in RAGGED {
             let (a, b, bias, res) = (values(m * k, 21), values(k * n, 22), values(n, 23), values(m * n, 24));
             let (p512, p2) = (
                 PackedWeights::new(&b, k, n, PackedIsa::Avx512).unwrap(),
