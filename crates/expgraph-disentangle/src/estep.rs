@@ -8,7 +8,7 @@ use crate::evidence::{AxisCells, MapIndex};
 use crate::fast_exp::fast_exp;
 use crate::isa::Isa;
 #[cfg(target_arch = "x86_64")]
-use crate::isa::{store_candidates, CANDIDATE_LANES};
+use crate::isa::{store_candidates, Six, CANDIDATE_LANES};
 use crate::kernel::SmoothingKernel;
 use crate::reference::{reference_z, Template};
 use crate::settings::{normal_pdf, CANDIDATES, CANDIDATES_PER_AXIS, SQRT_2PI};
@@ -70,6 +70,15 @@ impl NodeSetup {
         let x = _mm512_mul_pd(_mm512_mul_pd(_mm512_xor_pd(d, _mm512_set1_pd(-0.0)), d), _mm512_set1_pd(self.prior_inv));
         // SAFETY: AVX-512 F, as the caller guarantees.
         _mm512_mul_pd(_mm512_set1_pd(self.prior_norm), unsafe { crate::fast_exp_avx512(x) })
+    }
+
+    /// [`Self::prior_factors_avx512`] in AVX2 registers.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn prior_factors_avx2(&self, p: Six, centre: f64) -> Six {
+        let d = p.sub(Six::splat(centre));
+        Six::splat(self.prior_norm).mul(d.neg().mul(d).mul(Six::splat(self.prior_inv)).exp())
     }
 
     /// `Σ_c prob_c / λ = (Σ_i g_i)²`.
@@ -250,24 +259,38 @@ impl Accumulate<'_> {
     /// them).
     pub(crate) fn run_with(&self, isa: Isa, out: &mut [NodeImageStats], scratch: &mut EStepScratch) {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            /// [`Accumulate::run`] compiled for AVX-512.
-            #[target_feature(enable = "avx2,avx512f,avx512dq,avx512vl")]
-            fn avx512(job: &Accumulate, out: &mut [NodeImageStats], scratch: &mut EStepScratch) {
-                job.run::<true>(out, scratch)
+        match isa {
+            Isa::Avx512 => {
+                /// [`Accumulate::run`] compiled for AVX-512.
+                #[target_feature(enable = "avx2,avx512f,avx512dq,avx512vl")]
+                fn avx512(job: &Accumulate, out: &mut [NodeImageStats], scratch: &mut EStepScratch) {
+                    job.run::<{ Isa::Avx512 as u8 }>(out, scratch)
+                }
+                // SAFETY: `isa` comes from `Isa::detect`/`Isa::available`: the CPU has AVX-512
+                // F/DQ/VL.
+                return unsafe { avx512(self, out, scratch) };
             }
-            // SAFETY: `isa` comes from `Isa::detect`/`Isa::available`: the CPU has AVX-512
-            // F/DQ/VL.
-            return unsafe { avx512(self, out, scratch) };
+            Isa::Avx2 => {
+                /// [`Accumulate::run`] compiled for AVX2.
+                #[target_feature(enable = "avx2")]
+                fn avx2(job: &Accumulate, out: &mut [NodeImageStats], scratch: &mut EStepScratch) {
+                    job.run::<{ Isa::Avx2 as u8 }>(out, scratch)
+                }
+                // SAFETY: `isa` comes from `Isa::detect`/`Isa::available`: the CPU has AVX2.
+                return unsafe { avx2(self, out, scratch) };
+            }
+            Isa::Baseline => {}
         }
         let _ = isa;
-        self.run::<false>(out, scratch)
+        self.run::<{ Isa::Baseline as u8 }>(out, scratch)
     }
 
-    /// The body of [`accumulate`]; `AVX512`: the caller is compiled for AVX-512 F/DQ/VL, and
-    /// the sibling factors, normalizers and statistics use its vectors.
+    /// The body of [`accumulate`]; `ISA` (an [`Isa`] as `u8`): the caller is compiled for that
+    /// instruction set, and the sibling factors, normalizers and statistics use its vectors.
     #[inline(always)]
-    fn run<const AVX512: bool>(&self, out: &mut [NodeImageStats], scratch: &mut EStepScratch) {
+    fn run<const ISA: u8>(&self, out: &mut [NodeImageStats], scratch: &mut EStepScratch) {
+        const AVX512: u8 = Isa::Avx512 as u8;
+        const AVX2: u8 = Isa::Avx2 as u8;
         let Accumulate { cfg, nodes, shifts, lambdas, prior, normalize } = *self;
         let k = cfg.nodes_per_filter;
         let tau = if normalize { background_tau(cfg, nodes, lambdas) } else { 0.0 };
@@ -312,11 +335,14 @@ impl Accumulate<'_> {
                         (&mut scratch.z[a * CANDIDATES..(a + 1) * CANDIDATES]).try_into().expect("36 candidates");
                     let siblings = Siblings { cfg, nodes, shifts, lambdas, base, a, points: &scratch.points };
                     #[cfg(target_arch = "x86_64")]
-                    if AVX512 {
-                        // SAFETY: with AVX512 the caller runs on a CPU with AVX-512 F/DQ/VL.
-                        unsafe { siblings.add_avx512(&scratch.overlap, z) };
-                        continue;
+                    match ISA {
+                        // SAFETY: the caller runs on a CPU with AVX-512 F/DQ/VL.
+                        AVX512 => unsafe { siblings.add_avx512(&scratch.overlap, z) },
+                        // SAFETY: the caller runs on a CPU with AVX2.
+                        AVX2 => unsafe { siblings.add_avx2(&scratch.overlap, z) },
+                        _ => siblings.add(&scratch.overlap, z),
                     }
+                    #[cfg(not(target_arch = "x86_64"))]
                     siblings.add(&scratch.overlap, z);
                 }
             }
@@ -331,9 +357,12 @@ impl Accumulate<'_> {
                 let empty = !cfg.reference_arithmetic && p.iter().all(|p| p.to_bits() == 0);
                 *st = match empty.then(|| empty_node_stats(&nodes[v], lambdas[v], pts)).flatten() {
                     Some(s) => s,
-                    // SAFETY: with AVX512 the caller runs on a CPU with AVX-512 F/DQ/VL.
+                    // SAFETY: the caller runs on a CPU with AVX-512 F/DQ/VL.
                     #[cfg(target_arch = "x86_64")]
-                    None if AVX512 => unsafe { node_stats_avx512(&nodes[v], lambdas[v], p, z, pts) },
+                    None if ISA == AVX512 => unsafe { node_stats_avx512(&nodes[v], lambdas[v], p, z, pts) },
+                    // SAFETY: the caller runs on a CPU with AVX2.
+                    #[cfg(target_arch = "x86_64")]
+                    None if ISA == AVX2 => unsafe { node_stats_avx2(&nodes[v], lambdas[v], p, z, pts) },
                     None => node_stats(&nodes[v], lambdas[v], p, z, pts),
                 };
             }
@@ -471,6 +500,50 @@ impl Siblings<'_> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+impl Siblings<'_> {
+    /// [`Self::add_avx512`] in AVX2 registers: `z` in six [`Six`] over all siblings, a blend
+    /// standing for the masked add. Bit-identical to [`Self::add`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn add_avx2(&self, overlap: &[(usize, u64)], z: &mut [f64; CANDIDATES]) {
+        let mut acc: [Six; NC] = std::array::from_fn(|iw| Six::load(&z[iw * NC..]));
+        let pa = &self.points[self.a];
+        let (pa_h, pa_w) = (Six::load(&pa[0]), Six::load(&pa[1]));
+        for &(j, mut word) in overlap {
+            while word != 0 {
+                let b = j * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                let pb = &self.points[b];
+                let hm = pa_h.within(pb[0][0], pb[0][NC - 1]);
+                let wm = pa_w.within(pb[1][0], pb[1][NC - 1]).bits();
+                if hm.bits() == 0 || wm == 0 {
+                    continue;
+                }
+                let sib = &self.nodes[self.base + b];
+                let [fh, fw] = if self.a == b {
+                    [Six::load(&sib.prob_factors); 2]
+                } else if self.cfg.nearest_sibling {
+                    let (hs, ws) = (inside(&pa[0], pb[0][0], pb[0][NC - 1]), inside(&pa[1], pb[1][0], pb[1][NC - 1]));
+                    self.factors(b, hs, ws).map(|f| Six::load(&f))
+                } else {
+                    let centre = self.centre(b);
+                    [sib.prior_factors_avx2(pa_h, centre[0]), sib.prior_factors_avx2(pa_w, centre[1])]
+                };
+                let lam_fw = Six::splat(self.lambdas[self.base + b]).mul(fw).lanes();
+                for (iw, acc) in acc.iter_mut().enumerate() {
+                    if wm & (1 << iw) != 0 {
+                        *acc = acc.add_where(hm, Six::splat(lam_fw[iw]).mul(fh));
+                    }
+                }
+            }
+        }
+        for (column, acc) in z.chunks_exact_mut(NC).zip(acc) {
+            acc.store(column);
+        }
+    }
+}
+
 /// The spread weight `(i_h − 2.5)² + (i_w − 2.5)²` of candidate `i_w · 6 + i_h` (grid indices
 /// 0..6; every value exact), computed once for [`node_stats`] and its AVX-512 copy.
 const SPREAD_WEIGHTS: [f64; CANDIDATES] = {
@@ -516,11 +589,7 @@ fn node_stats(
             }
         }
     }
-    if !s.best_score.is_finite() {
-        s.best_score = 0.0;
-    }
-    s.best_position = [pts[0][best % NC], pts[1][best / NC]];
-    s
+    finish_stats(s, best, pts)
 }
 
 /// [`node_stats`] with the terms of the six candidates of a column `iw` computed in the lanes
@@ -563,27 +632,77 @@ unsafe fn node_stats_avx512(
         let pv = load(&p[iw * NC..]);
         let pp = _mm512_mul_pd(prob, pv);
         let spread = _mm512_mul_pd(pp, load(&SPREAD_WEIGHTS[iw * NC..]));
-        let (pp_l, spread_l) = (store(pp), store(spread));
         let terms = z.map(|z| {
             let zv = _mm512_max_pd(load(&z[iw * NC..]), _mm512_set1_pd(1e-7));
             let mass = _mm512_mul_pd(_mm512_div_pd(prob, zv), pv);
-            [store(mass), store(_mm512_mul_pd(mass, der_h)), store(_mm512_mul_pd(mass, _mm512_set1_pd(der[iw])))]
+            [store(mass).0, store(_mm512_mul_pd(mass, der_h)).0, store(_mm512_mul_pd(mass, _mm512_set1_pd(der[iw]))).0]
         });
-        for ih in 0..NC {
-            if let Some([mass, g0, g1]) = &terms {
-                s.mass += mass.0[ih];
-                s.gradient[0] += g0.0[ih];
-                s.gradient[1] += g1.0[ih];
-            }
-            let pp = pp_l.0[ih];
-            s.score += pp;
-            s.spread += spread_l.0[ih];
-            if pp > s.best_score {
-                s.best_score = pp;
-                best = iw * NC + ih;
-            }
+        add_column(&mut s, &mut best, iw, &store(pp).0, &store(spread).0, terms.as_ref());
+    }
+    finish_stats(s, best, pts)
+}
+
+/// [`node_stats_avx512`] in AVX2 registers ([`Six`]): the same bits.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn node_stats_avx2(
+    n: &NodeSetup,
+    lam: f64,
+    p: &[f64; CANDIDATES],
+    z: Option<&[f64; CANDIDATES]>,
+    pts: &[[f64; NC]; 2],
+) -> NodeImageStats {
+    let der = &n.derivatives;
+    let (fh, der_h, lam_v) = (Six::load(&n.prob_factors), Six::load(der), Six::splat(lam));
+    let mut s = NodeImageStats { best_score: f64::NEG_INFINITY, ..Default::default() };
+    let mut best = 0;
+    for iw in 0..NC {
+        let prob = Six::splat(n.prob_factors[iw]).mul(fh).mul(lam_v);
+        let pv = Six::load(&p[iw * NC..]);
+        let pp = prob.mul(pv);
+        let spread = pp.mul(Six::load(&SPREAD_WEIGHTS[iw * NC..]));
+        let terms = z.map(|z| {
+            let mass = prob.div(Six::load(&z[iw * NC..]).max(Six::splat(1e-7))).mul(pv);
+            [mass.lanes(), mass.mul(der_h).lanes(), mass.mul(Six::splat(der[iw])).lanes()]
+        });
+        add_column(&mut s, &mut best, iw, &pp.lanes(), &spread.lanes(), terms.as_ref());
+    }
+    finish_stats(s, best, pts)
+}
+
+/// Adds candidate column `iw`'s terms to `s` in [`node_stats`]'s order, from the lanes of the
+/// vector copies: `pp`, `spread` and, when normalizing, `[mass, mass · der_h, mass · der_w]`;
+/// `best` follows the largest `pp`.
+#[inline(always)]
+fn add_column(
+    s: &mut NodeImageStats,
+    best: &mut usize,
+    iw: usize,
+    pp: &[f64; 8],
+    spread: &[f64; 8],
+    terms: Option<&[[f64; 8]; 3]>,
+) {
+    for ih in 0..NC {
+        if let Some([mass, g0, g1]) = terms {
+            s.mass += mass[ih];
+            s.gradient[0] += g0[ih];
+            s.gradient[1] += g1[ih];
+        }
+        let pp = pp[ih];
+        s.score += pp;
+        s.spread += spread[ih];
+        if pp > s.best_score {
+            s.best_score = pp;
+            *best = iw * NC + ih;
         }
     }
+}
+
+/// The end of [`node_stats`] and its vector copies: a score of `−∞` (no candidate won) is 0, and
+/// the best candidate's position.
+#[inline(always)]
+fn finish_stats(mut s: NodeImageStats, best: usize, pts: &[[f64; NC]; 2]) -> NodeImageStats {
     if !s.best_score.is_finite() {
         s.best_score = 0.0;
     }

@@ -17,7 +17,7 @@ use crate::estep::{arr, EStepConfig, EStepScratch, NodeSetup};
 use crate::fast_exp::fast_exp;
 use crate::isa::Isa;
 #[cfg(target_arch = "x86_64")]
-use crate::isa::{store_candidates, CANDIDATE_LANES};
+use crate::isa::{store_candidates, Six, CANDIDATE_LANES};
 use crate::kernel::SmoothingKernel;
 use crate::reference::reference_evidence;
 use crate::settings::{CANDIDATES, CANDIDATES_PER_AXIS};
@@ -218,6 +218,12 @@ pub(crate) fn evidence_with(
                 unsafe {
                     gaussian_part_avx512(cfg, node, map, base, window, prior, scratch)
                 };
+            } else if cfg!(target_arch = "x86_64") && isa == Isa::Avx2 {
+                // SAFETY: `isa` comes from `Isa::detect`/`Isa::available`: the CPU has AVX2.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    gaussian_part_avx2(cfg, node, map, base, window, prior, scratch)
+                };
             } else {
                 gaussian_part(cfg, node, map, base, window, prior, scratch);
             }
@@ -392,6 +398,90 @@ unsafe fn axis_cells_avx512(
         }
         e = _mm512_mul_pd(e, ratio);
         ratio = _mm512_mul_pd(ratio, shrink);
+        out.push(cells);
+    }
+}
+
+/// [`gaussian_part_avx512`] in AVX2 registers: the 36 sums in six [`Six`] (one per candidate
+/// column `i_w`) for the whole window, each lane performing the portable loop's operations in
+/// its order and a blend standing for AVX-512's masked add. Bit-identical results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gaussian_part_avx2(
+    cfg: &EStepConfig,
+    node: &NodeSetup,
+    map: &[f32],
+    base: [f64; 2],
+    [r_lo, r_hi, c_lo, c_hi]: [usize; 4],
+    prior: &mut [f64],
+    scratch: &mut EStepScratch,
+) {
+    let kern = &cfg.kernel;
+    let (peak, floor, cut) = (kern.peak(), kern.floor, kern.cutoff_sq);
+    axis_cells_avx2(kern, base[0], &node.offsets, r_lo, r_hi, &mut scratch.row_cells);
+    axis_cells_avx2(kern, base[1], &node.offsets, c_lo, c_hi, &mut scratch.col_cells);
+    let (rows, cols, index) = (&scratch.row_cells, &scratch.col_cells, &scratch.map_index);
+    assert_eq!(prior.len(), CANDIDATES, "36 candidates");
+    let mut acc = [Six::splat(0.0); NC];
+    for (r, rt) in (r_lo..=r_hi).zip(rows) {
+        if rt.lo == rt.hi {
+            continue;
+        }
+        let (d2_h, e_h) = (Six::load(&rt.d2), Six::load(&rt.e));
+        let line = &map[r * cfg.width..(r + 1) * cfg.width];
+        index.each_positive(r, c_lo, c_hi, |c| {
+            let ct = &cols[c - c_lo];
+            let x = f64::from(line[c]);
+            let floor_x = Six::splat(floor * x);
+            for (iw, acc) in acc.iter_mut().enumerate() {
+                let add = e_h.mul(Six::splat(peak * ct.e[iw] * x)).sub(floor_x);
+                *acc = acc.add_where(d2_h.lt(Six::splat(cut - ct.d2[iw])), add);
+            }
+        });
+    }
+    for (column, acc) in prior.chunks_exact_mut(NC).zip(acc) {
+        acc.store(column);
+    }
+}
+
+/// [`axis_cells_avx512`] in AVX2 registers ([`Six`]): bit-identical cells.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn axis_cells_avx2(
+    kernel: &SmoothingKernel,
+    base: f64,
+    offsets: &[f64; NC],
+    lo: usize,
+    hi: usize,
+    out: &mut Vec<AxisCells>,
+) {
+    out.clear();
+    let inv = 1.0 / (2.0 * kernel.sigma * kernel.sigma);
+    let (inv_v, cut) = (Six::splat(inv), Six::splat(kernel.cutoff_sq));
+    let off = Six::load(offsets);
+    let first = off.sub(Six::splat(lo as f64 - base));
+    let near = first.mul(first).mul(inv_v).lt(Six::splat(600.0)).bits();
+    let recur = near == 0x3f && ((hi - lo) as f64 + 1.0) * inv < 300.0;
+    let mut e = first.neg().mul(first).mul(inv_v).exp();
+    let mut ratio = Six::splat(2.0).mul(first).sub(Six::splat(1.0)).mul(inv_v).exp();
+    let shrink = Six::splat(fast_exp(-2.0 * inv));
+    for k in lo..=hi {
+        let d = off.sub(Six::splat(k as f64 - base));
+        let d2 = d.mul(d);
+        let inside = d2.lt(cut);
+        let factor = if recur { e } else { d.neg().mul(d).mul(inv_v).exp() };
+        let mut cells = AxisCells::default();
+        let bits = inside.bits();
+        if bits != 0 {
+            cells.lo = bits.trailing_zeros() as usize;
+            cells.hi = 8 - bits.leading_zeros() as usize;
+        }
+        // Outside the cut-off: distance +∞ and factor +0.0, as in `AxisCells::default`.
+        Six::select(inside, d2, Six::splat(f64::INFINITY)).store(&mut cells.d2);
+        Six::select(inside, factor, Six::splat(0.0)).store(&mut cells.e);
+        e = e.mul(ratio);
+        ratio = ratio.mul(shrink);
         out.push(cells);
     }
 }

@@ -39,6 +39,160 @@ pub(crate) unsafe fn store_candidates(
     }
 }
 
+/// A node's six candidates on one axis in two AVX2 registers, the E-step's counterpart of an
+/// AVX-512 register's lanes 0..6 ([`CANDIDATE_LANES`]): lanes 0..4 in the first, 4..6 in the
+/// second, whose upper two lanes are never stored (and never reach [`Six::bits`]). Every method
+/// performs one IEEE operation per lane, as the portable code does per candidate.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Six([std::arch::x86_64::__m256d; 2]);
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::should_implement_trait)]
+impl Six {
+    /// The six values of `f` (the unused lanes are +0.0).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn load(f: &[f64]) -> Self {
+        use std::arch::x86_64::*;
+        let f: &[f64; crate::settings::CANDIDATES_PER_AXIS] = f[..6].try_into().expect("six candidates");
+        // SAFETY: `f` holds 6 values: 4 at 0, then 2 at 4.
+        unsafe { Self([_mm256_loadu_pd(f.as_ptr()), _mm256_zextpd128_pd256(_mm_loadu_pd(f.as_ptr().add(4)))]) }
+    }
+
+    /// `x` in every lane.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn splat(x: f64) -> Self {
+        Self([std::arch::x86_64::_mm256_set1_pd(x); 2])
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn zip(
+        self,
+        o: Self,
+        f: impl Fn(std::arch::x86_64::__m256d, std::arch::x86_64::__m256d) -> std::arch::x86_64::__m256d,
+    ) -> Self {
+        Self([f(self.0[0], o.0[0]), f(self.0[1], o.0[1])])
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn add(self, o: Self) -> Self {
+        self.zip(o, |a, b| std::arch::x86_64::_mm256_add_pd(a, b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn sub(self, o: Self) -> Self {
+        self.zip(o, |a, b| std::arch::x86_64::_mm256_sub_pd(a, b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn mul(self, o: Self) -> Self {
+        self.zip(o, |a, b| std::arch::x86_64::_mm256_mul_pd(a, b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn div(self, o: Self) -> Self {
+        self.zip(o, |a, b| std::arch::x86_64::_mm256_div_pd(a, b))
+    }
+
+    /// `self.max(o)` per lane with `f64::max`'s NaN rule where `o` is not NaN: `o` when `self`
+    /// is NaN.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn max(self, o: Self) -> Self {
+        self.zip(o, |a, b| std::arch::x86_64::_mm256_max_pd(a, b))
+    }
+
+    /// `-self` (the sign bit flipped, as Rust's negation does).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn neg(self) -> Self {
+        self.zip(Self::splat(-0.0), |a, b| std::arch::x86_64::_mm256_xor_pd(a, b))
+    }
+
+    /// [`fast_exp`](crate::fast_exp) per lane.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn exp(self) -> Self {
+        use crate::fast_exp::fast_exp_avx2 as exp;
+        // SAFETY: AVX2, as this function requires. (Written out: through a closure the calls
+        // were not inlined.)
+        unsafe { Self([exp(self.0[0]), exp(self.0[1])]) }
+    }
+
+    /// The lane mask of `self < o` (ordered: false with a NaN).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn lt(self, o: Self) -> Self {
+        self.zip(o, |a, b| std::arch::x86_64::_mm256_cmp_pd::<{ std::arch::x86_64::_CMP_LT_OQ }>(a, b))
+    }
+
+    /// The lane mask of `lo ≤ self ≤ hi` (ordered).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn within(self, lo: f64, hi: f64) -> Self {
+        use std::arch::x86_64::*;
+        let ge = self.zip(Self::splat(lo), |a, b| _mm256_cmp_pd::<_CMP_GE_OQ>(a, b));
+        let le = self.zip(Self::splat(hi), |a, b| _mm256_cmp_pd::<_CMP_LE_OQ>(a, b));
+        ge.zip(le, |a, b| _mm256_and_pd(a, b))
+    }
+
+    /// The six lanes of a mask as the bits 0..6 of a byte, as an AVX-512 mask.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn bits(self) -> u8 {
+        use std::arch::x86_64::*;
+        ((_mm256_movemask_pd(self.0[0]) | (_mm256_movemask_pd(self.0[1]) << 4)) & 0x3f) as u8
+    }
+
+    /// `self + x` where `mask` is set, `self` elsewhere (an AVX-512 masked add).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn add_where(self, mask: Self, x: Self) -> Self {
+        Self::select(mask, self.add(x), self)
+    }
+
+    /// `if_set` where `mask` is set, `other` elsewhere.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn select(mask: Self, if_set: Self, other: Self) -> Self {
+        let pick = |m, a, b| std::arch::x86_64::_mm256_blendv_pd(b, a, m);
+        Self([pick(mask.0[0], if_set.0[0], other.0[0]), pick(mask.0[1], if_set.0[1], other.0[1])])
+    }
+
+    /// Lanes 0..6 into `out`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn store(self, out: &mut [f64]) {
+        use std::arch::x86_64::*;
+        let out: &mut [f64; crate::settings::CANDIDATES_PER_AXIS] = (&mut out[..6]).try_into().expect("six candidates");
+        // SAFETY: `out` holds 6 values: 4 at 0, then 2 at 4.
+        unsafe {
+            _mm256_storeu_pd(out.as_mut_ptr(), self.0[0]);
+            _mm_storeu_pd(out.as_mut_ptr().add(4), _mm256_castpd256_pd128(self.0[1]));
+        }
+    }
+
+    /// All eight lanes (six candidates, then the two unused ones).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn lanes(self) -> [f64; 8] {
+        let mut out = [0.0; 8];
+        // SAFETY: `out` holds 8 values.
+        unsafe {
+            std::arch::x86_64::_mm256_storeu_pd(out.as_mut_ptr(), self.0[0]);
+            std::arch::x86_64::_mm256_storeu_pd(out.as_mut_ptr().add(4), self.0[1]);
+        }
+        out
+    }
+}
+
 /// Vector instruction set of a compiled copy of a hot loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {

@@ -118,7 +118,7 @@ fn evidence_equals_the_definition_for_narrow_and_wide_kernels() {
 
 #[test]
 fn evidence_is_bit_identical_for_every_isa() {
-    // The AVX-512 Gaussian part keeps all 36 sums in registers and masks whole columns; every
+    // The AVX-512 and AVX2 Gaussian parts keep all 36 sums in registers and mask whole columns; every
     // sum must still get the portable loop's bits. Dense and sparse maps, narrow kernels (some
     // columns outside the cut-off) and wide ones, both centre modes, windows at the border.
     let mut rng = ChaCha8Rng::seed_from_u64(11);
