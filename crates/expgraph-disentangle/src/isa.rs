@@ -2,7 +2,7 @@
 //!
 //! A hot loop (the co-movement similarity of `expgraph-cliques`, spec §2.2) is written once as
 //! portable Rust and compiled a second time with AVX2 enabled ([`isa_dispatch!`](crate::isa_dispatch)),
-//! or written with explicit AVX-512 vectors ([`fast_exp_avx512`](crate::fast_exp_avx512));
+//! or written with explicit vectors ([`fast_exp_avx512`](crate::fast_exp_avx512), [`fast_exp_avx2`](crate::fast_exp_avx2));
 //! [`Isa::detect`] picks the widest the CPU has. No fused multiply-add is used and Rust never
 //! contracts `a * b + c` on its own, so every vector lane performs the same IEEE operations, in
 //! the same order, as the portable code: results are bit-identical whatever the ISA (tests
@@ -10,7 +10,8 @@
 //! its AVX-512 paths are written out instead, with a node's six candidates of one axis in the
 //! lanes of one register: the evidence's kernel tables and its 36 sums held in registers over
 //! the window (`evidence.rs`), and the siblings' Gaussian factors and the 36 mixture
-//! normalizers likewise (`estep.rs`).
+//! normalizers likewise (`estep.rs`). Its AVX2 paths do the same with the six candidates in two
+//! registers ([`Six`]), a blend standing for each masked operation.
 
 /// The lanes of an AVX-512 register of `f64` that hold a node's six candidates on one axis.
 #[cfg(target_arch = "x86_64")]
