@@ -545,7 +545,7 @@ impl Siblings<'_> {
 }
 
 /// The spread weight `(i_h − 2.5)² + (i_w − 2.5)²` of candidate `i_w · 6 + i_h` (grid indices
-/// 0..6; every value exact), computed once for [`node_stats`] and its AVX-512 copy.
+/// 0..6; every value exact), computed once for [`node_stats`] and its vector copies.
 const SPREAD_WEIGHTS: [f64; CANDIDATES] = {
     let mut w = [0.0; CANDIDATES];
     let mut c = 0;
