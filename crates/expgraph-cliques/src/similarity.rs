@@ -112,10 +112,14 @@ pub fn select_parents_of(
             pool_sq += d[0] * d[0] + d[1] * d[1];
         }
     }
-    // Structure of arrays, so the per-image loop below vectorizes (with the inlined `exp`).
+    // Structure of arrays, so the per-image loops below vectorize (with the inlined `exp`).
     let isa = Isa::detect();
     let pool_h: Vec<f64> = pool_disp.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[0]))).collect();
     let pool_w: Vec<f64> = pool_disp.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[1]))).collect();
+    let pool_hw = [pool_h.as_slice(), pool_w.as_slice()];
+    let (pool_h32, pool_w32): (Vec<f32>, Vec<f32>) =
+        pool_h.iter().zip(&pool_w).map(|(&h, &w)| (h as f32, w as f32)).unzip();
+    let pool_max = pool_h.iter().chain(&pool_w).fold(0.0f64, |a, x| a.max(x.abs()));
     let blocks: Vec<Vec<Vec<Parent>>> = (0..children.len().div_ceil(CHILD_BLOCK))
         .into_par_iter()
         .map(|b| {
@@ -124,7 +128,6 @@ pub fn select_parents_of(
                 .map(|v| {
                     let local = v - children.start;
                     let e = &child_disp[local * n..(local + 1) * n];
-                    let weight = pad((0..n).map(|i| f64::from(child_best[i * num_child + v])));
                     let (mut own, mut cross) = (0.0, 0.0);
                     for i in 0..n {
                         own += e[i][0] * e[i][0] + e[i][1] * e[i][1];
@@ -133,20 +136,27 @@ pub fn select_parents_of(
                     let total = m as f64 * own - 2.0 * cross + pool_sq;
                     let bw = total / (m * n) as f64;
                     let inv = if bw > 0.0 { -1.0 / (2.0 * bw) } else { 0.0 };
-                    let (eh, ew) = (pad(e.iter().map(|p| p[0])), pad(e.iter().map(|p| p[1])));
-                    Child { eh, ew, weight, inv }
+                    Child::new(e, (0..n).map(|i| f64::from(child_best[i * num_child + v])), inv)
                 })
                 .collect();
-            let mut sims = vec![0.0; kids.len() * m];
-            block_similarities(isa, &kids, [&pool_h, &pool_w], n, &mut sims);
-            sims.chunks_exact(m.max(1)).take(kids.len()).map(|s| top_parents(s, pool, top_n)).collect()
+            // Screen every pool member cheaply, then compute exactly only those that may be
+            // among the `top_n` (see `survivors`).
+            let mut approx = vec![0.0f32; kids.len() * m];
+            screen_similarities(isa, &kids, [&pool_h32, &pool_w32], n, &mut approx);
+            kids.iter()
+                .zip(approx.chunks_exact(m))
+                .map(|(kid, approx)| {
+                    let members = survivors(approx, ScreenError::of(kid, n, pool_max), top_n);
+                    top_parents(exact_similarities(isa, kid, pool_hw, n, &members), pool, top_n)
+                })
+                .collect()
         })
         .collect();
     blocks.into_iter().flatten().collect()
 }
 
-/// Children whose similarities are computed together: each pool member's displacements are
-/// read once per block (and stay in L1 while the block's children use them).
+/// Children screened together: each pool member's displacements are read once per block (and
+/// stay in L1 while the block's children use them).
 const CHILD_BLOCK: usize = 4;
 
 /// One child node's inputs to the similarity, structure of arrays.
@@ -156,13 +166,105 @@ struct Child {
     weight: Vec<f64>,
     /// `−1 / (2 m_V)` (0 when the bandwidth is 0).
     inv: f64,
+    /// For the screen: `eh`, `ew`, `weight` (exact: the weights are `f32` scores) and `inv` in
+    /// `f32`, and the largest `|eh|`, `|ew|`.
+    eh32: Vec<f32>,
+    ew32: Vec<f32>,
+    weight32: Vec<f32>,
+    inv32: f32,
+    max_abs: f64,
 }
 
-/// The `top_n` pool members of the largest similarity, descending, ties by pool rank: the first
-/// `top_n` of a full sort by (similarity descending, rank), a total order, so selecting them
-/// first and sorting only those gives the same list.
-fn top_parents(sims: &[f64], pool: &[u32], top_n: usize) -> Vec<Parent> {
-    let mut ranked: Vec<(f64, usize)> = sims.iter().copied().zip(0..).collect();
+impl Child {
+    /// A child of displacements `e` (`[image]`), weights `S*` (`[image]`) and `inv`.
+    fn new(e: &[[f64; 2]], weight: impl ExactSizeIterator<Item = f64>, inv: f64) -> Self {
+        let (eh, ew, weight) = (pad(e.iter().map(|p| p[0])), pad(e.iter().map(|p| p[1])), pad(weight));
+        let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect();
+        let max_abs = eh.iter().chain(&ew).fold(0.0f64, |a, x| a.max(x.abs()));
+        Self {
+            eh32: to32(&eh),
+            ew32: to32(&ew),
+            weight32: to32(&weight),
+            inv32: inv as f32,
+            max_abs,
+            eh,
+            ew,
+            weight,
+            inv,
+        }
+    }
+}
+
+/// How far a child's exact similarities can lie from its screened ones: for every pool member,
+/// `exact ∈ [(approx − abs) / (1 + rel), (approx + abs) / (1 − rel)]`.
+#[derive(Debug, Clone, Copy)]
+struct ScreenError {
+    rel: f64,
+    abs: f64,
+}
+
+impl ScreenError {
+    /// The bounds for `kid` over `n` images against a pool whose displacements are at most
+    /// `pool_max` in magnitude, or `None` where they do not hold (a negative or non-finite
+    /// weight, a positive bandwidth factor, displacements so large that the screen's `f32`
+    /// exponent may err by more than 0.01, too many images for `f32` sums): then every member is
+    /// computed exactly.
+    ///
+    /// With `u = 2^-24`, `M = max |e| + pool_max` (so `|e_i|`, `|d_i|`, `|e_i − d_i|` ≤ `M`): the
+    /// screen's inputs are rounded to `f32` and its differences, squares, sum and product with
+    /// `inv` are rounded once each, so its exponent `X` differs from the true
+    /// `x = ‖e_i − d_i‖² · inv` by at most `dx = 8.2·u·|inv|·M² + 4.01·u·|x|`, `|x| ≤ 88` where
+    /// a term is not negligible. A screened term `fast_exp_f32(X) · w` is then within the
+    /// exponential's bound, plus `1.01·dx`, plus `u` (the product) of the true `w · e^x`.
+    /// Where `X < −87` it is 0 and the true term is at most `w · 2e-38`; an `f32` product that
+    /// underflows errs by at most `2^-150`: together at most `abs`. Summing `k = padded(n)`
+    /// non-negative `f32` terms adds at most `γ = k·u / (1 − k·u)` relative. The exact path's
+    /// exponent is within 6 roundings of `|x| ≤ 708`, its exponential within 4 ulp and its sum
+    /// within `k` ulp. `rel` is twice the sum of these first-order terms.
+    fn of(kid: &Child, n: usize, pool_max: f64) -> Option<Self> {
+        let total: f64 = kid.weight.iter().sum();
+        let valid = kid.inv <= 0.0 && total.is_finite() && kid.weight.iter().all(|w| *w >= 0.0);
+        let (k, u) = (padded(n) as f64, f64::from(f32::EPSILON) / 2.0);
+        let big = kid.max_abs + pool_max;
+        let dx = 8.2 * u * kid.inv.abs() * big * big + 4.01 * u * 88.0;
+        if !valid || dx.is_nan() || dx > 0.01 || k * u > 0.01 {
+            return None;
+        }
+        let term = expgraph_disentangle::FAST_EXP_F32_MAX_REL_ERROR + 1.01 * dx + u;
+        let gamma = k * u / (1.0 - k * u);
+        let exact = (k + 4.0 + 6.0 * 708.0) * f64::EPSILON;
+        Some(Self { rel: 2.0 * (term + gamma + exact), abs: (total + k) * 1e-37 })
+    }
+
+    fn lower(self, approx: f32) -> f64 {
+        (f64::from(approx) - self.abs) / (1.0 + self.rel)
+    }
+
+    fn upper(self, approx: f32) -> f64 {
+        (f64::from(approx) + self.abs) / (1.0 - self.rel)
+    }
+}
+
+/// The pool ranks that may be among a child's `top_n` similarities, ascending: all but those
+/// whose similarity is certainly below `top_n` others', i.e. whose upper bound lies below the
+/// `top_n`-th largest lower bound. A member left out ranks below at least `top_n` members, so
+/// [`top_parents`] of the rest is [`top_parents`] of all. Without bounds (`err` is `None`, or
+/// a screened value is not finite) every member is kept.
+fn survivors(approx: &[f32], err: Option<ScreenError>, top_n: usize) -> Vec<usize> {
+    let all = (0..approx.len()).collect();
+    let Some(err) = err else { return all };
+    if top_n == 0 || top_n >= approx.len() || !approx.iter().all(|a| a.is_finite()) {
+        return all;
+    }
+    let mut lower: Vec<f64> = approx.iter().map(|&a| err.lower(a)).collect();
+    let (_, &mut threshold, _) = lower.select_nth_unstable_by(top_n - 1, |a, b| b.total_cmp(a));
+    (0..approx.len()).filter(|&r| err.upper(approx[r]) >= threshold).collect()
+}
+
+/// The `top_n` pool members of the largest similarity, descending, ties by pool rank, from
+/// `(similarity, pool rank)` pairs: the first `top_n` of a full sort by (similarity descending,
+/// rank), a total order, so selecting them first and sorting only those gives the same list.
+fn top_parents(mut ranked: Vec<(f64, usize)>, pool: &[u32], top_n: usize) -> Vec<Parent> {
     let order = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     if top_n < ranked.len() {
         if top_n > 0 {
@@ -174,25 +276,63 @@ fn top_parents(sims: &[f64], pool: &[u32], top_n: usize) -> Vec<Parent> {
     ranked.into_iter().map(|(s, r)| Parent { node: pool[r], similarity: s as f32 }).collect()
 }
 
-/// `sims[c · m + r]` = similarity of child `c` of `kids` to pool member `r` (`m` = pool size,
-/// `pool` = the members' `[h, w]` displacements, `r · padded(n) + image`), with the widest code
-/// `isa` allows; bit-identical for every ISA.
-fn block_similarities(isa: Isa, kids: &[Child], pool: [&[f64]; 2], n: usize, sims: &mut [f64]) {
+expgraph_disentangle::isa_dispatch! {
+    /// `approx[c · m + r]`: the screened similarity of child `c` of `kids` to pool member `r`
+    /// (`m` = pool size, `pool` = the members' `[h, w]` displacements in `f32`,
+    /// `r · padded(n) + image`): in `f32` throughout, the exponential
+    /// [`fast_exp_f32`](expgraph_disentangle::fast_exp_f32); within [`ScreenError`] of the exact
+    /// value.
+    fn screen_similarities(kids: &[Child], pool: [&[f32]; 2], n: usize, approx: &mut [f32]) => screen_similarities_portable
+}
+
+#[inline(always)]
+fn screen_similarities_portable(kids: &[Child], pool: [&[f32]; 2], n: usize, approx: &mut [f32]) {
+    if n == 0 || kids.is_empty() {
+        approx.fill(0.0);
+        return;
+    }
+    let np = padded(n);
+    let m = pool[0].len() / np;
+    for r in 0..m {
+        let (dh, dw) = (&pool[0][r * np..(r + 1) * np], &pool[1][r * np..(r + 1) * np]);
+        for (c, kid) in kids.iter().enumerate() {
+            let (eh, ew, w, inv) = (&kid.eh32[..np], &kid.ew32[..np], &kid.weight32[..np], kid.inv32);
+            // Blocks of PAD images, so the vectorized loop has no remainder; the padding's terms
+            // are 0 (weight 0, exponent 0).
+            let mut lanes = [0.0f32; PAD];
+            for b in (0..np).step_by(PAD) {
+                let block = |x: &[f32]| -> [f32; PAD] { x[b..b + PAD].try_into().expect("PAD values") };
+                let (eh, ew, dh, dw, w) = (block(eh), block(ew), block(dh), block(dw), block(w));
+                for j in 0..PAD {
+                    let (a, d) = (eh[j] - dh[j], ew[j] - dw[j]);
+                    lanes[j] += expgraph_disentangle::fast_exp_f32((a * a + d * d) * inv) * w[j];
+                }
+            }
+            approx[c * m + r] = lanes.iter().sum();
+        }
+    }
+}
+
+/// `(similarity, rank)` of `kid` to each pool member of rank in `members` (in that order), with
+/// the widest code `isa` allows; bit-identical for every ISA.
+fn exact_similarities(isa: Isa, kid: &Child, pool: [&[f64]; 2], n: usize, members: &[usize]) -> Vec<(f64, usize)> {
+    let mut sims = vec![0.0; members.len()];
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: `isa` comes from `Isa::detect`: the CPU has AVX-512 F.
-        unsafe { block_similarities_avx512(kids, pool, n, sims) };
-        return;
+        unsafe { exact_similarities_avx512(kid, pool, n, members, &mut sims) };
+        return sims.into_iter().zip(members.iter().copied()).collect();
     }
-    block_similarities_auto(isa, kids, pool, n, sims);
+    exact_similarities_auto(isa, kid, pool, n, members, &mut sims);
+    sims.into_iter().zip(members.iter().copied()).collect()
 }
 
 expgraph_disentangle::isa_dispatch! {
-    /// [`block_similarities`], auto-vectorized for `isa`.
-    fn block_similarities_auto(kids: &[Child], pool: [&[f64]; 2], n: usize, sims: &mut [f64]) => block_similarities_portable
+    /// [`exact_similarities`], auto-vectorized for `isa`.
+    fn exact_similarities_auto(kid: &Child, pool: [&[f64]; 2], n: usize, members: &[usize], sims: &mut [f64]) => exact_similarities_portable
 }
 
-/// [`block_similarities`] with explicit 8-lane AVX-512 vectors: lane `j` of the running sum is
+/// [`exact_similarities`] with explicit 8-lane AVX-512 vectors: lane `j` of the running sum is
 /// the partial sum of images `i ≡ j mod 8`, exactly [`fixed_order_sum`]'s, and every term is
 /// computed by the same IEEE operations as [`similarity_terms`] (no fused multiply-adds).
 ///
@@ -200,62 +340,56 @@ expgraph_disentangle::isa_dispatch! {
 /// The CPU must support AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block_similarities_avx512(kids: &[Child], pool: [&[f64]; 2], n: usize, sims: &mut [f64]) {
+unsafe fn exact_similarities_avx512(kid: &Child, pool: [&[f64]; 2], n: usize, members: &[usize], sims: &mut [f64]) {
     use std::arch::x86_64::*;
-    if n == 0 || kids.is_empty() {
+    if n == 0 {
         sims.fill(0.0);
         return;
     }
     let np = padded(n);
-    let m = pool[0].len() / np;
     let full = n - n % 8;
-    for r in 0..m {
+    let (eh, ew, w) = (&kid.eh[..n], &kid.ew[..n], &kid.weight[..n]);
+    let inv = _mm512_set1_pd(kid.inv);
+    for (sim, &r) in sims.iter_mut().zip(members) {
         let (dh, dw) = (&pool[0][r * np..r * np + n], &pool[1][r * np..r * np + n]);
-        for (c, kid) in kids.iter().enumerate() {
-            let (eh, ew, w) = (&kid.eh[..n], &kid.ew[..n], &kid.weight[..n]);
-            let inv = _mm512_set1_pd(kid.inv);
-            let mut s = _mm512_setzero_pd();
-            for i in (0..full).step_by(8) {
-                // SAFETY: i + 8 ≤ full ≤ n, the length of every slice read.
-                let (a, b, wi) = unsafe {
-                    (
-                        _mm512_sub_pd(_mm512_loadu_pd(eh.as_ptr().add(i)), _mm512_loadu_pd(dh.as_ptr().add(i))),
-                        _mm512_sub_pd(_mm512_loadu_pd(ew.as_ptr().add(i)), _mm512_loadu_pd(dw.as_ptr().add(i))),
-                        _mm512_loadu_pd(w.as_ptr().add(i)),
-                    )
-                };
-                let x = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(a, a), _mm512_mul_pd(b, b)), inv);
-                // SAFETY: AVX-512 F is enabled in this function.
-                let e = unsafe { expgraph_disentangle::fast_exp_avx512(x) };
-                s = _mm512_add_pd(s, _mm512_mul_pd(e, wi));
-            }
-            let mut l = [0.0f64; 8];
-            // SAFETY: `l` holds 8 values.
-            unsafe { _mm512_storeu_pd(l.as_mut_ptr(), s) };
-            let total = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-            sims[c * m + r] = (full..n).fold(total, |acc, i| {
-                let (a, b) = (eh[i] - dh[i], ew[i] - dw[i]);
-                acc + exp((a * a + b * b) * kid.inv) * w[i]
-            });
+        let mut s = _mm512_setzero_pd();
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 ≤ full ≤ n, the length of every slice read.
+            let (a, b, wi) = unsafe {
+                (
+                    _mm512_sub_pd(_mm512_loadu_pd(eh.as_ptr().add(i)), _mm512_loadu_pd(dh.as_ptr().add(i))),
+                    _mm512_sub_pd(_mm512_loadu_pd(ew.as_ptr().add(i)), _mm512_loadu_pd(dw.as_ptr().add(i))),
+                    _mm512_loadu_pd(w.as_ptr().add(i)),
+                )
+            };
+            let x = _mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(a, a), _mm512_mul_pd(b, b)), inv);
+            // SAFETY: AVX-512 F is enabled in this function.
+            let e = unsafe { expgraph_disentangle::fast_exp_avx512(x) };
+            s = _mm512_add_pd(s, _mm512_mul_pd(e, wi));
         }
+        let mut l = [0.0f64; 8];
+        // SAFETY: `l` holds 8 values.
+        unsafe { _mm512_storeu_pd(l.as_mut_ptr(), s) };
+        let total = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+        *sim = (full..n).fold(total, |acc, i| {
+            let (a, b) = (eh[i] - dh[i], ew[i] - dw[i]);
+            acc + exp((a * a + b * b) * kid.inv) * w[i]
+        });
     }
 }
 
 #[inline(always)]
-fn block_similarities_portable(kids: &[Child], pool: [&[f64]; 2], n: usize, sims: &mut [f64]) {
-    if n == 0 || kids.is_empty() {
+fn exact_similarities_portable(kid: &Child, pool: [&[f64]; 2], n: usize, members: &[usize], sims: &mut [f64]) {
+    if n == 0 {
         sims.fill(0.0);
         return;
     }
     let np = padded(n);
-    let m = pool[0].len() / np;
     let mut terms = vec![0.0; np];
-    for r in 0..m {
+    for (sim, &r) in sims.iter_mut().zip(members) {
         let pool_r = [&pool[0][r * np..(r + 1) * np], &pool[1][r * np..(r + 1) * np]];
-        for (c, kid) in kids.iter().enumerate() {
-            similarity_terms([&kid.eh, &kid.ew], pool_r, &kid.weight, kid.inv, &mut terms);
-            sims[c * m + r] = fixed_order_sum(&terms[..n]);
-        }
+        similarity_terms([&kid.eh, &kid.ew], pool_r, &kid.weight, kid.inv, &mut terms);
+        *sim = fixed_order_sum(&terms[..n]);
     }
 }
 
@@ -326,50 +460,151 @@ mod vector_tests {
         fixed_order_sum(&terms)
     }
 
+    fn random_disp(s: &mut u64, len: usize, half: f64) -> Vec<[f64; 2]> {
+        (0..len).map(|_| [lcg(s) * 2.0 * half - half, lcg(s) * 2.0 * half - half]).collect()
+    }
+
+    /// Pool displacements as [`select_parents_of`] lays them out: `[h, w]`, `r · padded(n) + i`.
+    fn pool_arrays(pool: &[[f64; 2]], n: usize) -> [Vec<f64>; 2] {
+        [0, 1].map(|a| pool.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[a]))).collect())
+    }
+
+    /// [`screen_similarities`] and [`ScreenError::of`] given the pool as [`select_parents_of`]
+    /// gives them.
+    fn screen(isa: Isa, kids: &[Child], pool: &[[f64; 2]], m: usize, n: usize) -> (Vec<f32>, Vec<Option<ScreenError>>) {
+        let pool32 = pool_arrays(pool, n).map(|a| a.iter().map(|&x| x as f32).collect::<Vec<f32>>());
+        let mut approx = vec![f32::NAN; kids.len() * m];
+        screen_similarities(isa, kids, [&pool32[0], &pool32[1]], n, &mut approx);
+        let pool_max = pool.iter().flatten().fold(0.0f64, |a, x| a.max(x.abs()));
+        (approx, kids.iter().map(|k| ScreenError::of(k, n, pool_max)).collect())
+    }
+
     #[test]
-    fn every_isa_gives_the_plain_sums_bit_for_bit() {
+    fn every_isa_gives_the_plain_sums_bit_for_bit_and_screens_within_the_bounds() {
         let mut s = 3u64;
         for n in [0usize, 1, 5, 7, 8, 9, 15, 16, 17, 31, 40, 63, 80, 101] {
             let m = 7;
-            let kids_disp: Vec<Vec<[f64; 2]>> = (0..5)
-                .map(|_| (0..n).map(|_| [lcg(&mut s) * 40.0 - 20.0, lcg(&mut s) * 40.0 - 20.0]).collect())
-                .collect();
+            let kids_disp: Vec<Vec<[f64; 2]>> = (0..5).map(|_| random_disp(&mut s, n, 20.0)).collect();
             let weights: Vec<Vec<f64>> = (0..5)
-                .map(|_| (0..n).map(|_| if lcg(&mut s) < 0.2 { 0.0 } else { lcg(&mut s) * 3.0 }).collect())
+                .map(|_| {
+                    (0..n)
+                        .map(|_| if lcg(&mut s) < 0.2 { 0.0 } else { f64::from((lcg(&mut s) * 3.0) as f32) })
+                        .collect()
+                })
                 .collect();
-            let pool: Vec<[f64; 2]> =
-                (0..m * n).map(|_| [lcg(&mut s) * 60.0 - 30.0, lcg(&mut s) * 60.0 - 30.0]).collect();
+            let pool = random_disp(&mut s, m * n, 30.0);
             let invs = [-0.003, -0.5, -40.0, 0.0, -1e-9];
-            let kids: Vec<Child> = (0..5)
-                .map(|c| Child {
-                    eh: pad(kids_disp[c].iter().map(|p| p[0])),
-                    ew: pad(kids_disp[c].iter().map(|p| p[1])),
-                    weight: pad(weights[c].iter().copied()),
-                    inv: invs[c],
+            let kids: Vec<Child> =
+                (0..5).map(|c| Child::new(&kids_disp[c], weights[c].iter().copied(), invs[c])).collect();
+            let [ph, pw] = pool_arrays(&pool, n);
+            let want: Vec<Vec<f64>> = (0..5)
+                .map(|c| {
+                    (0..m).map(|r| plain(&kids_disp[c], &pool[r * n..(r + 1) * n], &weights[c], invs[c])).collect()
                 })
                 .collect();
-            let ph: Vec<f64> = pool.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[0]))).collect();
-            let pw: Vec<f64> = pool.chunks_exact(n.max(1)).flat_map(|p| pad(p.iter().map(|d| d[1]))).collect();
-            let want: Vec<f64> = (0..5)
-                .flat_map(|c| {
-                    let (kd, w, pool) = (&kids_disp[c], &weights[c], &pool);
-                    (0..m).map(move |r| plain(kd, &pool[r * n..(r + 1) * n], w, invs[c]))
-                })
-                .collect();
+            // Every member, and a few out of order.
+            let some = [4usize, 0, 6, 2];
             for isa in Isa::available() {
-                let mut got = vec![f64::NAN; 5 * m];
-                if n == 0 {
-                    // No images: the pool arrays are empty; every similarity is 0.
-                    block_similarities(isa, &kids, [&ph, &pw], n, &mut got);
-                    assert!(got.iter().all(|x| *x == 0.0));
-                    continue;
+                let (approx, errs) = screen(isa, &kids, &pool, m, n);
+                for (c, kid) in kids.iter().enumerate() {
+                    let all: Vec<usize> = (0..m).collect();
+                    let got = exact_similarities(isa, kid, [&ph, &pw], n, &all);
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let got_sims: Vec<f64> = got.iter().map(|g| g.0).collect();
+                    assert_eq!(bits(&got_sims), bits(&want[c]), "n = {n}, child {c}, {isa:?}");
+                    assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), all);
+                    let got = exact_similarities(isa, kid, [&ph, &pw], n, &some);
+                    for (g, &r) in got.iter().zip(&some) {
+                        assert_eq!((g.0.to_bits(), g.1), (want[c][r].to_bits(), r));
+                    }
+                    // Child 2 (inv = −40) is too steep for the screen's f32 exponent.
+                    let Some(err) = errs[c] else {
+                        assert!(c == 2 && n > 0, "n = {n}, child {c}: no bounds");
+                        continue;
+                    };
+                    // Gentle children (|inv| · M² ≤ 7) are screened to 1e-4; steeper ones looser.
+                    assert!(err.rel < if c == 1 { 0.03 } else { 1e-4 }, "child {c}: {err:?}");
+                    for r in 0..m {
+                        let (a, x) = (approx[c * m + r], want[c][r]);
+                        assert!(err.lower(a) <= x && x <= err.upper(a), "n = {n}, child {c}, member {r}: {a} vs {x}");
+                    }
                 }
-                block_similarities(isa, &kids, [&ph, &pw], n, &mut got);
-                let (g, w): (Vec<u64>, Vec<u64>) =
-                    got.iter().zip(&want).map(|(a, b)| (a.to_bits(), b.to_bits())).unzip();
-                assert_eq!(g, w, "n = {n}, {isa:?}");
             }
         }
+    }
+
+    /// The top `top_n` of all members' plain similarities, by a full stable sort.
+    fn brute_force(e: &[[f64; 2]], w: &[f64], inv: f64, pool: &[[f64; 2]], top_n: usize) -> Vec<(u32, u32)> {
+        let n = w.len();
+        let mut all: Vec<(f64, usize)> =
+            (0..pool.len() / n).map(|r| (plain(e, &pool[r * n..(r + 1) * n], w, inv), r)).collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.into_iter().take(top_n).map(|(x, r)| (r as u32, (x as f32).to_bits())).collect()
+    }
+
+    #[test]
+    fn screening_keeps_the_exact_top_n_even_among_near_ties_and_prunes_the_rest() {
+        let mut s = 5u64;
+        let (n, top_n) = (53, 15);
+        let (mut kept, mut total) = (0, 0);
+        for round in 0..40 {
+            let e = random_disp(&mut s, n, 10.0);
+            let w: Vec<f64> =
+                (0..n).map(|_| if lcg(&mut s) < 0.3 { 0.0 } else { f64::from(lcg(&mut s) as f32) }).collect();
+            // 60 members near the child (co-moving), 60 far, and near-copies of the near ones:
+            // exact copies (ties) and copies moved by up to 5e-6 px (similarities within ~1e-7, the
+            // screen's resolution).
+            let mut pool = Vec::new();
+            for r in 0..120 {
+                let spread = if r < 60 { 2.0 } else { 25.0 };
+                pool.extend(
+                    e.iter().map(|p| [p[0] + (lcg(&mut s) - 0.5) * spread, p[1] + (lcg(&mut s) - 0.5) * spread]),
+                );
+            }
+            for r in 0..40 {
+                let shift = if r % 2 == 0 { 0.0 } else { 1e-5 * (lcg(&mut s) - 0.5) };
+                let src: Vec<[f64; 2]> = pool[(r % 20) * n..(r % 20 + 1) * n].to_vec();
+                pool.extend(src.iter().map(|p| [p[0] + shift, p[1] - shift]));
+            }
+            let m = pool.len() / n;
+            let ids: Vec<u32> = (0..m as u32).collect();
+            let inv = [-0.02, -0.1, -1.0, 0.0][round % 4];
+            let kid = Child::new(&e, w.iter().copied(), inv);
+            let [ph, pw] = pool_arrays(&pool, n);
+            let want = brute_force(&e, &w, inv, &pool, top_n);
+            for isa in Isa::available() {
+                let (approx, errs) = screen(isa, std::slice::from_ref(&kid), &pool, m, n);
+                let members = survivors(&approx, errs[0], top_n);
+                let got: Vec<(u32, u32)> =
+                    top_parents(exact_similarities(isa, &kid, [&ph, &pw], n, &members), &ids, top_n)
+                        .iter()
+                        .map(|p| (p.node, p.similarity.to_bits()))
+                        .collect();
+                assert_eq!(got, want, "round {round}, {isa:?}");
+                kept += members.len();
+                total += m;
+            }
+        }
+        // The screen is worth its cost: most members are never computed exactly.
+        assert!(kept * 3 < total, "{kept} of {total} members computed exactly");
+    }
+
+    #[test]
+    fn without_bounds_every_member_survives() {
+        let approx = [1.0f32, 5.0, 3.0, 2.0];
+        assert_eq!(survivors(&approx, None, 1), vec![0, 1, 2, 3]);
+        let err = ScreenError { rel: 1e-6, abs: 0.0 };
+        assert_eq!(survivors(&approx, Some(err), 1), vec![1]);
+        assert_eq!(survivors(&approx, Some(err), 2), vec![1, 2]);
+        assert_eq!(survivors(&approx, Some(err), 4), vec![0, 1, 2, 3]);
+        assert_eq!(survivors(&[1.0, f32::NAN, 3.0], Some(err), 1), vec![0, 1, 2]);
+        let e = [[0.0; 2]; 3];
+        assert!(ScreenError::of(&Child::new(&e, [1.0, -1.0, 0.0].into_iter(), -1.0), 3, 1.0).is_none());
+        assert!(ScreenError::of(&Child::new(&e, [1.0, f64::INFINITY, 0.0].into_iter(), -1.0), 3, 1.0).is_none());
+        assert!(ScreenError::of(&Child::new(&e, [1.0, 1.0, 0.0].into_iter(), 1.0), 3, 1.0).is_none());
+        assert!(ScreenError::of(&Child::new(&e, [1.0, 1.0, 0.0].into_iter(), -1.0), 3, 1.0).is_some());
+        // Too steep for the f32 exponent: |inv| · M² = 1e6.
+        assert!(ScreenError::of(&Child::new(&e, [1.0, 1.0, 0.0].into_iter(), -1.0), 3, 1e3).is_none());
     }
 
     #[test]
@@ -393,8 +628,9 @@ mod vector_tests {
                 full.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 full.truncate(top_n);
                 let want: Vec<(u32, u32)> = full.iter().map(|&(x, r)| (pool[r], (x as f32).to_bits())).collect();
+                let ranked = sims.iter().copied().zip(0..).collect();
                 let got: Vec<(u32, u32)> =
-                    top_parents(&sims, &pool, top_n).iter().map(|p| (p.node, p.similarity.to_bits())).collect();
+                    top_parents(ranked, &pool, top_n).iter().map(|p| (p.node, p.similarity.to_bits())).collect();
                 assert_eq!(got, want, "top_n = {top_n}");
             }
         }

@@ -47,7 +47,7 @@ mod settings;
 
 pub use estep::{accumulate, flip_criterion, view_score, EStepConfig, EStepScratch, NodeImageStats, NodeSetup};
 pub use evidence::evidence;
-pub use fast_exp::fast_exp;
+pub use fast_exp::{fast_exp, fast_exp_f32, FAST_EXP_F32_MAX_REL_ERROR};
 #[cfg(target_arch = "x86_64")]
 pub use fast_exp::{fast_exp_avx2, fast_exp_avx512};
 pub use init::{nodes_per_filter, random_means};
