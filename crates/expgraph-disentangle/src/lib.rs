@@ -49,7 +49,7 @@ pub use estep::{accumulate, flip_criterion, view_score, EStepConfig, EStepScratc
 pub use evidence::evidence;
 pub use fast_exp::{fast_exp, fast_exp_f32, FAST_EXP_F32_MAX_REL_ERROR};
 #[cfg(target_arch = "x86_64")]
-pub use fast_exp::{fast_exp_avx2, fast_exp_avx512};
+pub use fast_exp::{fast_exp_avx2, fast_exp_avx512, fast_exp_f32_avx2};
 pub use init::{nodes_per_filter, random_means};
 pub use isa::Isa;
 pub use kernel::SmoothingKernel;
