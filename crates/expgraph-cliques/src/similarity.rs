@@ -217,7 +217,7 @@ impl ScreenError {
     ///
     /// With `u = 2^-24`, `M = max |e| + pool_max` (so `|e_i|`, `|d_i|`, `|e_i − d_i|` ≤ `M`): the
     /// screen's inputs are rounded to `f32` and its differences, squares, sum and product with
-    /// `inv` are rounded once each, so its exponent `X` differs from the true
+    /// `inv` are rounded at most once each (once or not at all with fused multiply-adds), so its exponent `X` differs from the true
     /// `x = ‖e_i − d_i‖² · inv` by at most `dx = 8.2·u·|inv|·M² + 4.01·u·|x|`, `|x| ≤ 88` where
     /// a term is not negligible. A screened term `fast_exp_f32(X) · w` is then within the
     /// exponential's bound, plus `1.01·dx`, plus `u` (the product) of the true `w · e^x`.
