@@ -74,9 +74,11 @@ impl Provenance {
         self
     }
 
-    /// Write `dir/provenance.json` atomically.
+    /// Write `dir/provenance.json` atomically (removing the temp files of an earlier, killed
+    /// save: the caller writes `dir` alone, as for [`crate::ExplanatoryGraph::save`]).
     pub fn save(&self, dir: &Path) -> Result<(), GraphError> {
         let path = dir.join(PROVENANCE_JSON);
+        expgraph_io::remove_stale_temps(&path).map_err(|e| io_err(&path, e))?;
         expgraph_io::write_json(&path, self).map_err(|e| io_err(&path, e))
     }
 
@@ -121,7 +123,11 @@ mod tests {
             graph_digest: None,
         }
         .with_graph("g".into());
+        // The temp file of a save that was killed is removed by the next save.
+        std::fs::write(dir.path().join(".provenance.json.x1Y2z3.tmp"), "{").unwrap();
         p.save(dir.path()).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [PROVENANCE_JSON]);
         assert_eq!(Provenance::load(dir.path()).unwrap(), Some(p));
         std::fs::write(dir.path().join(PROVENANCE_JSON), "[1]").unwrap();
         let err = Provenance::load(dir.path()).unwrap_err().to_string();

@@ -155,6 +155,9 @@ impl Checkpoints for DirCheckpoints {
         let path = self.path(&l.info.name);
         let bytes =
             serialize_safetensors(tensors.iter().map(|(k, t)| (*k, t)), meta).map_err(|e| bad(&path, e.to_string()))?;
+        // A run killed while saving this layer left its temp file: this run holds the output's
+        // lock, so nothing else writes it now.
+        expgraph_io::remove_stale_temps(&path).map_err(|e| io_err(&path, e))?;
         expgraph_io::write_bytes(&path, &bytes).map_err(|e| io_err(&path, e))?;
         self.note(&path);
         Ok(())
