@@ -4,6 +4,11 @@
 //! through the `xtask` alias in `.cargo/config.toml`; a GPU build is
 //! `cargo run --release -p xtask --features cuda -- …`.
 
+// As the `expgraph` binary's (see crates/expgraph-cli/src/main.rs), so that the benchmarks time
+// the backbone as the binary runs it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backbone_bench;
 mod bench;
 #[cfg(test)]
