@@ -21,6 +21,10 @@ Two modes:
   {"batch": B, "runs": K, "warmup": W} → {"ms": [K wall-clock milliseconds per batch run]}, on the
   first B images of the reference input (so both engines time the same input). EOF ends it.
 * otherwise: times `--batches` (random input) for `--runs` runs each and prints one JSON object.
+* `--profile-layers`: ORT's profiler over `--runs` runs of the first of `--batches`; prints a
+  Markdown table of the convolutions' times per image (each node's median over the runs, summed
+  by layer shape), the table `conv_speed -- N resnet-layers` prints for ours (expgraph-backbone's
+  examples).
 
 Standalone (from the repository root):
 
@@ -159,6 +163,54 @@ def agreement(got, want):
     }
 
 
+def profile_layers(model, threads, batch, size, runs):
+    """Per-layer table of the convolutions from ORT's profiler (ms per image, node medians)."""
+    import os
+    import tempfile
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as scratch:
+        opts.profile_file_prefix = os.path.join(scratch, "ort_profile")
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).uniform(-2, 2, (batch, 3, size, size)).astype(np.float32)
+        for _ in range(3):
+            sess.run(None, {"input": x})
+        start = time.perf_counter()
+        for _ in range(runs):
+            sess.run(None, {"input": x})
+        forward = (time.perf_counter() - start) * 1e3 / (runs * batch)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    # Each node's kernel times; the warm-up runs are the first three of each.
+    per_node = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"].get("op_name") == "Conv":
+            per_node.setdefault(e["name"], []).append((e["dur"] / 1e3, e["args"]))
+    shapes = {}
+    for times in per_node.values():
+        args = times[0][1]
+        ins, out = args["input_type_shape"], args["output_type_shape"][0]["float"]
+        x_shape, w_shape = ins[0]["float"], ins[1]["float"]
+        key = (-x_shape[2], w_shape[2], x_shape[2] // out[2], x_shape[1], w_shape[0], len(ins) > 3)
+        ms = statistics.median(t for t, _ in times[3:] or times) / batch
+        total, count = shapes.get(key, (0.0, 0))
+        shapes[key] = (total + ms, count + 1)
+    print(f"ONNX Runtime {ort.__version__}, batch {batch}, {threads} threads, {runs} runs; ms per image")
+    print("| kernel/stride | channels | side | per forward | ms | ms each |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    total_ms = 0.0
+    for (side, k, stride, c_in, c_out, residual), (ms, count) in sorted(shapes.items()):
+        total_ms += ms
+        note = " (+ residual)" if residual else ""
+        print(f"| {k}×{k}/{stride} | {c_in}→{c_out}{note} | {-side} | {count} | {ms:.3f} | {ms / count:.3f} |")
+    print(f"convolutions {total_ms:.2f} ms of the forward's {forward:.2f} ms per image")
+
+
 def time_runs(sess, x, runs, warmup):
     for _ in range(warmup):
         sess.run(None, {"input": x})
@@ -194,11 +246,16 @@ def main():
     ap.add_argument("--batches", default="1,8", help="standalone: comma-separated batch sizes (default 1,8)")
     ap.add_argument("--runs", type=int, default=20, help="standalone: timed runs per batch size (default 20)")
     ap.add_argument("--size", type=int, default=224, help="standalone: input side (default 224)")
+    ap.add_argument("--profile-layers", action="store_true", help="print ORT's per-layer profile (Markdown)")
     args = ap.parse_args()
     if args.serve and not args.reference:
         ap.error("--serve needs --reference (its input is what gets timed)")
 
     model = BUILDERS[args.model](load_file(args.weights))
+    if args.profile_layers:
+        batch = int(args.batches.split(",")[0])
+        profile_layers(model, args.threads, batch, args.size, args.runs)
+        return
     sess = session(model, args.threads)
     out = {"onnxruntime": ort.__version__, "threads": args.threads, "model": args.model}
 

@@ -12,9 +12,14 @@
 //! AVX2), `spin` and
 //! `spin-vgg` (ResNet-50 or VGG-16, the other workers sleeping against spinning), `profile` (only
 //! the default VGG-16 forward, `rounds` times; `resnet-profile` the same for ResNet-50), `stock` (VGG-16, candle's `conv2d` against the
-//! default).
+//! default), `resnet-layers` (ResNet-50's default forward to layer4, random weights, timed per
+//! convolution through the backbone's trace-level `conv` spans, summed by layer shape; `B=8` in
+//! the environment sets the batch). ONNX Runtime's profiler gives the same table for its side:
+//! `ort_bench.py --model resnet50 WEIGHTS --profile-layers` (benches/onnxruntime).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -54,6 +59,142 @@ fn interleave(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, 
         ratio.push(x / y);
     }
     (median(ta), median(tb), median(ratio))
+}
+
+/// A convolution's shape, from the fields of the backbone's `conv` span; sorts by map side
+/// (largest first), then kernel, stride and channels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct ConvShape {
+    side: std::cmp::Reverse<u64>,
+    kernel: u64,
+    stride: u64,
+    c_in: u64,
+    c_out: u64,
+    residual: bool,
+    winograd: bool,
+}
+
+impl tracing::field::Visit for ConvShape {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "kernel" => self.kernel = value,
+            "stride" => self.stride = value,
+            "c_in" => self.c_in = value,
+            "c_out" => self.c_out = value,
+            "side" => self.side = std::cmp::Reverse(value),
+            _ => {}
+        }
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        match field.name() {
+            "residual" => self.residual = value,
+            "winograd" => self.winograd = value,
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// Seconds inside `conv` spans and their count, per shape.
+type ConvTotals = Arc<Mutex<BTreeMap<ConvShape, (f64, usize)>>>;
+
+/// A tracing layer that sums the time spent inside the backbone's `conv` spans by shape.
+struct ConvTimes(ConvTotals);
+
+/// A `conv` span's shape and when it was entered.
+struct OpenConv(ConvShape, Option<Instant>);
+
+impl<S> tracing_subscriber::Layer<S> for ConvTimes
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "conv" {
+            return;
+        }
+        let mut shape = ConvShape::default();
+        attrs.record(&mut shape);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(OpenConv(shape, None));
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(open) =
+            ctx.span(id).as_ref().map(|s| s.extensions_mut()).as_mut().and_then(|e| e.get_mut::<OpenConv>())
+        {
+            open.1 = Some(Instant::now());
+        }
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(OpenConv(shape, Some(start))) = ext.get_mut::<OpenConv>() else { return };
+        let mut totals = self.0.lock().expect("timing lock");
+        let entry = totals.entry(shape.clone()).or_default();
+        entry.0 += start.elapsed().as_secs_f64();
+        entry.1 += 1;
+    }
+}
+
+/// `resnet-layers`: ResNet-50's default forward, timed per convolution and summed by shape.
+fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::Error>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let batch: usize = std::env::var("B").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);
+    let totals = ConvTotals::default();
+    let filter = tracing_subscriber::filter::Targets::new().with_target("expgraph_backbone", tracing::Level::TRACE);
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(ConvTimes(totals.clone()).with_filter(filter)),
+    )?;
+    let model = ResNet::random(ResNetDepth::R50, 1, 50, dev)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), dev)?;
+    for _ in 0..3 {
+        model.forward_taps(&x, &["layer4"])?;
+    }
+    totals.lock().expect("timing lock").clear();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        model.forward_taps(&x, &["layer4"])?;
+    }
+    let per_image = |s: f64| s * 1e3 / (rounds * batch) as f64;
+    let forward = per_image(start.elapsed().as_secs_f64());
+    println!(
+        "ResNet-50 to layer4, batch {batch}, {} threads, {rounds} rounds; ms per image",
+        rayon::current_num_threads()
+    );
+    println!("| kernel/stride | channels | side | per forward | ms | ms each |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    let mut sum = 0.0;
+    for (shape, &(seconds, count)) in totals.lock().expect("timing lock").iter() {
+        let ms = per_image(seconds);
+        sum += ms;
+        let notes = match (shape.residual, shape.winograd) {
+            (true, _) => " (+ residual)",
+            (_, true) => " (Winograd)",
+            _ => "",
+        };
+        println!(
+            "| {k}×{k}/{s} | {}→{}{notes} | {} | {} | {ms:.3} | {:.3} |",
+            shape.c_in,
+            shape.c_out,
+            shape.side.0,
+            count / rounds,
+            ms * (rounds as f64) / count as f64,
+            k = shape.kernel,
+            s = shape.stride,
+        );
+    }
+    println!("convolutions {sum:.2} ms of the forward's {forward:.2} ms per image");
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -130,6 +271,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         set_spinning(true);
         return Ok(());
+    }
+    if mode == "resnet-layers" {
+        return resnet_layers(rounds, &dev);
     }
     if mode == "resnet-profile" {
         // The default ResNet-50 forward to layer4 alone, `rounds` times (for a profiler).

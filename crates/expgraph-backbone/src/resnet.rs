@@ -205,8 +205,21 @@ impl FoldedConv {
         Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
     }
 
-    /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op.
+    /// NHWC in, NHWC out: `relu?(conv(x) + bias [+ residual])`, in one fused op. Runs inside
+    /// a trace-level span `conv` whose fields name the layer's shape (for per-layer timing:
+    /// `conv_speed -- N resnet-layers`; nothing is recorded unless a subscriber enables it).
     fn forward_nhwc(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor, BackboneError> {
+        let _span = tracing::trace_span!(
+            "conv",
+            kernel = self.weight.dims().get(2).copied().unwrap_or(0),
+            stride = self.stride,
+            c_in = x.dims().get(3).copied().unwrap_or(0),
+            c_out = self.c_out(),
+            side = x.dims().get(1).copied().unwrap_or(0),
+            residual = residual.is_some(),
+            winograd = self.winograd.is_some() && residual.is_none(),
+        )
+        .entered();
         if let (Some(winograd), None) = (&self.winograd, residual) {
             // With the `gemm` crate, image by image, so that an image's result does not depend
             // on the batch (the products' `gemm` calls span the tiles of several images
