@@ -140,12 +140,16 @@ BUILDERS = {"vgg16": build_vgg16, "resnet50": build_resnet50}
 OUTPUTS = {"vgg16": "conv5_3", "resnet50": "layer4"}
 
 
-def session(model, threads):
+def session(model, threads, profile_prefix=None):
+    """The timed session; with `profile_prefix`, ORT's profiler writes there."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -168,15 +172,8 @@ def profile_layers(model, threads, batch, size, runs):
     import os
     import tempfile
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as scratch:
-        opts.profile_file_prefix = os.path.join(scratch, "ort_profile")
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = session(model, threads, os.path.join(scratch, "ort_profile"))
         x = np.random.default_rng(0).uniform(-2, 2, (batch, 3, size, size)).astype(np.float32)
         for _ in range(3):
             sess.run(None, {"input": x})

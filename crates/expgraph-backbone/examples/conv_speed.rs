@@ -127,9 +127,9 @@ where
     }
 
     fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if let Some(open) =
-            ctx.span(id).as_ref().map(|s| s.extensions_mut()).as_mut().and_then(|e| e.get_mut::<OpenConv>())
-        {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(open) = ext.get_mut::<OpenConv>() {
             open.1 = Some(Instant::now());
         }
     }

@@ -209,6 +209,7 @@ impl FoldedConv {
     /// a trace-level span `conv` whose fields name the layer's shape (for per-layer timing:
     /// `conv_speed -- N resnet-layers`; nothing is recorded unless a subscriber enables it).
     fn forward_nhwc(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor, BackboneError> {
+        let winograd = self.winograd.as_ref().filter(|_| residual.is_none());
         let _span = tracing::trace_span!(
             "conv",
             kernel = self.weight.dims().get(2).copied().unwrap_or(0),
@@ -217,10 +218,10 @@ impl FoldedConv {
             c_out = self.c_out(),
             side = x.dims().get(1).copied().unwrap_or(0),
             residual = residual.is_some(),
-            winograd = self.winograd.is_some() && residual.is_none(),
+            winograd = winograd.is_some(),
         )
         .entered();
-        if let (Some(winograd), None) = (&self.winograd, residual) {
+        if let Some(winograd) = winograd {
             // With the `gemm` crate, image by image, so that an image's result does not depend
             // on the batch (the products' `gemm` calls span the tiles of several images
             // otherwise); the packed products give every value the same bits in any batch.
