@@ -13,7 +13,8 @@
 //! `spin-vgg` (ResNet-50 or VGG-16, the other workers sleeping against spinning), `profile` (only
 //! the default VGG-16 forward, `rounds` times; `resnet-profile` the same for ResNet-50), `stock` (VGG-16, candle's `conv2d` against the
 //! default), `resnet-layers` (ResNet-50's default forward to layer4, random weights, timed per
-//! convolution through the backbone's trace-level `conv` spans, summed by layer shape; `B=8` in
+//! convolution through the backbone's trace-level `conv` spans, each one's median over the rounds
+//! summed by layer shape; `B=8` in
 //! the environment sets the batch). ONNX Runtime's profiler gives the same table for its side:
 //! `ort_bench.py --model resnet50 WEIGHTS --profile-layers` (benches/onnxruntime).
 
@@ -97,11 +98,11 @@ impl tracing::field::Visit for ConvShape {
     fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
-/// Seconds inside `conv` spans and their count, per shape.
-type ConvTotals = Arc<Mutex<BTreeMap<ConvShape, (f64, usize)>>>;
+/// The `conv` spans closed so far, in order: each one's shape and seconds inside.
+type ConvLog = Arc<Mutex<Vec<(ConvShape, f64)>>>;
 
-/// A tracing layer that sums the time spent inside the backbone's `conv` spans by shape.
-struct ConvTimes(ConvTotals);
+/// A tracing layer that logs the time spent inside each of the backbone's `conv` spans.
+struct ConvTimes(ConvLog);
 
 /// A `conv` span's shape and when it was entered.
 struct OpenConv(ConvShape, Option<Instant>);
@@ -138,43 +139,55 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
         let Some(OpenConv(shape, Some(start))) = ext.get_mut::<OpenConv>() else { return };
-        let mut totals = self.0.lock().expect("timing lock");
-        let entry = totals.entry(shape.clone()).or_default();
-        entry.0 += start.elapsed().as_secs_f64();
-        entry.1 += 1;
+        let seconds = start.elapsed().as_secs_f64();
+        self.0.lock().expect("timing lock").push((shape.clone(), seconds));
     }
 }
 
-/// `resnet-layers`: ResNet-50's default forward, timed per convolution and summed by shape.
+/// `resnet-layers`: ResNet-50's default forward, timed per convolution: each convolution's
+/// median over the rounds (a forward calls them in a fixed order), summed by shape, as
+/// `ort_bench.py --profile-layers` gives ORT's nodes (medians, not means: a host that stalls
+/// now and then inflates a mean).
 fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::Error>> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::Layer;
     let batch: usize = std::env::var("B").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);
-    let totals = ConvTotals::default();
+    let log = ConvLog::default();
     let filter = tracing_subscriber::filter::Targets::new().with_target("expgraph_backbone", tracing::Level::TRACE);
     tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(ConvTimes(totals.clone()).with_filter(filter)),
+        tracing_subscriber::registry().with(ConvTimes(log.clone()).with_filter(filter)),
     )?;
     let model = ResNet::random(ResNetDepth::R50, 1, 50, dev)?;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), dev)?;
     for _ in 0..3 {
         model.forward_taps(&x, &["layer4"])?;
     }
-    totals.lock().expect("timing lock").clear();
-    let start = Instant::now();
-    for _ in 0..rounds {
+    log.lock().expect("timing lock").clear();
+    let (mut forwards, mut convs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        let start = Instant::now();
         model.forward_taps(&x, &["layer4"])?;
+        forwards.push(start.elapsed().as_secs_f64());
+        convs.push(std::mem::take(&mut *log.lock().expect("timing lock")));
     }
-    let per_image = |s: f64| s * 1e3 / (rounds * batch) as f64;
-    let forward = per_image(start.elapsed().as_secs_f64());
+    if convs.iter().any(|round| round.len() != convs[0].len()) {
+        return Err("the forward passes ran different numbers of convolutions".into());
+    }
+    let per_image = |s: f64| s * 1e3 / batch as f64;
+    let mut by_shape: BTreeMap<ConvShape, (f64, usize)> = BTreeMap::new();
+    for (i, (shape, _)) in convs[0].iter().enumerate() {
+        let entry = by_shape.entry(shape.clone()).or_default();
+        entry.0 += median(convs.iter().map(|round| round[i].1).collect());
+        entry.1 += 1;
+    }
     println!(
-        "ResNet-50 to layer4, batch {batch}, {} threads, {rounds} rounds; ms per image",
+        "ResNet-50 to layer4, batch {batch}, {} threads, {rounds} rounds; medians over the rounds, ms per image",
         rayon::current_num_threads()
     );
     println!("| kernel/stride | channels | side | per forward | ms | ms each |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     let mut sum = 0.0;
-    for (shape, &(seconds, count)) in totals.lock().expect("timing lock").iter() {
+    for (shape, &(seconds, count)) in &by_shape {
         let ms = per_image(seconds);
         sum += ms;
         let notes = match (shape.residual, shape.winograd) {
@@ -183,17 +196,16 @@ fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::
             _ => "",
         };
         println!(
-            "| {k}×{k}/{s} | {}→{}{notes} | {} | {} | {ms:.3} | {:.3} |",
+            "| {k}×{k}/{s} | {}→{}{notes} | {} | {count} | {ms:.3} | {:.3} |",
             shape.c_in,
             shape.c_out,
             shape.side.0,
-            count / rounds,
-            ms * (rounds as f64) / count as f64,
+            ms / count as f64,
             k = shape.kernel,
             s = shape.stride,
         );
     }
-    println!("convolutions {sum:.2} ms of the forward's {forward:.2} ms per image");
+    println!("convolutions {sum:.2} ms of the forward's {:.2} ms per image", per_image(median(forwards)));
     Ok(())
 }
 
