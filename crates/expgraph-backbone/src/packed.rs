@@ -629,7 +629,7 @@ trait TileKernel {
 
     /// Panels per block of a pass (see [`PackedWeights::task`]). 1 on AVX2, whose sub-tiles
     /// read a panel's weights 4 times per tile: from L1 they must come (timed on the Zen 4
-    /// machine with AVX2 tiles: blocks of 8 were 5–7 % slower on 1024→256 and 256→1024 at 14²).
+    /// machine with AVX2 tiles: blocks of 8 were 4–7 % slower on 1024→256 and 256→1024 at 14²).
     const PANEL_BLOCK: usize;
 
     /// Whether rows of `A` a multiple of [`ALIASED`] values apart are copied first. Not on AVX2,
