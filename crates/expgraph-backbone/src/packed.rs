@@ -446,7 +446,6 @@ impl PackedWeights {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn task<T: TileKernel>(&self, (lhs, bias, residual, units, panels, relu, (c, ldc)): TaskArgs<'_>) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let (k, n) = (self.k, self.n);
         let (a, lda) = (lhs.data(), lhs.lda());
         let (mut tiles, mut pieces) = (Vec::new(), Vec::new());
@@ -459,35 +458,18 @@ impl PackedWeights {
             let kc = (k - k0).min(KC);
             lhs.pieces(k0, k0 + kc, &mut pieces);
             if copy {
-                // This pass's values of the task's rows, `COPY_LD` apart (see `ALIASED`).
-                for (t, rows) in tiles.iter().enumerate() {
-                    for r in 0..rows.height {
-                        let row = &mut copied[(t * MR + r) * COPY_LD..][..kc];
-                        let mut at = 0;
-                        for &(offset, len) in &pieces {
-                            row[at..at + len].copy_from_slice(&a[rows.a + r * lda + offset..][..len]);
-                            at += len;
-                        }
-                    }
-                }
+                copy_pass(a, lda, &tiles, &pieces, &mut copied);
             }
             let whole = [(0, kc)];
+            // What the tiles read: the copied rows as one run, or `A` in place.
+            let (tile_lda, tile_pieces): (usize, &[(usize, usize)]) =
+                if copy { (COPY_LD, &whole) } else { (lda, &pieces) };
             let last = pass + 1 == passes;
-            let mut start = panels.start;
-            while start < panels.end {
+            for start in panels.clone().step_by(T::PANEL_BLOCK) {
                 let block = start..(start + T::PANEL_BLOCK).min(panels.end);
                 for (t, rows) in tiles.iter().enumerate() {
                     if let Some(following) = tiles.get(t + 1).filter(|_| !copy && block.start == panels.start) {
-                        for r in 0..following.height {
-                            for &(offset, len) in &pieces {
-                                let from = a.as_ptr().wrapping_add(following.a + r * lda + offset);
-                                for at in (0..len).step_by(16) {
-                                    // SAFETY: a prefetch (of values inside `a`) has no effect
-                                    // but on the cache; SSE is part of x86_64.
-                                    unsafe { _mm_prefetch::<_MM_HINT_T1>(from.wrapping_add(at) as *const i8) };
-                                }
-                            }
-                        }
+                        prefetch_rows(a, lda, following, &pieces);
                     }
                     for p in block.clone() {
                         let cols = (n - p * NR).min(NR);
@@ -515,8 +497,8 @@ impl PackedWeights {
                             } else {
                                 a.as_ptr().wrapping_add(rows.a)
                             },
-                            lda: if copy { COPY_LD } else { lda },
-                            pieces: if copy { &whole } else { &pieces },
+                            lda: tile_lda,
+                            pieces: tile_pieces,
                             b,
                             next,
                             c: c.wrapping_add(r0 * ldc + p * NR),
@@ -530,7 +512,8 @@ impl PackedWeights {
                             }),
                             relu: relu && last,
                             mask,
-                            warm: following.map(|(f, q)| (c.wrapping_add(f.r0 * ldc + q * NR) as *const f32, f.height)),
+                            next_output: following
+                                .map(|(f, q)| (c.wrapping_add(f.r0 * ldc + q * NR) as *const f32, f.height)),
                         };
                         // SAFETY: the caller's contract (sizes, the CPU) covers every tile of
                         // rows × panels: `height` rows from r0 < m, whose pieces of k0..k0+kc
@@ -555,7 +538,38 @@ impl PackedWeights {
                         }
                     }
                 }
-                start = block.end;
+            }
+        }
+    }
+}
+
+/// Copies this pass's values (`pieces`) of the rows of `tiles` from `a` (rows `lda` apart) into
+/// `copied`, tile `t`'s row `r` at `(t·MR + r)·COPY_LD` (see [`ALIASED`]).
+#[cfg(target_arch = "x86_64")]
+fn copy_pass(a: &[f32], lda: usize, tiles: &[TileRows], pieces: &[(usize, usize)], copied: &mut [f32]) {
+    for (t, rows) in tiles.iter().enumerate() {
+        for r in 0..rows.height {
+            let mut row = &mut copied[(t * MR + r) * COPY_LD..];
+            for &(offset, len) in pieces {
+                row[..len].copy_from_slice(&a[rows.a + r * lda + offset..][..len]);
+                row = &mut row[len..];
+            }
+        }
+    }
+}
+
+/// Fetches this pass's values (`pieces`) of the rows of `tile` from `a` (rows `lda` apart) into
+/// L2, a cache line at a time.
+#[cfg(target_arch = "x86_64")]
+fn prefetch_rows(a: &[f32], lda: usize, tile: &TileRows, pieces: &[(usize, usize)]) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    for r in 0..tile.height {
+        for &(offset, len) in pieces {
+            let from = a.as_ptr().wrapping_add(tile.a + r * lda + offset);
+            for at in (0..len).step_by(16) {
+                // SAFETY: a prefetch (of values inside `a`) has no effect but on the cache; SSE
+                // is part of x86_64.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(from.wrapping_add(at) as *const i8) };
             }
         }
     }
@@ -588,16 +602,16 @@ struct Tile<'p> {
     mask: u32,
     /// The output tile of the next call (its first element and its rows, `ldc` apart), fetched
     /// while this one computes.
-    warm: Option<(*const f32, usize)>,
+    next_output: Option<(*const f32, usize)>,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Tile<'_> {
-    /// Fetches the output tile of the next call (see [`Tile::warm`]) into L1.
+    /// Fetches the output tile of the next call ([`Tile::next_output`]) into L1.
     #[inline(always)]
-    fn warm(&self) {
+    fn fetch_next_output(&self) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        if let Some((c, rows)) = self.warm {
+        if let Some((c, rows)) = self.next_output {
             for r in 0..rows {
                 let row = c.wrapping_add(r * self.ldc);
                 // SAFETY: a prefetch has no effect but on the cache; SSE is part of x86_64.
@@ -680,7 +694,7 @@ impl TileKernel for Avx512 {
                     }
                 }
             }
-            tile.warm();
+            tile.fetch_next_output();
             let (mut b, mut next) = (tile.b, tile.next);
             for &(offset, len) in tile.pieces {
                 let a = tile.a.add(offset);
@@ -781,7 +795,7 @@ unsafe fn avx2_rows<const H: usize>(tile: &Tile<'_>, r0: usize) {
         }
         let prefetch = r0 == 0;
         if prefetch {
-            tile.warm();
+            tile.fetch_next_output();
         }
         let (mut b, mut next) = (tile.b, tile.next);
         for &(offset, len) in tile.pieces {
@@ -836,9 +850,8 @@ mod tests {
     }
 
     /// Shapes `(m, k, n)` on the edges of every blocking: rows (MR, MC, AVX2's 3-row sub-tiles),
-    /// columns (NR, masks), depth (KC, k = 0).
-    /// (m, k, n), among them rows 4 KiB apart (k = 1024: copied on AVX-512, see `ALIASED`) into
-    /// 10 panels (two blocks of a pass, the last ragged).
+    /// columns (NR, masks, two panel blocks with the last ragged: n = 300), depth (KC, k = 0),
+    /// and rows 4 KiB apart (k = 1024: copied on AVX-512, see `ALIASED`).
     const RAGGED: [(usize, usize, usize); 7] =
         [(1, 1, 1), (13, 300, 33), (97, 257, 64), (49, 512, 70), (200, 0, 5), (12, 17, 31), (30, 1024, 300)];
 
