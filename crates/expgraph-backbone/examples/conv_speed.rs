@@ -15,7 +15,8 @@
 //! default), `resnet-layers` (ResNet-50's default forward to layer4, random weights, timed per
 //! convolution through the backbone's trace-level `conv` spans, each one's median over the rounds
 //! summed by layer shape; `B=8` in
-//! the environment sets the batch). ONNX Runtime's profiler gives the same table for its side:
+//! the environment sets the batch, `KERNEL=avx2` the packed kernel's AVX2 tiles on an AVX-512
+//! CPU). ONNX Runtime's profiler gives the same table for its side:
 //! `ort_bench.py --model resnet50 WEIGHTS --profile-layers` (benches/onnxruntime).
 
 use std::collections::BTreeMap;
@@ -157,7 +158,14 @@ fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry().with(ConvTimes(log.clone()).with_filter(filter)),
     )?;
-    let model = ResNet::random(ResNetDepth::R50, 1, 50, dev)?;
+    let (model, kernel) = match std::env::var("KERNEL").as_deref() {
+        Ok("avx2") => {
+            let model = ResNet::random(ResNetDepth::R50, 1, 50, dev)?.with_gemm_kernel(GemmKernel::PackedAvx2)?;
+            (model, "the AVX2 tiles")
+        }
+        Ok(other) => return Err(format!("KERNEL={other}: only `avx2` is known").into()),
+        Err(_) => (ResNet::random(ResNetDepth::R50, 1, 50, dev)?, "the default kernels"),
+    };
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), dev)?;
     for _ in 0..3 {
         model.forward_taps(&x, &["layer4"])?;
@@ -181,7 +189,7 @@ fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::
         entry.1 += 1;
     }
     println!(
-        "ResNet-50 to layer4, batch {batch}, {} threads, {rounds} rounds; medians over the rounds, ms per image",
+        "ResNet-50 to layer4, batch {batch}, {} threads, {rounds} rounds, {kernel}; medians over the rounds, ms per image",
         rayon::current_num_threads()
     );
     println!("| kernel/stride | channels | side | per forward | ms | ms each |");
