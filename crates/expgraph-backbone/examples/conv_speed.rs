@@ -158,13 +158,11 @@ fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry().with(ConvTimes(log.clone()).with_filter(filter)),
     )?;
+    let model = ResNet::random(ResNetDepth::R50, 1, 50, dev)?;
     let (model, kernel) = match std::env::var("KERNEL").as_deref() {
-        Ok("avx2") => {
-            let model = ResNet::random(ResNetDepth::R50, 1, 50, dev)?.with_gemm_kernel(GemmKernel::PackedAvx2)?;
-            (model, "the AVX2 tiles")
-        }
+        Ok("avx2") => (model.with_gemm_kernel(GemmKernel::PackedAvx2)?, "the AVX2 tiles"),
         Ok(other) => return Err(format!("KERNEL={other}: only `avx2` is known").into()),
-        Err(_) => (ResNet::random(ResNetDepth::R50, 1, 50, dev)?, "the default kernels"),
+        Err(_) => (model, "the default kernels"),
     };
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), dev)?;
     for _ in 0..3 {

@@ -457,6 +457,9 @@ impl PackedWeights {
         lhs.tiles(units, &mut tiles);
         let copy = T::COPY_ALIASED_ROWS && lda % ALIASED == 0;
         let mut copied: Vec<f32> = if copy { vec![0f32; tiles.len() * MR * COPY_LD] } else { Vec::new() };
+        // Where the output and the residual tile of rows from `r0`, panel `p`, start.
+        let out_at = |r0: usize, p: usize| c.wrapping_add(r0 * ldc + p * NR);
+        let residual_at = |r0: usize, p: usize| residual.map(|r| r.as_ptr().wrapping_add(r0 * n + p * NR));
         let passes = k.div_ceil(KC).max(1);
         for pass in 0..passes {
             let k0 = pass * KC;
@@ -506,20 +509,15 @@ impl PackedWeights {
                             pieces: tile_pieces,
                             b,
                             next,
-                            c: c.wrapping_add(r0 * ldc + p * NR),
+                            c: out_at(r0, p),
                             ldc,
                             ldr: n,
-                            init: (pass == 0).then(|| {
-                                (
-                                    bias.as_ptr().wrapping_add(p * NR),
-                                    residual.map(|r| r.as_ptr().wrapping_add(r0 * n + p * NR)),
-                                )
-                            }),
+                            init: (pass == 0).then(|| (bias.as_ptr().wrapping_add(p * NR), residual_at(r0, p))),
                             relu: relu && last,
                             mask,
                             next_output: following.map(|(f, q)| NextTile {
-                                c: c.wrapping_add(f.r0 * ldc + q * NR),
-                                residual: residual.map(|r| r.as_ptr().wrapping_add(f.r0 * n + q * NR)),
+                                c: out_at(f.r0, q),
+                                residual: residual_at(f.r0, q),
                                 rows: f.height,
                             }),
                         };
