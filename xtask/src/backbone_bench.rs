@@ -168,6 +168,50 @@ pub struct RoundSamples {
     pub ours_first: bool,
     pub ours_ms: Vec<f64>,
     pub ort_ms: Option<Vec<f64>>,
+    /// The share of the machine's CPU time that its host took away (steal, on a virtual
+    /// machine) during each engine's turn; `null` where `/proc/stat` is absent.
+    pub ours_steal: Option<f64>,
+    pub ort_steal: Option<f64>,
+}
+
+/// Above this share of stolen CPU time in a turn, the host was busy and its timings are suspect:
+/// on the 2-core cloud machines, forward passes took up to 1.5× longer in such phases, and not
+/// by the same factor for both engines.
+pub const BUSY_STEAL: f64 = 0.02;
+
+/// The stolen share of CPU time over the timed turns (see [`RoundSamples::ours_steal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Steal {
+    pub median: f64,
+    pub max: f64,
+    /// Turns above [`BUSY_STEAL`].
+    pub busy_turns: usize,
+    pub turns: usize,
+}
+
+impl Steal {
+    /// Over every turn of `models` that has a value; `None` if none has.
+    pub fn over(models: &[ModelResult]) -> Option<Self> {
+        let shares: Vec<f64> = models
+            .iter()
+            .flat_map(|m| &m.batches)
+            .flat_map(|b| &b.rounds)
+            .flat_map(|r| [r.ours_steal, r.ort_steal])
+            .flatten()
+            .collect();
+        let median = stats(&shares)?.median;
+        let max = shares.iter().copied().fold(0.0, f64::max);
+        let busy_turns = shares.iter().filter(|&&s| s > BUSY_STEAL).count();
+        Some(Steal { median, max, busy_turns, turns: shares.len() })
+    }
+}
+
+/// Runs one engine's turn; returns its result and the share of CPU time stolen meanwhile.
+fn turn<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Option<f64>)> {
+    let before = expgraph::io::CpuTicks::now();
+    let out = f()?;
+    let steal = before.zip(expgraph::io::CpuTicks::now()).and_then(|(b, a)| a.steal_since(&b));
+    Ok((out, steal))
 }
 
 /// One batch size of one model.
@@ -243,6 +287,9 @@ pub struct BackboneBenchRecord {
     pub input_size: usize,
     /// The ONNX Runtime version (`--compare-onnxruntime`), else `null`.
     pub onnxruntime: Option<String>,
+    /// The host's steal over all timed turns (`null` where it cannot be read): whether the
+    /// machine ran in a quiet phase.
+    pub steal: Option<Steal>,
     pub models: Vec<ModelResult>,
 }
 
@@ -364,25 +411,28 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
             for (i, (x, &batch)) in inputs.iter().zip(&batches).enumerate() {
                 let first = ours_first(round, i);
                 // Each turn starts after a pause (SETTLE).
-                let mut time_ort = || -> Result<Option<Vec<f64>>> {
-                    ort.as_mut()
-                        .map(|o| {
+                let mut time_ort = || -> Result<(Option<Vec<f64>>, Option<f64>)> {
+                    match ort.as_mut() {
+                        Some(o) => {
                             std::thread::sleep(SETTLE);
-                            o.time(batch, runs[i], 0)
-                        })
-                        .transpose()
+                            let (ms, steal) = turn(|| o.time(batch, runs[i], 0))?;
+                            Ok((Some(ms), steal))
+                        }
+                        None => Ok((None, None)),
+                    }
                 };
-                let mut ort_ms = None;
+                let (mut ort_ms, mut ort_steal) = (None, None);
                 if !first {
-                    ort_ms = time_ort()?;
+                    (ort_ms, ort_steal) = time_ort()?;
                 }
                 std::thread::sleep(SETTLE);
-                let ours_ms = time_ours(model.as_ref(), x, tap, runs[i])?;
+                let (ours_ms, ours_steal) = turn(|| time_ours(model.as_ref(), x, tap, runs[i]))?;
                 if first {
-                    ort_ms = time_ort()?;
+                    (ort_ms, ort_steal) = time_ort()?;
                 }
+                let busy = [ours_steal, ort_steal].into_iter().flatten().fold(0f64, f64::max);
                 eprintln!(
-                    "{name} round {}/{} batch {batch}: ours {:.1} ms/img{}",
+                    "{name} round {}/{} batch {batch}: ours {:.1} ms/img{}{}",
                     round + 1,
                     a.rounds,
                     stats(&ours_ms).map_or(0.0, |s| s.median / batch as f64),
@@ -390,8 +440,13 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
                         .as_deref()
                         .and_then(stats)
                         .map_or(String::new(), |s| format!(", ORT {:.1} ms/img", s.median / batch as f64)),
+                    if busy > BUSY_STEAL {
+                        format!(" (busy host: {:.1} % of CPU time stolen)", busy * 100.0)
+                    } else {
+                        String::new()
+                    },
                 );
-                samples[i].push(RoundSamples { ours_first: first, ours_ms, ort_ms });
+                samples[i].push(RoundSamples { ours_first: first, ours_ms, ort_ms, ours_steal, ort_steal });
             }
         }
         if let Some(ort) = ort {
@@ -416,6 +471,7 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
         warmup: a.warmup,
         input_size: a.input_size,
         onnxruntime,
+        steal: Steal::over(&results),
         models: results,
     };
     expgraph::record::write_json(&out, &record)?; // atomic; the error names the file
@@ -652,7 +708,11 @@ fn check_python(python: &Path) -> Result<()> {
 /// The record as a Markdown table: a row per model and batch size.
 pub fn markdown_table(r: &BackboneBenchRecord) -> String {
     let ort = r.onnxruntime.as_deref().map_or("ours only".to_string(), |v| format!("ONNX Runtime {v}"));
-    let cpu = &r.host.host.cpu;
+    let host = &r.host.host;
+    let cpu = match (host.family, host.model) {
+        (Some(f), Some(m)) => format!("{} (family {f}, model {m})", host.cpu),
+        _ => host.cpu.clone(),
+    };
     let cap = r.host.isa_cap.map_or(String::new(), |isa| format!(" (capped to {isa}: AVX-512 hidden from both)"));
     let mut s = format!(
         "bench-backbone: {} threads, {} rounds, input {px}×{px}, {ort}, {cpu}{cap}; ms per image (min and median over \
@@ -680,6 +740,25 @@ pub fn markdown_table(r: &BackboneBenchRecord) -> String {
                 num(b.ratio_min, 2),
             ));
         }
+    }
+    if let Some(st) = &r.steal {
+        s.push_str(&format!(
+            "\nHost steal (CPU time the virtual machine's host took away) over the {} timed turns: median {:.1} %, \
+             at most {:.1} %{}",
+            st.turns,
+            st.median * 100.0,
+            st.max * 100.0,
+            if st.busy_turns > 0 {
+                format!(
+                    "; {} turn{} above {:.0} %: a busy host, whose ratios may not hold in a quiet phase",
+                    st.busy_turns,
+                    if st.busy_turns == 1 { "" } else { "s" },
+                    BUSY_STEAL * 100.0
+                )
+            } else {
+                String::new()
+            }
+        ));
     }
     for m in &r.models {
         if let Some(a) = &m.agreement {
@@ -783,16 +862,35 @@ mod tests {
     }
 
     fn record(with_ort: bool) -> BackboneBenchRecord {
+        let round = |ours_first, ours_ms: [f64; 2], ort_ms: [f64; 2], steal: [f64; 2]| RoundSamples {
+            ours_first,
+            ours_ms: ours_ms.to_vec(),
+            ort_ms: with_ort.then(|| ort_ms.to_vec()),
+            ours_steal: Some(steal[0]),
+            ort_steal: with_ort.then_some(steal[1]),
+        };
         let rounds = vec![
-            RoundSamples { ours_first: true, ours_ms: vec![20.0, 24.0], ort_ms: with_ort.then(|| vec![10.0, 8.0]) },
-            RoundSamples { ours_first: false, ours_ms: vec![22.0, 30.0], ort_ms: with_ort.then(|| vec![12.0, 9.0]) },
+            round(true, [20.0, 24.0], [10.0, 8.0], [0.001, 0.004]),
+            round(false, [22.0, 30.0], [12.0, 9.0], [0.05, 0.003]),
         ];
         let batch = BatchResult::from_rounds(2, 2, rounds).unwrap();
+        let models = vec![ModelResult {
+            model: "resnet50",
+            output: "layer4",
+            weights: WeightsInfo { path: "/tmp/w".into(), kind: "random", seed: Some(50) },
+            agreement: with_ort.then_some(Agreement {
+                max_abs_diff: 6e-5,
+                max_abs_ref: 61.0,
+                max_abs_rel: 1e-6,
+                rel_l2: 9e-7,
+            }),
+            batches: vec![batch],
+        }];
         BackboneBenchRecord {
             bench: "backbone",
             git_rev: "r".into(),
             host: BenchHost {
-                host: Host { cpu: "c".into(), cores: 2, mem: 1 },
+                host: Host { cpu: "c".into(), family: Some(25), model: Some(1), cores: 2, mem: 1 },
                 isa: [("avx2", true), ("avx512f", false), ("fma", true)].into_iter().collect(),
                 isa_cap: with_ort.then_some("avx2"),
             },
@@ -802,18 +900,8 @@ mod tests {
             warmup: 2,
             input_size: 224,
             onnxruntime: with_ort.then(|| "1.32.0".to_string()),
-            models: vec![ModelResult {
-                model: "resnet50",
-                output: "layer4",
-                weights: WeightsInfo { path: "/tmp/w".into(), kind: "random", seed: Some(50) },
-                agreement: with_ort.then_some(Agreement {
-                    max_abs_diff: 6e-5,
-                    max_abs_ref: 61.0,
-                    max_abs_rel: 1e-6,
-                    rel_l2: 9e-7,
-                }),
-                batches: vec![batch],
-            }],
+            steal: Steal::over(&models),
+            models,
         }
     }
 
@@ -840,6 +928,11 @@ mod tests {
         assert!(table.contains("| resnet50 | random | 2 | 4 | 11.5 | 4.8 | 2.42 | 10.0 | 4.0 | 2.50 |"), "{table}");
         assert!(table.contains("relative L2 9.0e-7"), "{table}");
         assert!(table.contains("(capped to avx2: AVX-512 hidden from both)"), "{table}");
+        assert!(table.contains(", c (family 25, model 1) (capped"), "{table}");
+        // Steal per turn: ours 0.1 %, 5 %; ORT 0.4 %, 0.3 %.
+        assert_eq!(m["batches"][0]["rounds"][1]["ours_steal"], 0.05);
+        assert_eq!(r.steal, Some(Steal { median: 0.0035, max: 0.05, busy_turns: 1, turns: 4 }));
+        assert!(table.contains("4 timed turns: median 0.4 %, at most 5.0 %; 1 turn above 2 %: a busy host"), "{table}");
     }
 
     #[test]
@@ -855,6 +948,9 @@ mod tests {
         assert!(table.contains("| resnet50 | random | 2 | 4 | 11.5 | – | – | 10.0 | – | – |"), "{table}");
         assert!(table.contains("ours only") && !table.contains("capped"), "{table}");
         assert!(json["host"]["isa_cap"].is_null());
+        // Ours' turns only: 0.1 % and 5 %.
+        assert_eq!(r.steal.map(|s| (s.turns, s.busy_turns)), Some((2, 1)));
+        assert!(jb["rounds"][0]["ort_steal"].is_null());
     }
 
     #[test]

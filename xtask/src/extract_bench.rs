@@ -347,7 +347,7 @@ mod tests {
         let record = ExtractBenchRecord {
             bench: "extract",
             git_rev: "r".into(),
-            host: Host { cpu: "c".into(), cores: 1, mem: 1 },
+            host: Host { cpu: "c".into(), family: None, model: None, cores: 1, mem: 1 },
             device: "cpu".into(),
             weights: "w".into(),
             backbone: "vgg16".into(),

@@ -62,8 +62,14 @@ fn bench_backbone_times_ours_alone() {
             assert!(ours["min"].as_f64().unwrap() > 0.0 && ours["median"].as_f64() >= ours["min"].as_f64(), "{b}");
             assert!(b["ort_ms_per_image"].is_null() && b["ratio_median"].is_null() && b["ratio_min"].is_null(), "{b}");
             assert_eq!(b["rounds"].as_array().unwrap().len(), 1);
+            // A turn this short may see no clock tick (steal `null`), but the field is there.
+            assert!(b["rounds"][0].get("ours_steal").is_some() && b["rounds"][0]["ort_steal"].is_null(), "{b}");
         }
     }
+    // The record says how busy the host was: over at most the 4 turns (2 models × 2 batches).
+    assert!(r["steal"].is_null() || r["steal"]["turns"].as_u64().is_some_and(|t| (1..=4).contains(&t)), "{r}");
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    assert!(r["host"]["family"].is_u64() && r["host"]["model"].is_u64(), "{r}");
     assert!(table.contains("| resnet50 | random | 2 | 1 |") && table.contains("ours only"), "{table}");
 }
 

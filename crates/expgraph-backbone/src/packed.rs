@@ -40,8 +40,14 @@ use rayon::prelude::*;
 pub(crate) const NR: usize = 32;
 /// Rows per register tile (12 × 2 accumulators, plus the two weight registers).
 const MR: usize = 12;
-/// Depth of one pass over a panel: `KC × NR` weights (16 KiB) stay in L1 across the row tiles.
+/// Depth of one pass over a panel: `KC × NR` weights (16 KiB) come into L1 for a tile, the
+/// tile's `A` rows (6 KiB) stay there across the panels.
 const KC: usize = 128;
+/// The longest pass: a rest of at most `KC / 4` values of `k` joins the last full pass rather
+/// than making a pass of its own, which would store and reload the whole output for a few
+/// products. That is the stem (k = 147: one pass, not 128 + 19; 3–4 % faster at batch 1 and 8,
+/// in turns on the 2-core Zen 4 machine).
+const KC_MAX: usize = KC + KC / 4;
 /// Rows per task.
 const MC: usize = 96;
 /// Rows of `A` a multiple of this many values (4 KiB) apart fall into the same sets of the L1
@@ -51,8 +57,8 @@ const MC: usize = 96;
 /// Zen 4 machine that made 1024→256 at 14² 1.27× faster, 1024→512 at 14² 1.39× and 2048→512
 /// at 7² 1.22× (one process, in turns); ResNet-50 1.035–1.075× faster.
 const ALIASED: usize = 1024;
-/// Row stride of `A`'s rows when copied (see [`ALIASED`]).
-const COPY_LD: usize = KC + 16;
+/// Row stride of `A`'s rows when copied (see [`ALIASED`]): a pass's values and 16 more.
+const COPY_LD: usize = KC_MAX + 16;
 
 /// The registers the kernel's tiles live in. Both run the same products in the same order
 /// (fused multiply-adds from the bias up, in order of `k`), so they give every value the same
@@ -440,10 +446,11 @@ impl PackedWeights {
     /// `(c, ldc)` (row `i` at `c + i·ldc`; the residual's rows are `n` apart), with the register
     /// tiles of `T`.
     ///
-    /// Each pass over `KC` values of `k` walks blocks of [`TileKernel::PANEL_BLOCK`] panels, in
-    /// each block tile by tile and, for a tile, panel by panel: the tile's rows of `A` stay in L1
-    /// while the block's weights (128 KiB for 8 panels) come from L2, the next panel prefetched.
-    /// While a tile computes, the next tile's rows of `A` are fetched into L2, and the output rows
+    /// Each pass over `KC` values of `k` (see [`passes`]) walks blocks of
+    /// [`TileKernel::PANEL_BLOCK`] panels, in each block tile by tile and, for a tile, panel by
+    /// panel: the tile's rows of `A` stay in L1 while the block's weights (128 KiB for 8 panels)
+    /// come from L2, the next panel prefetched into L2 (see [`Tile::next`]). While a tile
+    /// computes, the next tile's rows of `A` are fetched into L2, and the output rows
     /// the next call writes (and its rows of the residual) into L1. At batch 8 `A`, the output
     /// and the residual no longer fit in the cache, and without those fetches each tile waited
     /// for them. (The residual's: ResNet-50 at batch 8 1.017–1.033× faster on the AVX2 tiles, 5
@@ -460,10 +467,10 @@ impl PackedWeights {
         // Where the output and the residual tile of rows from `r0`, panel `p`, start.
         let out_at = |r0: usize, p: usize| c.wrapping_add(r0 * ldc + p * NR);
         let residual_at = |r0: usize, p: usize| residual.map(|r| r.as_ptr().wrapping_add(r0 * n + p * NR));
-        let passes = k.div_ceil(KC).max(1);
+        let passes = passes(k);
         for pass in 0..passes {
             let k0 = pass * KC;
-            let kc = (k - k0).min(KC);
+            let kc = if pass + 1 == passes { k - k0 } else { KC };
             lhs.pieces(k0, k0 + kc, &mut pieces);
             if copy {
                 copy_pass(a, lda, &tiles, &pieces, &mut copied);
@@ -549,6 +556,17 @@ impl PackedWeights {
     }
 }
 
+/// How many passes over `k` a product makes: the first ones of [`KC`] values, the last one of
+/// at most [`KC_MAX`] (and at least one pass, which with `k = 0` writes the bias).
+#[cfg(target_arch = "x86_64")]
+fn passes(k: usize) -> usize {
+    if k > KC && k % KC <= KC_MAX - KC {
+        k / KC
+    } else {
+        k.div_ceil(KC).max(1)
+    }
+}
+
 /// Copies this pass's values (`pieces`) of the rows of `tiles` from `a` (rows `lda` apart) into
 /// `copied`, tile `t`'s row `r` at `(t·MR + r)·COPY_LD` (see [`ALIASED`]).
 #[cfg(target_arch = "x86_64")]
@@ -592,7 +610,12 @@ struct Tile<'p> {
     pieces: &'p [(usize, usize)],
     /// The panel's `[kc][NR]` weights.
     b: *const f32,
-    /// What to prefetch while computing (the next panel's weights).
+    /// What to prefetch while computing: the next panel's weights, into L2 only. Into L1, this
+    /// panel's 16 KiB and the next one's filled the 32 KiB L1 and evicted the tile's rows of
+    /// `A`. Timed in one process, in turns, on the 2-core Zen 4 machine: the L2 fetch made
+    /// 2048→512 at 7² 4–10 % faster and 512→1024 stride 2 at 28² 2–5 % (no prefetch at all: 3–5 %
+    /// slower than either); ResNet-50 at batch 1 1.03–1.06× faster on the AVX-512 tiles and
+    /// 1.04–1.07× on the AVX2 ones (6 runs each), at batch 8 0.96–1.07× (level).
     next: *const f32,
     /// Row `r` of the output tile starts at `c + r·ldc`.
     c: *mut f32,
@@ -719,8 +742,8 @@ impl TileKernel for Avx512 {
             for &(offset, len) in tile.pieces {
                 let a = tile.a.add(offset);
                 for kk in 0..len {
-                    _mm_prefetch::<_MM_HINT_T0>(next.add(kk * NR) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(next.add(kk * NR + 16) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(next.add(kk * NR) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(next.add(kk * NR + 16) as *const i8);
                     let b0 = _mm512_loadu_ps(b.add(kk * NR));
                     let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
                     for (r, acc) in acc.iter_mut().enumerate() {
@@ -830,8 +853,8 @@ unsafe fn avx2_rows<const H: usize>(tile: &Tile<'_>, r0: usize) {
             let a = tile.a.add(offset + r0 * tile.lda);
             for kk in 0..len {
                 if prefetch {
-                    _mm_prefetch::<_MM_HINT_T0>(next.add(kk * NR) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(next.add(kk * NR + 16) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(next.add(kk * NR) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(next.add(kk * NR + 16) as *const i8);
                 }
                 let mut x = [_mm256_setzero_ps(); H];
                 for (r, x) in x.iter_mut().enumerate() {
@@ -879,8 +902,9 @@ mod tests {
 
     /// Shapes `(m, k, n)` on the edges of every blocking: rows (MR, MC, AVX2's sub-tiles of 3
     /// rows, and of 2 where 3 + 1 would be left: tiles of 4 and 10 rows), columns (NR, masks, two
-    /// panel blocks with the last ragged: n = 300), depth (KC, k = 0), and rows 4 KiB apart (k =
-    /// 1024: copied on AVX-512, see `ALIASED`).
+    /// panel blocks with the last ragged: n = 300), depth (KC, k = 0, a rest joined to the last
+    /// pass: k = 130 and 257, or a pass of its own: k = 300), and rows 4 KiB apart (k = 1024:
+    /// copied on AVX-512, see `ALIASED`).
     const RAGGED: [(usize, usize, usize); 9] = [
         (1, 1, 1),
         (13, 300, 33),
@@ -1023,7 +1047,8 @@ mod tests {
         // spanning kernel rows), output rows wider than a tile (30 → 3 tiles) and narrower
         // (2), runs longer than KC (3·130), stride > kernel, 1×1 stride 2, one output pixel,
         // and rows 4 KiB apart (stride 2 × 512 channels: copied on AVX-512, see `ALIASED`) into
-        // 9 panels (two blocks, the last ragged).
+        // 9 panels (two blocks, the last ragged), and copied with a last pass longer than KC
+        // (stride 32 × 32 channels, k = 800 = 6·128 + 32).
         let cases = [
             (2, 37, 35, 3, 7, 2, 64),
             (1, 9, 31, 512, 3, 2, 260),
@@ -1032,6 +1057,7 @@ mod tests {
             (1, 11, 13, 4, 2, 3, 7),
             (3, 8, 8, 17, 1, 2, 96),
             (1, 3, 3, 9, 3, 1, 5),
+            (1, 9, 70, 32, 5, 32, 8),
         ];
         for (images, h, w, c, kernel, stride, n) in cases {
             let x = values(images * h * w * c, 11);
@@ -1062,6 +1088,19 @@ mod tests {
             let worst = ours.iter().zip(&exact).map(|(&o, &w)| (f64::from(o) - w).abs()).fold(0.0, f64::max);
             assert!(worst <= 1e-5 * (k as f64 + 1.0).sqrt(), "max|Δ| = {worst}");
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn passes_cover_k_none_longer_than_kc_max() {
+        for k in 0..3000 {
+            let passes = passes(k);
+            let last = k - (passes - 1) * KC;
+            assert!(passes >= 1 && (passes - 1) * KC <= k, "k = {k}: {passes} passes");
+            // No pass of a few values (KC / 4 or fewer) after a full one.
+            assert!(last <= KC_MAX && (k <= KC || last > KC / 4), "k = {k}: a last pass of {last}");
+        }
+        assert_eq!((passes(147), passes(160), passes(161), passes(1024)), (1, 1, 2, 8));
     }
 
     #[test]

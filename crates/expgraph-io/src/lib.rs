@@ -1,7 +1,9 @@
 //! # expgraph-io
 //!
-//! Small plumbing every stage shares: the one atomic file writer, and the progress sink through
-//! which libraries report long work (only the CLI draws it, see [`ProgressSink`]).
+//! Small plumbing every stage shares: the one atomic file writer, the progress sink through
+//! which libraries report long work (only the CLI draws it, see [`ProgressSink`]), and what
+//! Linux's `/proc` says of the host (memory, and [`CpuTicks`]: how much CPU time a virtual
+//! machine's host took away, which the benchmark records keep).
 //!
 //! The one atomic file writer of expgraph. Every file the project writes goes through
 //! [`write_atomic`] (or its shorthands [`write_bytes`] and [`write_json`]): the content goes to a
@@ -19,12 +21,12 @@
 //! assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\n  1,\n  2,\n  3\n]\n");
 //! ```
 
+mod host;
 mod lock;
-mod memory;
 mod progress;
 
+pub use host::{peak_rss_bytes, total_memory_bytes, CpuTicks};
 pub use lock::{DirLock, LOCK_FILE};
-pub use memory::{peak_rss_bytes, total_memory_bytes};
 pub use progress::{Progress, ProgressSink};
 
 use std::io::{self, BufWriter, Write};

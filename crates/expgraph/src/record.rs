@@ -8,6 +8,13 @@ use std::collections::BTreeMap;
 pub struct Host {
     /// CPU model name.
     pub cpu: String,
+    /// The CPU's family and model numbers (`/proc/cpuinfo`), which tell apart generations that
+    /// share a name: "AMD EPYC" is family 25 model 1 (Zen 3) or model 17 (Zen 4). `null` where
+    /// unknown (and in records older than these fields).
+    #[serde(default)]
+    pub family: Option<u32>,
+    #[serde(default)]
+    pub model: Option<u32>,
     /// Logical cores available to the process.
     pub cores: usize,
     /// Total memory, MiB.
@@ -18,14 +25,17 @@ impl Host {
     /// Read the host description from `/proc` (falls back to "unknown" fields elsewhere).
     pub fn detect() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let field = |key: &str| {
+            cpuinfo.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+        };
+        let cpu = field("model name").unwrap_or_else(|| "unknown".into());
+        let number = |key: &str| field(key).and_then(|v| v.parse().ok());
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let mem = expgraph_io::total_memory_bytes().map(|b| b >> 20).unwrap_or(0);
-        Self { cpu, cores, mem }
+        Self { cpu, family: number("cpu family"), model: number("model"), cores, mem }
     }
 }
 
@@ -236,4 +246,22 @@ pub struct WriteError {
 /// Write `value` as pretty JSON to `path` atomically (temp file in the same folder, then rename).
 pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> Result<(), WriteError> {
     expgraph_io::write_json(path, value).map_err(|source| WriteError { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Host;
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn the_host_names_its_cpu_family_and_model() {
+        let host = Host::detect();
+        assert!(host.family.is_some() && host.model.is_some() && host.cpu != "unknown", "{host:?}");
+    }
+
+    #[test]
+    fn records_older_than_family_and_model_still_read() {
+        let host: Host = serde_json::from_str(r#"{"cpu": "AMD EPYC", "cores": 2, "mem": 24105}"#).unwrap();
+        assert_eq!((host.family, host.model, host.cores), (None, None, 2));
+    }
 }
