@@ -750,7 +750,7 @@ pub fn markdown_table(r: &BackboneBenchRecord) -> String {
             st.max * 100.0,
             if st.busy_turns > 0 {
                 format!(
-                    "; {} turn{} above {:.0} %: a busy host, whose ratios may not hold in a quiet phase",
+                    "; {} turn{} above {:.0} % (the host busy: its ratios may not hold in a quiet phase)",
                     st.busy_turns,
                     if st.busy_turns == 1 { "" } else { "s" },
                     BUSY_STEAL * 100.0
@@ -932,7 +932,10 @@ mod tests {
         // Steal per turn: ours 0.1 %, 5 %; ORT 0.4 %, 0.3 %.
         assert_eq!(m["batches"][0]["rounds"][1]["ours_steal"], 0.05);
         assert_eq!(r.steal, Some(Steal { median: 0.0035, max: 0.05, busy_turns: 1, turns: 4 }));
-        assert!(table.contains("4 timed turns: median 0.4 %, at most 5.0 %; 1 turn above 2 %: a busy host"), "{table}");
+        assert!(
+            table.contains("4 timed turns: median 0.4 %, at most 5.0 %; 1 turn above 2 % (the host busy"),
+            "{table}"
+        );
     }
 
     #[test]
