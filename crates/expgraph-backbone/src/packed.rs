@@ -614,8 +614,9 @@ struct Tile<'p> {
     /// panel's 16 KiB and the next one's filled the 32 KiB L1 and evicted the tile's rows of
     /// `A`. Timed in one process, in turns, on the 2-core Zen 4 machine: the L2 fetch made
     /// 2048→512 at 7² 4–10 % faster and 512→1024 stride 2 at 28² 2–5 % (no prefetch at all:
-    /// 4–6 % slower than L1 on three of five shapes); ResNet-50 at batch 1 1.03–1.06× faster on the AVX-512 tiles and
-    /// 1.04–1.07× on the AVX2 ones (6 runs each), at batch 8 0.96–1.07× (level).
+    /// 4–6 % slower than L1 on three of five shapes); ResNet-50 at batch 1 1.03–1.06× faster
+    /// on the AVX-512 tiles and 1.04–1.07× on the AVX2 ones (6 runs each), at batch 8
+    /// 0.96–1.07× (level).
     next: *const f32,
     /// Row `r` of the output tile starts at `c + r·ldc`.
     c: *mut f32,
