@@ -58,6 +58,11 @@ pub struct BenchBackboneArgs {
     /// Rounds; each times every batch size with both engines, in alternating order.
     #[arg(long, value_name = "R", default_value_t = 5, value_parser = at_least(1))]
     pub rounds: usize,
+    /// After the R rounds, more rounds until every batch size has N quiet ones (neither turn
+    /// losing more than 2 % of its CPU time to the virtual machine's host), at most 3 × max(R,
+    /// N) rounds in all; needs `/proc/stat`.
+    #[arg(long, value_name = "N", value_parser = at_least(1))]
+    pub quiet_rounds: Option<usize>,
     /// Timed runs per engine, batch size and round [default: 5 at batch 1, 3 at larger batches].
     #[arg(long, value_name = "K", value_parser = at_least(1))]
     pub runs: Option<usize>,
@@ -174,6 +179,34 @@ pub struct RoundSamples {
     pub ort_steal: Option<f64>,
 }
 
+impl RoundSamples {
+    /// Whether the host was quiet in this round: every turn's steal is known and at most
+    /// [`BUSY_STEAL`].
+    pub fn quiet(&self) -> bool {
+        let calm = |steal: Option<f64>| steal.is_some_and(|s| s <= BUSY_STEAL);
+        calm(self.ours_steal) && (self.ort_ms.is_none() || calm(self.ort_steal))
+    }
+
+    /// Ours ÷ ORT of this round's medians; `None` without ORT.
+    pub fn ratio(&self) -> Option<f64> {
+        let ort = stats(self.ort_ms.as_deref()?)?.median;
+        (ort > 0.0).then(|| stats(&self.ours_ms).map(|s| s.median / ort)).flatten()
+    }
+}
+
+/// The rounds of one batch size of [`RoundSamples::quiet`] hosts, and the median of their
+/// ratios ([`RoundSamples::ratio`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QuietRounds {
+    pub rounds: usize,
+    pub ratio: Option<f64>,
+}
+
+/// The median of the rounds' own ratios ([`RoundSamples::ratio`]); `None` if none has one.
+fn median_round_ratio<'a>(rounds: impl Iterator<Item = &'a RoundSamples>) -> Option<f64> {
+    stats(&rounds.filter_map(RoundSamples::ratio).collect::<Vec<_>>()).map(|s| s.median)
+}
+
 /// Above this share of stolen CPU time in a turn, the host was busy and its timings are suspect:
 /// on the 2-core cloud machines, forward passes took up to 1.5× longer in such phases, and not
 /// by the same factor for both engines.
@@ -214,6 +247,17 @@ fn turn<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Option<f64>)> {
     Ok((out, steal))
 }
 
+/// Whether the timing loop stops before round `round` (counted from 0): not before `rounds`
+/// rounds; then at once without `quiet`, else once every batch size's `samples` hold `quiet`
+/// quiet rounds ([`RoundSamples::quiet`]), or at 3 × max(`rounds`, `quiet`) rounds.
+pub fn enough_rounds(round: usize, rounds: usize, quiet: Option<usize>, samples: &[Vec<RoundSamples>]) -> bool {
+    if round < rounds {
+        return false;
+    }
+    let Some(wanted) = quiet else { return true };
+    round >= 3 * rounds.max(wanted) || samples.iter().all(|s| s.iter().filter(|r| r.quiet()).count() >= wanted)
+}
+
 /// One batch size of one model.
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchResult {
@@ -227,6 +271,11 @@ pub struct BatchResult {
     pub ratio_median: Option<f64>,
     /// Ours ÷ ORT of the minima.
     pub ratio_min: Option<f64>,
+    /// The median over rounds of each round's ratio (ours ÷ ORT of its medians): paired, so a
+    /// slow phase of the host that spans a round weighs on both engines' samples of it.
+    pub ratio_rounds: Option<f64>,
+    /// The same over the rounds in which the host was quiet ([`RoundSamples::quiet`]).
+    pub quiet: QuietRounds,
     /// The raw samples, round by round.
     pub rounds: Vec<RoundSamples>,
 }
@@ -250,6 +299,11 @@ impl BatchResult {
             ort_ms_per_image: ort,
             ratio_median: ort.and_then(|o| ratio(ours.median, o.median)),
             ratio_min: ort.and_then(|o| ratio(ours.min, o.min)),
+            ratio_rounds: median_round_ratio(rounds.iter()),
+            quiet: QuietRounds {
+                rounds: rounds.iter().filter(|r| r.quiet()).count(),
+                ratio: median_round_ratio(rounds.iter().filter(|r| r.quiet())),
+            },
             rounds,
         })
     }
@@ -277,7 +331,10 @@ pub struct BackboneBenchRecord {
     pub host: BenchHost,
     /// Threads of each engine.
     pub threads: usize,
+    /// `--rounds` (each batch size's `rounds` holds as many or, with `--quiet-rounds`, more).
     pub rounds: usize,
+    /// `--quiet-rounds` as given, else `null`.
+    pub quiet_rounds: Option<usize>,
     /// `--runs` as given (`null`: the default, 5 at batch 1 and 3 above; see each batch's
     /// `runs_per_round`).
     pub runs: Option<usize>,
@@ -357,6 +414,9 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
     let threads = resolve_threads(a.threads, std::env::var("RAYON_NUM_THREADS").ok().as_deref(), cores);
     use_threads(threads)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("target/xtask/bench-backbone.json"));
+    if a.quiet_rounds.is_some() && expgraph::io::CpuTicks::now().is_none() {
+        bail!("--quiet-rounds needs the host's steal, from /proc/stat, which cannot be read here");
+    }
 
     let ort_setup = if a.compare_onnxruntime {
         let script = workspace.join(ORT_SCRIPT);
@@ -407,7 +467,13 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
             }
         }
         let mut samples: Vec<Vec<RoundSamples>> = vec![Vec::new(); batches.len()];
-        for round in 0..a.rounds {
+        let mut round = 0;
+        while !enough_rounds(round, a.rounds, a.quiet_rounds, &samples) {
+            let label = if round < a.rounds {
+                format!("{}/{}", round + 1, a.rounds)
+            } else {
+                format!("{} (for quiet rounds)", round + 1)
+            };
             for (i, (x, &batch)) in inputs.iter().zip(&batches).enumerate() {
                 let first = ours_first(round, i);
                 // Each turn starts after a pause (SETTLE).
@@ -432,9 +498,7 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
                 }
                 let busy = [ours_steal, ort_steal].into_iter().flatten().fold(0f64, f64::max);
                 eprintln!(
-                    "{name} round {}/{} batch {batch}: ours {:.1} ms/img{}{}",
-                    round + 1,
-                    a.rounds,
+                    "{name} round {label} batch {batch}: ours {:.1} ms/img{}{}",
                     stats(&ours_ms).map_or(0.0, |s| s.median / batch as f64),
                     ort_ms
                         .as_deref()
@@ -447,6 +511,20 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
                     },
                 );
                 samples[i].push(RoundSamples { ours_first: first, ours_ms, ort_ms, ours_steal, ort_steal });
+            }
+            round += 1;
+        }
+        if let Some(wanted) = a.quiet_rounds {
+            for (rounds, batch) in samples.iter().zip(&batches) {
+                let quiet = rounds.iter().filter(|r| r.quiet()).count();
+                if quiet < wanted {
+                    eprintln!(
+                        "{name} batch {batch}: only {quiet} quiet round{} of the {wanted} wanted in {} rounds (the host \
+                         stayed busy)",
+                        if quiet == 1 { "" } else { "s" },
+                        rounds.len()
+                    );
+                }
             }
         }
         if let Some(ort) = ort {
@@ -467,6 +545,7 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
         host: BenchHost::detect(isa_cap),
         threads,
         rounds: a.rounds,
+        quiet_rounds: a.quiet_rounds,
         runs: a.runs,
         warmup: a.warmup,
         input_size: a.input_size,
@@ -716,18 +795,21 @@ pub fn markdown_table(r: &BackboneBenchRecord) -> String {
     let cap = r.host.isa_cap.map_or(String::new(), |isa| format!(" (capped to {isa}: AVX-512 hidden from both)"));
     let mut s = format!(
         "bench-backbone: {} threads, {} rounds, input {px}×{px}, {ort}, {cpu}{cap}; ms per image (min and median over \
-         all rounds' runs)\n\n\
-         | model | weights | batch | runs | ours median | ORT median | ours / ORT | ours min | ORT min | ours / ORT (min) |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         all rounds' runs); per round: the median of each round's ratio of medians; quiet rounds: the same over the \
+         rounds in which neither turn lost more than {busy:.0} % of its CPU time to the host\n\n\
+         | model | weights | batch | runs | ours median | ORT median | ours / ORT | ours min | ORT min | ours / ORT (min) \
+         | ours / ORT (per round) | quiet rounds |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         r.threads,
         r.rounds,
         px = r.input_size,
+        busy = BUSY_STEAL * 100.0,
     );
     let num = |x: Option<f64>, digits: usize| x.map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"));
     for m in &r.models {
         for b in &m.batches {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {} | {} ({} of {}) |\n",
                 m.model,
                 m.weights.kind,
                 b.batch,
@@ -738,6 +820,10 @@ pub fn markdown_table(r: &BackboneBenchRecord) -> String {
                 b.ours_ms_per_image.min,
                 num(b.ort_ms_per_image.map(|o| o.min), 1),
                 num(b.ratio_min, 2),
+                num(b.ratio_rounds, 2),
+                num(b.quiet.ratio, 2),
+                b.quiet.rounds,
+                b.rounds.len(),
             ));
         }
     }
@@ -791,6 +877,7 @@ mod tests {
         let a = parse(&[]).unwrap();
         assert_eq!((a.models.clone(), a.batches.clone()), (vec!["all".to_string()], vec![1, 8]));
         assert_eq!((a.threads, a.rounds, a.runs, a.warmup, a.input_size), (None, 5, None, 2, 224));
+        assert_eq!((a.quiet_rounds, parse(&["--quiet-rounds", "7"]).unwrap().quiet_rounds), (None, Some(7)));
         assert!(!a.compare_onnxruntime && a.python.is_none() && a.out.is_none());
         assert_eq!(a.isa, IsaCap::Native);
         assert_eq!(resolve_models(&a.models).unwrap(), BenchNet::ALL);
@@ -824,9 +911,14 @@ mod tests {
 
     #[test]
     fn bad_flags_are_rejected_clearly() {
-        for bad in
-            [&["--batch", "0"][..], &["--rounds", "0"], &["--runs", "x"], &["--threads", "0"], &["--isa", "sse2"]]
-        {
+        for bad in [
+            &["--batch", "0"][..],
+            &["--rounds", "0"],
+            &["--runs", "x"],
+            &["--threads", "0"],
+            &["--isa", "sse2"],
+            &["--quiet-rounds", "0"],
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         // --python only means something with --compare-onnxruntime.
@@ -896,6 +988,7 @@ mod tests {
             },
             threads: 2,
             rounds: 2,
+            quiet_rounds: None,
             runs: None,
             warmup: 2,
             input_size: 224,
@@ -925,7 +1018,17 @@ mod tests {
         assert_eq!(m["batches"][0]["rounds"][1]["ours_first"], false);
 
         let table = markdown_table(&r);
-        assert!(table.contains("| resnet50 | random | 2 | 4 | 11.5 | 4.8 | 2.42 | 10.0 | 4.0 | 2.50 |"), "{table}");
+        // Per round: 22 ÷ 9 (steal 0.1 % and 0.4 %: quiet) and 26 ÷ 10.5 (ours 5 %: busy).
+        let (r1, r2) = (22.0 / 9.0, 26.0 / 10.5);
+        assert_eq!(b.ratio_rounds, Some((r1 + r2) / 2.0));
+        assert_eq!(b.quiet, QuietRounds { rounds: 1, ratio: Some(r1) });
+        assert_eq!((m["batches"][0]["quiet"]["rounds"].as_u64(), json["quiet_rounds"].is_null()), (Some(1), true));
+        assert!(
+            table.contains(
+                "| resnet50 | random | 2 | 4 | 11.5 | 4.8 | 2.42 | 10.0 | 4.0 | 2.50 | 2.46 | 2.44 (1 of 2) |"
+            ),
+            "{table}"
+        );
         assert!(table.contains("relative L2 9.0e-7"), "{table}");
         assert!(table.contains("(capped to avx2: AVX-512 hidden from both)"), "{table}");
         assert!(table.contains(", c (family 25, model 1) (capped"), "{table}");
@@ -948,12 +1051,47 @@ mod tests {
         assert!(jb["ratio_median"].is_null() && jb["ort_ms_per_image"].is_null() && json["onnxruntime"].is_null());
         assert!(json["models"][0]["agreement"].is_null());
         let table = markdown_table(&r);
-        assert!(table.contains("| resnet50 | random | 2 | 4 | 11.5 | – | – | 10.0 | – | – |"), "{table}");
+        assert!(
+            table.contains("| resnet50 | random | 2 | 4 | 11.5 | – | – | 10.0 | – | – | – | – (1 of 2) |"),
+            "{table}"
+        );
+        assert_eq!((b.ratio_rounds, b.quiet), (None, QuietRounds { rounds: 1, ratio: None }));
         assert!(table.contains("ours only") && !table.contains("capped"), "{table}");
         assert!(json["host"]["isa_cap"].is_null());
         // Ours' turns only: 0.1 % and 5 %.
         assert_eq!(r.steal.map(|s| (s.turns, s.busy_turns)), Some((2, 1)));
         assert!(jb["rounds"][0]["ort_steal"].is_null());
+    }
+
+    #[test]
+    fn quiet_rounds_and_when_the_rounds_end() {
+        let round = |ours_steal: Option<f64>, ort_steal: Option<f64>| RoundSamples {
+            ours_first: true,
+            ours_ms: vec![3.0, 1.0, 2.0],
+            ort_ms: Some(vec![4.0]),
+            ours_steal,
+            ort_steal,
+        };
+        // Quiet only when both turns' steal is known and at most 2 %.
+        assert!(round(Some(0.0), Some(BUSY_STEAL)).quiet());
+        assert!(!round(Some(0.021), Some(0.0)).quiet() && !round(Some(0.0), Some(0.03)).quiet());
+        assert!(!round(None, Some(0.0)).quiet() && !round(Some(0.0), None).quiet());
+        assert_eq!(round(None, None).ratio(), Some(0.5));
+        assert!(RoundSamples { ort_ms: None, ..round(Some(0.0), None) }.quiet());
+        assert_eq!(RoundSamples { ort_ms: Some(vec![0.0]), ..round(None, None) }.ratio(), None);
+
+        let (quiet, busy) = (round(Some(0.0), Some(0.0)), round(Some(0.1), Some(0.0)));
+        // Without --quiet-rounds: exactly R rounds.
+        assert!(!enough_rounds(2, 3, None, &[]) && enough_rounds(3, 3, None, &[]));
+        // With it: on until every batch size has N quiet rounds, at most 3 × max(R, N) in all.
+        let two_batches = |a: Vec<RoundSamples>, b: Vec<RoundSamples>| vec![a, b];
+        let s = two_batches(vec![quiet.clone(), busy.clone()], vec![quiet.clone(), quiet.clone()]);
+        assert!(!enough_rounds(1, 3, Some(2), &s) && !enough_rounds(3, 2, Some(2), &s));
+        let s = two_batches(vec![quiet.clone(), busy.clone(), quiet.clone()], vec![quiet.clone(); 3]);
+        assert!(enough_rounds(3, 2, Some(2), &s) && !enough_rounds(2, 3, Some(2), &s));
+        let s = two_batches(vec![busy.clone(); 9], vec![quiet.clone(); 9]);
+        assert!(!enough_rounds(8, 3, Some(2), &s) && enough_rounds(9, 3, Some(2), &s));
+        assert!(!enough_rounds(11, 3, Some(4), &s) && enough_rounds(12, 3, Some(4), &s));
     }
 
     #[test]

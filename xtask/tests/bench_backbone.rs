@@ -74,6 +74,27 @@ fn bench_backbone_times_ours_alone() {
 }
 
 #[test]
+fn bench_backbone_adds_rounds_for_quiet_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--model", "vgg16", "--batch", "1", "--quiet-rounds", "2", "--out"];
+    if !std::path::Path::new("/proc/stat").exists() {
+        let output = xtask().args(args).arg(dir.path().join("backbone.json")).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("--quiet-rounds needs"), "{stderr}");
+        return;
+    }
+    let (r, table) = run(xtask().args(args).arg(dir.path().join("backbone.json")));
+    assert_eq!((r["rounds"].as_u64(), r["quiet_rounds"].as_u64()), (Some(1), Some(2)));
+    let b = &r["models"][0]["batches"][0];
+    // After the 1 round asked for, on until 2 quiet rounds (a turn this short may see no clock
+    // tick, and then is not known to be quiet), at most 3 × 2 rounds.
+    let (rounds, quiet) = (b["rounds"].as_array().unwrap().len(), b["quiet"]["rounds"].as_u64().unwrap() as usize);
+    assert!((2..=6).contains(&rounds) && quiet <= rounds && (quiet == 2 || rounds == 6), "{b}");
+    assert!(b["quiet"]["ratio"].is_null() && b["ratio_rounds"].is_null(), "{b}");
+    assert!(table.contains(&format!("| – | – ({quiet} of {rounds}) |")), "{table}");
+}
+
+#[test]
 fn bench_backbone_against_onnxruntime_when_a_python_is_given() {
     let Some(python) = std::env::var_os("EXPGRAPH_ORT_PYTHON") else {
         eprintln!("skipped: set EXPGRAPH_ORT_PYTHON to a Python with onnxruntime, onnx, numpy and safetensors");
@@ -93,6 +114,7 @@ fn bench_backbone_against_onnxruntime_when_a_python_is_given() {
         assert!(b["ort_ms_per_image"]["median"].as_f64().unwrap() > 0.0, "{b}");
         assert!(b["ratio_median"].as_f64().unwrap() > 0.0 && b["ratio_min"].as_f64().unwrap() > 0.0, "{b}");
         assert_eq!(b["rounds"][0]["ort_ms"].as_array().unwrap().len(), 1);
+        assert!(b["ratio_rounds"].as_f64().unwrap() > 0.0, "{b}");
     }
     assert!(table.contains("ORT vs ours"), "{table}");
 }
