@@ -18,9 +18,9 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, GemmConv, GemmKernel, Winograd3x3};
 
-// As in the network benchmarks (cpu-performance.md §4.4).
+// As the `expgraph` binary: mimalloc, keeping freed memory (crates/expgraph-alloc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
 /// (layer, C_in, C_out, side).
 const SHAPES: [(&str, usize, usize, usize); 5] = [
@@ -32,6 +32,7 @@ const SHAPES: [(&str, usize, usize, usize); 5] = [
 ];
 
 fn conv_kernels(c: &mut Criterion) {
+    expgraph_alloc::keep_freed_memory();
     let dev = Device::Cpu;
     for (name, c_in, c_out, side) in SHAPES {
         let x = Tensor::randn(0f32, 1.0, (1, side, side, c_in), &dev).expect("input");
@@ -89,6 +90,7 @@ const GEMM_SHAPES: [GemmShape; 5] = [
 /// which favours `packed` more than these numbers show (`cargo run --release -p
 /// expgraph-backbone --example conv_speed -- 10 resnet-packed`).
 fn gemm_conv_kernels(c: &mut Criterion) {
+    expgraph_alloc::keep_freed_memory();
     let dev = Device::Cpu;
     for GemmShape { name, side, c_in, c_out, kernel: k, stride, padding, residual } in GEMM_SHAPES {
         let x = Tensor::randn(0f32, 1.0, (1, side, side, c_in), &dev).expect("input");

@@ -18,14 +18,15 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use expgraph_backbone::{Backbone, ConvImpl, ResNet, ResNetDepth};
 
-// Large temporaries (im2col buffers) page-fault less with mimalloc (cpu-performance.md §4.4).
+// As the `expgraph` binary: mimalloc, keeping freed memory (crates/expgraph-alloc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
 /// Weight seed; `examples/resnet50_weights.rs` writes the weights of the same seed.
 const SEED: u64 = 50;
 
 fn resnet50_forward(c: &mut Criterion) {
+    expgraph_alloc::keep_freed_memory();
     let fast = ResNet::random(ResNetDepth::R50, 1, SEED, &Device::Cpu).expect("random model");
     let old = ResNet::random(ResNetDepth::R50, 1, SEED, &Device::Cpu)
         .expect("random model")

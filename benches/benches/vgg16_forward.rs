@@ -20,9 +20,9 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use expgraph_backbone::{Backbone, ConvImpl, Vgg16};
 
-// Large temporaries (im2col buffers) page-fault less with mimalloc (cpu-performance.md §4.4).
+// As the `expgraph` binary: mimalloc, keeping freed memory (crates/expgraph-alloc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
 fn model() -> Vgg16 {
     let shared = std::env::var_os("EXPGRAPH_SHARED")
@@ -39,6 +39,7 @@ fn model() -> Vgg16 {
 }
 
 fn vgg16_forward(c: &mut Criterion) {
+    expgraph_alloc::keep_freed_memory();
     let fast = model();
     let old = model().with_winograd(false).expect("im2col path");
     let mut group = c.benchmark_group("vgg16_forward_conv5_3_224");

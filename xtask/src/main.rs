@@ -7,7 +7,7 @@
 // As the `expgraph` binary's (see crates/expgraph-cli/src/main.rs), so that the benchmarks time
 // the backbone as the binary runs it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
 mod backbone_bench;
 mod bench;
@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    expgraph_alloc::keep_freed_memory();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

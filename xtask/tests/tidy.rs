@@ -101,6 +101,7 @@ impl Graph {
 const RANKS: &[(&str, u32)] = &[
     ("expgraph-geometry", 0),
     ("expgraph-io", 0),
+    ("expgraph-alloc", 0),
     // images → features
     ("expgraph-cache", 1),
     ("expgraph-backbone", 1),

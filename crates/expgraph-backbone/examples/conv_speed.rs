@@ -28,9 +28,9 @@ use candle_core::{Device, Tensor};
 use expgraph_backbone::kernels::{im2col_conv3x3, im2col_weight, set_spinning, GemmKernel, Winograd3x3};
 use expgraph_backbone::{Backbone, ResNet, ResNetDepth, Vgg16};
 
-// As in the benches: large temporaries page-fault less (cpu-performance.md §4.4).
+// As the `expgraph` binary: mimalloc, keeping freed memory (crates/expgraph-alloc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -216,6 +216,7 @@ fn resnet_layers(rounds: usize, dev: &Device) -> Result<(), Box<dyn std::error::
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    expgraph_alloc::keep_freed_memory();
     let rounds: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let mode = std::env::args().nth(2).unwrap_or_default();
     let only_layers = mode == "layers" || mode == "winograd";

@@ -27,7 +27,8 @@
 //! fused with ReLU; VGG-16 runs about 7× faster than with candle's stock `conv2d`; other
 //! devices and half precision use candle's own ops ([`ConvImpl::Candle`]). Build with the `cuda`
 //! feature for CUDA devices.
-//! Binaries may want `mimalloc` as global allocator (large temporaries); this library sets none.
+//! Binaries may want mimalloc as global allocator, keeping freed memory (large temporaries; the
+//! crate `expgraph-alloc`, which expgraph's binaries use); this library sets none.
 //!
 //! ```no_run
 //! use expgraph_backbone::{Backbone, Vgg16, WeightSource};

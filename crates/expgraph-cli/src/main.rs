@@ -20,9 +20,10 @@ use clap::{Parser, Subcommand};
 // (cpu-performance.md §4.4). With mimalloc, on a 2-core Zen 4, ResNet-50's forward at batch 8
 // ran 6–15 % faster (`cargo xtask bench-backbone`, which uses it too; three runs of each, in
 // turns), and `expgraph run --limit 40` made a tenth of the minor page faults (894k → 93k), with
-// a lower peak RSS and byte-identical graphs.
+// a lower peak RSS and byte-identical graphs. Keeping freed memory for 10 s (`main`) spares the
+// faults that remained, about 15 % of a forward pass (crates/expgraph-alloc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "expgraph", version, about = "Explanatory graphs of CNN features (Zhang et al., AAAI 2018)")]
@@ -72,6 +73,7 @@ enum Command {
 
 /// Usage errors exit 2 (clap), other failures 1 with the error chain on one line.
 fn main() -> ExitCode {
+    expgraph_alloc::keep_freed_memory();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
