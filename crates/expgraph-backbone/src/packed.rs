@@ -493,8 +493,9 @@ impl PackedWeights {
                     // Fetched into L2 while the tile computes its first block: read in place,
                     // the next tile's rows of this pass; copied, the tile's own rows of the
                     // next pass, which the next copy would otherwise wait for (they come from
-                    // L3 or memory at batch 8: 1024→256 at 14² 3–10 % faster, 1024→512 and
-                    // 2048→512 2–4 %, one process in turns on the 2-core Zen 4 machine).
+                    // L3 or memory at batch 8, the input written by a layer before: 1024→256 at
+                    // 14² 2–6 % faster, 1024→512 2–3 %, 2048→512 2–5 %; one process, in turns,
+                    // on the 2-core Zen 4 machine).
                     if block.start == panels.start {
                         if !copy {
                             if let Some(following) = tiles.get(t + 1) {
