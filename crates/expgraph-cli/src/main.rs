@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 // (cpu-performance.md §4.4). With mimalloc, on a 2-core Zen 4, ResNet-50's forward at batch 8
 // ran 6–15 % faster (`cargo xtask bench-backbone`, which uses it too; three runs of each, in
 // turns), and `expgraph run --limit 40` made a tenth of the minor page faults (894k → 93k), with
-// a lower peak RSS and byte-identical graphs. Keeping freed memory for 10 s (`main`) spares the
-// faults that remained, about 15 % of a forward pass (crates/expgraph-alloc).
+// a lower peak RSS and byte-identical graphs. Keeping freed memory for 2 s (`main`) spares most
+// of the faults that remained, about 10 % of a forward pass (crates/expgraph-alloc).
 #[global_allocator]
 static GLOBAL: expgraph_alloc::MiMalloc = expgraph_alloc::MiMalloc;
 
