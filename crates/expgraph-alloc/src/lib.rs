@@ -9,8 +9,7 @@
 //! transparent huge pages, 2 MiB zeroed per fault). Kept for 2 s it makes none at batch 1 and
 //! 500–700 at batch 8, and runs about 10 % faster (three processes of each, in turns, back to
 //! back: 46–54 → 42–45 ms per image at batch 1, medians 51.2 → 44.9; 43–48 → 38.5–44 at batch
-//! 8, medians 46.2 → 41.4). ONNX Runtime keeps its
-//! memory in an arena, for the same reason.
+//! 8, medians 46.2 → 41.4). ONNX Runtime keeps its memory in an arena, for the same reason.
 //!
 //! Memory kept is memory held: `expgraph run --limit 120 --iterations 2` peaked at 781 MB
 //! against 704 MB with mimalloc's default (at 10 s: 945 MB), its extraction took 39.4 s against
