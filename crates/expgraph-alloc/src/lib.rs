@@ -52,9 +52,9 @@ pub fn keep_freed_memory() {
 }
 
 /// mimalloc's purge delay now, in milliseconds.
-pub fn purge_delay_ms() -> i64 {
+pub fn purge_delay_ms() -> std::ffi::c_long {
     // SAFETY: reads one of mimalloc's options.
-    i64::from(unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) })
+    unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) }
 }
 
 /// Sets mimalloc's purge delay in milliseconds (0: at once, -1: never). For tests.

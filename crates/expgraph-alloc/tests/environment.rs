@@ -14,7 +14,7 @@ fn the_environment_sets_the_delay_when_it_names_one() {
         assert_eq!(expgraph_alloc::purge_delay_ms().to_string(), expected);
         return;
     }
-    for (env, expected) in [(Some("250"), 250), (None, expgraph_alloc::KEEP_FREED.as_millis() as i64)] {
+    for (env, expected) in [(Some("250"), 250), (None, expgraph_alloc::KEEP_FREED.as_millis())] {
         let mut child = Command::new(std::env::current_exe().unwrap());
         child.args(["--exact", "the_environment_sets_the_delay_when_it_names_one", "--nocapture"]);
         child.env("EXPGRAPH_ALLOC_CHILD", expected.to_string()).env_remove("MIMALLOC_PURGE_DELAY");

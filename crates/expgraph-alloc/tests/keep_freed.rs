@@ -43,7 +43,7 @@ fn freed_memory_is_reused_without_faulting_it_in_again() {
         return;
     };
     expgraph_alloc::keep_freed_memory();
-    assert_eq!(expgraph_alloc::purge_delay_ms(), expgraph_alloc::KEEP_FREED.as_millis() as i64);
+    assert_eq!(expgraph_alloc::purge_delay_ms().to_string(), expgraph_alloc::KEEP_FREED.as_millis().to_string());
     let kept = faults_on_reuse().expect("/proc/self/stat was readable a moment ago");
     eprintln!("faults on reuse: {purged} purged at once, {kept} kept");
     // Purged at once, 64 MiB fault in again: 16,384 faults of 4 KiB pages, or 32 of 2 MiB
