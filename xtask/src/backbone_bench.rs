@@ -202,6 +202,11 @@ pub struct QuietRounds {
     pub ratio: Option<f64>,
 }
 
+/// How many of `rounds` were [`RoundSamples::quiet`].
+fn quiet_count(rounds: &[RoundSamples]) -> usize {
+    rounds.iter().filter(|r| r.quiet()).count()
+}
+
 /// The median of the rounds' own ratios ([`RoundSamples::ratio`]); `None` if none has one.
 fn median_round_ratio<'a>(rounds: impl Iterator<Item = &'a RoundSamples>) -> Option<f64> {
     stats(&rounds.filter_map(RoundSamples::ratio).collect::<Vec<_>>()).map(|s| s.median)
@@ -255,7 +260,7 @@ pub fn enough_rounds(round: usize, rounds: usize, quiet: Option<usize>, samples:
         return false;
     }
     let Some(wanted) = quiet else { return true };
-    round >= 3 * rounds.max(wanted) || samples.iter().all(|s| s.iter().filter(|r| r.quiet()).count() >= wanted)
+    round >= 3 * rounds.max(wanted) || samples.iter().all(|s| quiet_count(s) >= wanted)
 }
 
 /// One batch size of one model.
@@ -301,7 +306,7 @@ impl BatchResult {
             ratio_min: ort.and_then(|o| ratio(ours.min, o.min)),
             ratio_rounds: median_round_ratio(rounds.iter()),
             quiet: QuietRounds {
-                rounds: rounds.iter().filter(|r| r.quiet()).count(),
+                rounds: quiet_count(&rounds),
                 ratio: median_round_ratio(rounds.iter().filter(|r| r.quiet())),
             },
             rounds,
@@ -516,7 +521,7 @@ pub fn run(a: BenchBackboneArgs) -> Result<()> {
         }
         if let Some(wanted) = a.quiet_rounds {
             for (rounds, batch) in samples.iter().zip(&batches) {
-                let quiet = rounds.iter().filter(|r| r.quiet()).count();
+                let quiet = quiet_count(rounds);
                 if quiet < wanted {
                     eprintln!(
                         "{name} batch {batch}: only {quiet} quiet round{} of the {wanted} wanted in {} rounds (the host \

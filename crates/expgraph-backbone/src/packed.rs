@@ -496,14 +496,13 @@ impl PackedWeights {
                     // L3 or memory at batch 8, the input written by a layer before: 1024→256 at
                     // 14² 2–6 % faster, 1024→512 2–3 %, 2048→512 2–5 %; one process, in turns,
                     // on the 2-core Zen 4 machine).
-                    if block.start == panels.start {
-                        if !copy {
-                            if let Some(following) = tiles.get(t + 1) {
-                                prefetch_rows(a, lda, following, &pieces);
-                            }
-                        } else if pass + 1 < passes {
-                            prefetch_rows(a, lda, rows, &next_pieces);
-                        }
+                    let ahead = match (block.start == panels.start, copy) {
+                        (false, _) => None,
+                        (true, false) => tiles.get(t + 1).map(|following| (following, &pieces)),
+                        (true, true) => (pass + 1 < passes).then_some((rows, &next_pieces)),
+                    };
+                    if let Some((ahead_rows, ahead_pieces)) = ahead {
+                        prefetch_rows(a, lda, ahead_rows, ahead_pieces);
                     }
                     for p in block.clone() {
                         let cols = (n - p * NR).min(NR);
